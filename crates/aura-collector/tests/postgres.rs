@@ -73,7 +73,11 @@ impl Pg {
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
             .output()
             .unwrap();
-        assert!(o.status.success(), "initdb: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let sock = pg.data.parent().unwrap().to_path_buf();
         let o = pg
             .cmd("pg_ctl")
@@ -82,14 +86,15 @@ impl Pg {
             .arg("-l")
             .arg(sock.join("pg.log"))
             .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-p {port} -h 127.0.0.1 -k {} -F",
-                sock.display()
-            ))
+            .arg(format!("-p {port} -h 127.0.0.1 -k {} -F", sock.display()))
             .arg("start")
             .output()
             .unwrap();
-        assert!(o.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         pg
     }
 
@@ -134,9 +139,15 @@ fn postgres_stores_queries_and_verifies() {
         ch.gap(3),
     ];
     let (status, body) = c.post(Some(TOKEN), &batch(&lines));
-    assert_eq!((status, body), (200, json!({"accepted": 3, "duplicates": 0})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 3, "duplicates": 0}))
+    );
     let (status, body) = c.post(Some(TOKEN), &batch(&lines));
-    assert_eq!((status, body), (200, json!({"accepted": 0, "duplicates": 3})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 0, "duplicates": 3}))
+    );
     let (status, _) = c.post(Some(TOKEN), &format!("{}\nnot json\n", ch.next(json!({}))));
     assert_eq!(status, 400);
 
@@ -155,18 +166,33 @@ fn postgres_stores_queries_and_verifies() {
     assert_eq!(r.get::<_, String>(3), "webhook_validation_failure");
     assert_eq!(r.get::<_, Option<i32>>(4), Some(401));
     assert_eq!(r.get::<_, String>(5), "198.51.100.3");
-    assert_eq!((r.get::<_, String>(6), r.get::<_, i64>(7)), ("pg".to_string(), 2));
+    assert_eq!(
+        (r.get::<_, String>(6), r.get::<_, i64>(7)),
+        ("pg".to_string(), 2)
+    );
     assert_eq!(r.get::<_, String>(8), sha256_hex(&lines[0]));
     assert_eq!(r.get::<_, String>(9), lines[1]);
 
-    let o = run(&["query", "--ip", "198.51.100.3", "--path", "/api/v1/webhooks/"], &pg.url());
+    let o = run(
+        &[
+            "query",
+            "--ip",
+            "198.51.100.3",
+            "--path",
+            "/api/v1/webhooks/",
+        ],
+        &pg.url(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(stdout_lines(&o), vec![lines[1].clone()]);
 
     let o = run(&["verify"], &pg.url());
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("GAP stream=pg seq=3 at db id=pg-3: shipper dropped 3 records"), "{out}");
+    assert!(
+        out.contains("GAP stream=pg seq=3 at db id=pg-3: shipper dropped 3 records"),
+        "{out}"
+    );
     assert!(c.stop());
     drop(pg);
 }

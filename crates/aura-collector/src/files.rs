@@ -142,9 +142,15 @@ impl FileStore {
     ) -> Result<(File, u64), String> {
         let path = self.dir.join(file_name(date, index));
         let existed = path.exists();
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        {
+            // Audit lines carry IPs and user ids: not world-readable.
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o640);
+        }
+        let f = opts
             .open(&path)
             .map_err(|e| format!("open {}: {e}", path.display()))?;
         let size = f

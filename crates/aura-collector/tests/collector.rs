@@ -415,3 +415,51 @@ fn retention_deletes_old_files_at_start() {
     );
     drop(c);
 }
+
+#[test]
+fn db_failure_is_503_cuts_the_file_back_and_the_retry_stores_once() {
+    let (tmp, c) = setup();
+    let mut ch = Chain::new("d");
+    let first = ch.next(json!({}));
+    assert_eq!(
+        c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
+        200
+    );
+    // Make the DB refuse one record of the next batch, after the file append.
+    let conn = rusqlite::Connection::open(tmp.path().join("audit.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON audit_records WHEN NEW.id = 'd-3' \
+         BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+    )
+    .unwrap();
+    let next = vec![ch.next(json!({})), ch.next(json!({}))];
+    let (status, body) = c.post(Some(TOKEN), &batch(&next));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(file_lines(&c.log_dir), vec![first.clone()]);
+    assert_eq!(query(&c, &[]), vec![first.clone()]);
+    conn.execute_batch("DROP TRIGGER boom;").unwrap();
+    let (status, body) = c.post(Some(TOKEN), &batch(&next));
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 2, "duplicates": 0}))
+    );
+    assert_eq!(file_lines(&c.log_dir).len(), 3);
+    let dir = c.log_dir.to_str().unwrap().to_string();
+    assert_eq!(verify(&["--files", &dir], &c.db_url).0, 0);
+}
+
+#[test]
+fn file_failure_is_503_and_stores_nothing() {
+    let (_tmp, c) = setup();
+    // The log directory turns into a plain file: the append cannot happen.
+    std::fs::remove_dir_all(&c.log_dir).unwrap();
+    std::fs::write(&c.log_dir, "not a directory").unwrap();
+    let mut ch = Chain::new("e");
+    let lines = vec![ch.next(json!({}))];
+    assert_eq!(c.post(Some(TOKEN), &batch(&lines)).0, 503);
+    assert!(query(&c, &[]).is_empty());
+    std::fs::remove_file(&c.log_dir).unwrap();
+    std::fs::create_dir(&c.log_dir).unwrap();
+    assert_eq!(c.post(Some(TOKEN), &batch(&lines)).0, 200);
+    assert_eq!(file_lines(&c.log_dir), lines);
+}

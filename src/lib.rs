@@ -244,4 +244,20 @@ impl Host for WasmHost {
             Self::warn_failed("send_http_response", e);
         }
     }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        match hostcalls::get_buffer(BufferType::HttpRequestBody, start, len) {
+            Ok(body) => Some(body.unwrap_or_default()),
+            Err(status) => {
+                Self::warn_failed("get_buffer(request body)", status);
+                None
+            }
+        }
+    }
+
+    fn resume_request(&mut self) {
+        if let Err(status) = hostcalls::resume_http_request() {
+            Self::warn_failed("resume_http_request", status);
+        }
+    }
 }

@@ -25,6 +25,10 @@ pub trait Host {
     fn set_response_header(&mut self, name: &str, value: &str);
     /// Ends the request with a reply made by the filter; the upstream never sees the request.
     fn send_reply(&mut self, status: u32, headers: &[(String, String)], body: &[u8]);
+    /// The buffered request body, `len` bytes from `start` (None if unavailable).
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
+    /// Lets a paused request continue to the upstream (after an asynchronous decision).
+    fn resume_request(&mut self);
 }
 
 #[cfg(test)]
@@ -48,6 +52,8 @@ pub mod mock {
         pub request_headers: Vec<(String, String)>,
         pub response_headers: Vec<(String, String)>,
         pub reply: Option<Reply>,
+        pub request_body: Vec<u8>,
+        pub resumed: u32,
         pub counters: BTreeMap<String, u64>,
         pub logs: RefCell<Vec<(Level, String)>>,
     }
@@ -95,6 +101,13 @@ pub mod mock {
                 headers: headers.to_vec(),
                 body: body.to_vec(),
             });
+        }
+        fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+            let end = start.checked_add(len)?.min(self.request_body.len());
+            self.request_body.get(start..end).map(|b| b.to_vec())
+        }
+        fn resume_request(&mut self) {
+            self.resumed += 1;
         }
     }
 }

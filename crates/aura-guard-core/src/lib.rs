@@ -3,6 +3,7 @@
 //! it implements [`host::Host`] and forwards each callback to [`filter::HttpFilter`].
 
 pub mod config;
+pub mod events;
 pub mod filter;
 pub mod headers;
 pub mod host;

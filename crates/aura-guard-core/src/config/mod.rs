@@ -66,12 +66,26 @@ impl fmt::Display for ConfigError {
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The filter's whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Overridden by `ENVIRONMENT`.
     pub environment: Environment,
     pub headers: HeadersConfig,
+    /// Largest request body the filter buffers when a stage needs the whole body (webhooks,
+    /// auth identities, audited operations); larger gets 413. Envoy's own buffer limit
+    /// (1 MiB by default) must not be smaller.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            environment: Environment::default(),
+            headers: HeadersConfig::default(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl Config {
@@ -113,6 +127,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new("max_body_bytes", "must be greater than 0"));
+        }
         self.headers.validate("headers")
     }
 }

@@ -252,7 +252,8 @@ impl HttpFilter {
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    clippy::field_reassign_with_default
 )]
 mod tests {
     #[cfg(target_arch = "wasm32")]

@@ -83,7 +83,12 @@ fn whitelisted(cfg: &DebugConfig, named: Option<&DebugEndpoint>, endpoint_path: 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -114,7 +119,10 @@ mod tests {
     #[test]
     fn token_endpoint_is_allowed_only_in_development_by_default() {
         let cfg = DebugConfig::default();
-        assert_eq!(decide(&cfg, Development, &p("/debug/token")), DebugDecision::Allow);
+        assert_eq!(
+            decide(&cfg, Development, &p("/debug/token")),
+            DebugDecision::Allow
+        );
         assert_eq!(decide(&cfg, Staging, &p("/debug/token")), block("token"));
         assert_eq!(decide(&cfg, Production, &p("/debug/token")), block("token"));
     }
@@ -123,8 +131,18 @@ mod tests {
     fn non_debug_paths_are_not_debug_in_any_environment() {
         let cfg = DebugConfig::default();
         for env in ALL_ENVS {
-            for path in ["/", "/api/v1/debug", "/debugger", "/debug-token", "/api/debug/token"] {
-                assert_eq!(decide(&cfg, env, &p(path)), DebugDecision::NotDebug, "{path}");
+            for path in [
+                "/",
+                "/api/v1/debug",
+                "/debugger",
+                "/debug-token",
+                "/api/debug/token",
+            ] {
+                assert_eq!(
+                    decide(&cfg, env, &p(path)),
+                    DebugDecision::NotDebug,
+                    "{path}"
+                );
             }
         }
     }
@@ -132,16 +150,28 @@ mod tests {
     #[test]
     fn unnamed_paths_under_a_prefix_use_default_envs_and_are_named_by_path() {
         let cfg = DebugConfig::default();
-        assert_eq!(decide(&cfg, Development, &p("/debug/vars")), DebugDecision::Allow);
-        assert_eq!(decide(&cfg, Production, &p("/debug/vars")), block("/debug/vars"));
+        assert_eq!(
+            decide(&cfg, Development, &p("/debug/vars")),
+            DebugDecision::Allow
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/vars")),
+            block("/debug/vars")
+        );
         assert_eq!(decide(&cfg, Production, &p("/debug")), block("/debug"));
-        assert_eq!(decide(&cfg, Staging, &p("/DEBUG/Vars/")), block("/debug/vars"));
+        assert_eq!(
+            decide(&cfg, Staging, &p("/DEBUG/Vars/")),
+            block("/debug/vars")
+        );
     }
 
     #[test]
     fn paths_below_a_named_endpoint_belong_to_it() {
         let cfg = DebugConfig::default();
-        assert_eq!(decide(&cfg, Production, &p("/debug/token/x")), block("token"));
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/token/x")),
+            block("token")
+        );
     }
 
     #[test]
@@ -154,9 +184,18 @@ mod tests {
             aliases: vec![],
         });
         cfg.validate().unwrap();
-        assert_eq!(decide(&cfg, Staging, &p("/internal/info")), DebugDecision::Allow);
-        assert_eq!(decide(&cfg, Production, &p("/internal/info")), block("info"));
-        assert_eq!(decide(&cfg, Production, &p("/internal")), DebugDecision::NotDebug);
+        assert_eq!(
+            decide(&cfg, Staging, &p("/internal/info")),
+            DebugDecision::Allow
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/internal/info")),
+            block("info")
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/internal")),
+            DebugDecision::NotDebug
+        );
     }
 
     #[test]
@@ -168,8 +207,14 @@ mod tests {
             allowed_envs: vec![],
             aliases: vec![],
         });
-        assert_eq!(decide(&cfg, Development, &p("/debug/token/admin")), block("token-admin"));
-        assert_eq!(decide(&cfg, Development, &p("/debug/token")), DebugDecision::Allow);
+        assert_eq!(
+            decide(&cfg, Development, &p("/debug/token/admin")),
+            block("token-admin")
+        );
+        assert_eq!(
+            decide(&cfg, Development, &p("/debug/token")),
+            DebugDecision::Allow
+        );
     }
 
     #[test]
@@ -178,15 +223,28 @@ mod tests {
         for env in [Staging, Production] {
             assert_eq!(decide(&cfg_with(false, &[]), env, &path), block("token"));
             assert_eq!(decide(&cfg_with(true, &[]), env, &path), block("token"));
-            assert_eq!(decide(&cfg_with(false, &["token"]), env, &path), block("token"));
-            assert_eq!(decide(&cfg_with(true, &["token"]), env, &path), DebugDecision::Allow);
+            assert_eq!(
+                decide(&cfg_with(false, &["token"]), env, &path),
+                block("token")
+            );
+            assert_eq!(
+                decide(&cfg_with(true, &["token"]), env, &path),
+                DebugDecision::Allow
+            );
         }
     }
 
     #[test]
     fn whitelist_matches_name_alias_or_path() {
         let path = p("/debug/token");
-        for entry in ["token", "TOKEN", "debug_token", "/debug/token", "/Debug/Token/", " token "] {
+        for entry in [
+            "token",
+            "TOKEN",
+            "debug_token",
+            "/debug/token",
+            "/Debug/Token/",
+            " token ",
+        ] {
             assert_eq!(
                 decide(&cfg_with(true, &[entry]), Production, &path),
                 DebugDecision::Allow,
@@ -210,27 +268,42 @@ mod tests {
             "DEBUG_ENDPOINTS_WHITELIST" => Some("other ,  token  ".into()),
             _ => None,
         });
-        assert_eq!(decide(&cfg, Production, &p("/debug/token")), DebugDecision::Allow);
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/token")),
+            DebugDecision::Allow
+        );
     }
 
     #[test]
     fn unnamed_paths_are_whitelisted_by_exact_path_only() {
         let cfg = cfg_with(true, &["/debug/vars"]);
-        assert_eq!(decide(&cfg, Production, &p("/debug/vars")), DebugDecision::Allow);
-        assert_eq!(decide(&cfg, Production, &p("/debug/vars/x")), block("/debug/vars/x"));
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/vars")),
+            DebugDecision::Allow
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/vars/x")),
+            block("/debug/vars/x")
+        );
         assert_eq!(decide(&cfg, Production, &p("/debug/token")), block("token"));
     }
 
     #[test]
     fn whitelisted_path_of_named_endpoint_covers_its_subpaths() {
         let cfg = cfg_with(true, &["/debug/token"]);
-        assert_eq!(decide(&cfg, Production, &p("/debug/token/x")), DebugDecision::Allow);
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/token/x")),
+            DebugDecision::Allow
+        );
     }
 
     #[test]
     fn allowed_environment_needs_no_whitelist() {
         let cfg = cfg_with(false, &[]);
-        assert_eq!(decide(&cfg, Development, &p("/debug/token")), DebugDecision::Allow);
+        assert_eq!(
+            decide(&cfg, Development, &p("/debug/token")),
+            DebugDecision::Allow
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub enum PathError {
     EncodedSlash,
     /// `%3F` or `%23`: a re-parsing upstream would cut the path there.
     EncodedDelimiter,
-    /// A Unicode look-alike of a path delimiter (fullwidth solidus and friends).
+    /// A Unicode compatibility look-alike of ASCII (fullwidth solidus, fullwidth letters, ...).
     ConfusableCharacter,
     /// `%` not followed by two hex digits (including IIS-style `%u0064`).
     InvalidPercentEncoding,
@@ -126,7 +126,7 @@ impl PathError {
             Self::Backslash => "backslash in path",
             Self::EncodedSlash => "encoded slash in path",
             Self::EncodedDelimiter => "encoded '?' or '#' in path",
-            Self::ConfusableCharacter => "look-alike of a path delimiter in path",
+            Self::ConfusableCharacter => "Unicode look-alike of an ASCII character in path",
             Self::InvalidPercentEncoding => "invalid percent-encoding in path",
             Self::ExcessiveEncoding => "path is percent-encoded too many times",
             Self::InvalidUtf8 => "path is not valid UTF-8 after decoding",
@@ -364,27 +364,24 @@ fn hex_pair(h: u8, l: u8) -> Option<u8> {
     u8::try_from(hi * 16 + lo).ok()
 }
 
-/// Unicode characters whose compatibility form (NFKC) is path syntax, or which render as it.
-const CONFUSABLES: &[char] = &[
-    '\u{FF0F}', // FULLWIDTH SOLIDUS
-    '\u{FF3C}', // FULLWIDTH REVERSE SOLIDUS
-    '\u{FE68}', // SMALL REVERSE SOLIDUS
-    '\u{2215}', // DIVISION SLASH
-    '\u{2044}', // FRACTION SLASH
-    '\u{29F8}', // BIG SOLIDUS
-    '\u{FF0E}', // FULLWIDTH FULL STOP
-    '\u{FE52}', // SMALL FULL STOP
-    '\u{2024}', // ONE DOT LEADER
-    '\u{2025}', // TWO DOT LEADER
-    '\u{FF05}', // FULLWIDTH PERCENT SIGN
-    '\u{FE6A}', // SMALL PERCENT SIGN
-    '\u{FF1B}', // FULLWIDTH SEMICOLON
-    '\u{FE54}', // SMALL SEMICOLON
-    '\u{FF1F}', // FULLWIDTH QUESTION MARK
-    '\u{FE56}', // SMALL QUESTION MARK
-    '\u{FF03}', // FULLWIDTH NUMBER SIGN
-    '\u{FE5F}', // SMALL NUMBER SIGN
-];
+/// Characters whose compatibility form (NFKC) is ASCII, or which render as path syntax. An
+/// upstream that folds compatibility forms (`／ｄｅｂｕｇ` to `/debug`) would otherwise route a
+/// path the filter reads as something else. Not a complete NFKC table: it covers the fullwidth
+/// and small forms, mathematical alphanumerics and the slash and dot look-alikes.
+fn is_confusable(c: char) -> bool {
+    matches!(c,
+        '\u{FF01}'..='\u{FF5E}' // fullwidth ASCII (／ ＼ ． ％ ; letters, digits ...)
+        | '\u{FE50}'..='\u{FE6B}' // small form variants (﹒ ﹔ ﹖ ﹟ ﹨ ﹪ ...)
+        | '\u{1D400}'..='\u{1D7FF}' // mathematical alphanumeric symbols
+        | '\u{2215}' // DIVISION SLASH
+        | '\u{2044}' // FRACTION SLASH
+        | '\u{29F8}' // BIG SOLIDUS
+        | '\u{29F5}' // REVERSE SOLIDUS OPERATOR
+        | '\u{2024}' // ONE DOT LEADER
+        | '\u{2025}' // TWO DOT LEADER
+        | '\u{2026}' // HORIZONTAL ELLIPSIS (NFKC "...")
+    )
+}
 
 fn check_decoded_chars(decoded: &str, suspicions: &mut Vec<Suspicion>) -> Result<(), PathError> {
     for c in decoded.chars() {
@@ -393,10 +390,297 @@ fn check_decoded_chars(decoded: &str, suspicions: &mut Vec<Suspicion>) -> Result
             '\\' => return Err(PathError::Backslash),
             '?' | '#' => return Err(PathError::EncodedDelimiter),
             c if c.is_control() => return Err(PathError::ControlCharacter),
-            c if CONFUSABLES.contains(&c) => return Err(PathError::ConfusableCharacter),
+            c if is_confusable(c) => return Err(PathError::ConfusableCharacter),
             c if !c.is_ascii() => suspicions.push(Suspicion::NonAscii),
             _ => {}
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::config::debug::DebugConfig;
+    use crate::config::versions::VersionsConfig;
+    use crate::config::Environment;
+    use crate::debug::{self, DebugDecision};
+    use crate::versions::{self, VersionDecision};
+
+    fn canon(raw: &str) -> String {
+        normalise(raw)
+            .unwrap_or_else(|e| panic!("{raw:?} refused: {e}"))
+            .as_str()
+            .to_owned()
+    }
+
+    fn refused(raw: &str) -> PathError {
+        match normalise(raw) {
+            Ok(p) => panic!("{raw:?} accepted as {:?}", p.as_str()),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_are_unchanged_and_not_suspicious() {
+        for raw in [
+            "/",
+            "/api/v2/orders",
+            "/api/v2/orders/123",
+            "/health",
+            "/a-b_c~d/e.json",
+        ] {
+            let p = normalise(raw).unwrap();
+            assert_eq!(p.as_str(), raw);
+            assert!(!p.is_suspicious(), "{raw}: {:?}", p.suspicions());
+        }
+    }
+
+    #[test]
+    fn segments_exclude_root_and_empties() {
+        assert!(normalise("/").unwrap().segments().is_empty());
+        assert_eq!(normalise("/api//v1/").unwrap().segments(), ["api", "v1"]);
+    }
+
+    #[test]
+    fn canonicalised_forms() {
+        for (raw, expected) in [
+            ("/DEBUG/Token", "/debug/token"),
+            ("/debug/token/", "/debug/token"),
+            ("/debug//token", "/debug/token"),
+            ("/debug/./token", "/debug/token"),
+            ("/./debug/./token", "/debug/token"),
+            ("/debug/token.", "/debug/token"),
+            ("/debug/token..", "/debug/token"),
+            ("/debug/token%20", "/debug/token"),
+            ("/debug/token%20.", "/debug/token"),
+            ("/debug;x=y/token", "/debug/token"),
+            ("/debug/token;jsessionid=1", "/debug/token"),
+            ("/debug/token%3Bx", "/debug/token"),
+            ("/;/debug/token", "/debug/token"),
+            ("/%64ebug/token", "/debug/token"),
+            ("/%2564ebug/token", "/debug/token"),
+            ("/%252564ebug/token", "/debug/token"),
+            ("/debug/token%2e", "/debug/token"),
+            ("/debug/token%252e", "/debug/token"),
+            ("/api/V0./x", "/api/v0/x"),
+            ("/debug/token?x=%2F..", "/debug/token"),
+            ("/debug/token#/../x", "/debug/token"),
+            ("/caf%C3%A9/%C3%89T%C3%89", "/café/été"),
+            ("/files/100%25", "/files/100%"),
+            ("/files/100%25zz", "/files/100%zz"),
+            ("/a/%7Euser", "/a/~user"),
+            ("/K/\u{212A}", "/k/k"),
+        ] {
+            assert_eq!(canon(raw), expected, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        for (raw, expected) in [
+            ("", PathError::NotOriginForm),
+            ("*", PathError::NotOriginForm),
+            ("?x", PathError::NotOriginForm),
+            ("http://h/debug/token", PathError::NotOriginForm),
+            ("debug/token", PathError::NotOriginForm),
+            ("//debug/token", PathError::LeadingDoubleSlash),
+            ("\\debug\\token", PathError::Backslash),
+            ("/debug\\token", PathError::Backslash),
+            ("/debug%5Ctoken", PathError::Backslash),
+            ("/debug%255ctoken", PathError::Backslash),
+            ("/debug%2Ftoken", PathError::EncodedSlash),
+            ("/debug%252Ftoken", PathError::EncodedSlash),
+            ("/debug%25252Ftoken", PathError::EncodedSlash),
+            ("/debug%2525252Ftoken", PathError::ExcessiveEncoding),
+            ("/debug%3Ftoken", PathError::EncodedDelimiter),
+            ("/debug%23/token", PathError::EncodedDelimiter),
+            ("/debug/token%00", PathError::ControlCharacter),
+            ("/debug/token%2500", PathError::ControlCharacter),
+            ("/debug/token\u{0}", PathError::ControlCharacter),
+            ("/debug/token%0d%0a", PathError::ControlCharacter),
+            ("/debug/token%7f", PathError::ControlCharacter),
+            ("/debug/token%c2%85", PathError::ControlCharacter),
+            ("/debug/token x", PathError::RawSpace),
+            ("/debug/token%", PathError::InvalidPercentEncoding),
+            ("/debug/token%2", PathError::InvalidPercentEncoding),
+            ("/debug/token%zz", PathError::InvalidPercentEncoding),
+            ("/debug/token%u0041", PathError::InvalidPercentEncoding),
+            ("/debug%C0%AFtoken", PathError::InvalidUtf8),
+            ("/debug%ff/token", PathError::InvalidUtf8),
+            ("/debug/../debug/token", PathError::DotDotSegment),
+            ("/foo/../debug/token", PathError::DotDotSegment),
+            ("/..", PathError::DotDotSegment),
+            ("/%2e%2e/debug/token", PathError::DotDotSegment),
+            ("/%2E./debug/token", PathError::DotDotSegment),
+            ("/..;/debug/token", PathError::DotDotSegment),
+            ("/debug/..%3B/x", PathError::DotDotSegment),
+            ("/debug/.;x/token", PathError::AmbiguousDotSegment),
+            ("/debug/.../token", PathError::AmbiguousDotSegment),
+            ("/debug/.%20/token", PathError::AmbiguousDotSegment),
+            ("/debug/%20/token", PathError::AmbiguousDotSegment),
+            ("/debug%EF%BC%8Ftoken", PathError::ConfusableCharacter),
+            ("/\u{FF24}EBUG/token", PathError::ConfusableCharacter),
+            ("/debug\u{2215}token", PathError::ConfusableCharacter),
+            ("/debug/token\u{2026}", PathError::ConfusableCharacter),
+        ] {
+            assert_eq!(refused(raw), expected, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn refusal_is_400_with_json_detail() {
+        let e = refused("/debug%2Ftoken");
+        assert_eq!(e.status(), 400);
+        assert_eq!(
+            e.body(),
+            r#"{"detail":"Ambiguous request path: encoded slash in path"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&refused("/a/%00").body()).unwrap();
+        assert!(v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ambiguous request path: "));
+    }
+
+    #[test]
+    fn query_is_kept_raw_and_fragment_dropped() {
+        let p = normalise("/webhooks/stripe?a=%2F&b=1#frag?x").unwrap();
+        assert_eq!(p.as_str(), "/webhooks/stripe");
+        assert_eq!(p.query(), Some("a=%2F&b=1"));
+        assert_eq!(p.raw(), "/webhooks/stripe?a=%2F&b=1#frag?x");
+        assert_eq!(p.suspicions(), [Suspicion::Fragment]);
+
+        let p = normalise("/x#a?b").unwrap();
+        assert_eq!(p.query(), None);
+        assert_eq!(normalise("/x?").unwrap().query(), Some(""));
+        assert_eq!(normalise("/x").unwrap().query(), None);
+    }
+
+    #[test]
+    fn query_content_cannot_cause_refusal() {
+        let p = normalise("/x?path=..%2F..%5C%00&y=\\").unwrap();
+        assert_eq!(p.as_str(), "/x");
+    }
+
+    #[test]
+    fn suspicions_are_recorded_sorted_and_deduplicated() {
+        let cases: [(&str, &[Suspicion]); 9] = [
+            ("/%64ebug/%74oken", &[Suspicion::EncodedUnreserved]),
+            ("/a/%2e/b", &[Suspicion::EncodedDot, Suspicion::DotSegment]),
+            ("/a/./b/./c", &[Suspicion::DotSegment]),
+            ("/a//b", &[Suspicion::EmptySegment]),
+            ("/a/b;c", &[Suspicion::PathParameters]),
+            (
+                "/a/b%3Bc",
+                &[Suspicion::EncodedSemicolon, Suspicion::PathParameters],
+            ),
+            ("/a/b.", &[Suspicion::TrailingDotOrSpace]),
+            ("/a/%2561", &[Suspicion::MultipleEncoding]),
+            ("/caf%C3%A9", &[Suspicion::NonAscii]),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalise(raw).unwrap().suspicions(), expected, "{raw:?}");
+        }
+        assert!(!normalise("/caf%C3%A9").unwrap().is_suspicious());
+        assert!(!normalise("/a/b/").unwrap().is_suspicious());
+        assert!(normalise("/a//b").unwrap().is_suspicious());
+    }
+
+    #[test]
+    fn is_under_is_segment_wise() {
+        let p = normalise("/debug/token/x").unwrap();
+        assert!(p.is_under("/debug"));
+        assert!(p.is_under("/debug/token"));
+        assert!(p.is_under("/debug/token/x"));
+        assert!(p.is_under("/"));
+        assert!(!p.is_under("/debug/tok"));
+        assert!(!p.is_under("/debug/token/x/y"));
+        assert!(!normalise("/debugger").unwrap().is_under("/debug"));
+        assert!(normalise("/").unwrap().is_under("/"));
+        assert!(!normalise("/").unwrap().is_under("/debug"));
+    }
+
+    #[test]
+    fn normalising_is_idempotent_on_canonical_output() {
+        for raw in ["/DEBUG//Token;x/", "/%2564ebug/token.", "/api/V0%20/x?q"] {
+            let once = canon(raw);
+            assert_eq!(canon(&once), once, "{raw:?}");
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Variant {
+        path: String,
+        target: String,
+    }
+
+    /// Every variant aimed at `/debug/token` or `/api/v0/x` is refused (400) or read as a
+    /// path the production debug policy or the disabled-version policy blocks.
+    #[test]
+    fn no_corpus_variant_slips_through() {
+        let corpus: Vec<Variant> =
+            serde_json::from_str(include_str!("../tests/data/path_variants.json")).unwrap();
+        assert!(corpus.len() >= 60, "corpus has {} variants", corpus.len());
+        let debug_cfg = DebugConfig::default();
+        let versions_cfg = VersionsConfig {
+            disabled: vec!["v0".into()],
+            ..VersionsConfig::default()
+        };
+        let (mut n_refused, mut n_blocked) = (0, 0);
+        for v in &corpus {
+            let Ok(p) = normalise(&v.path) else {
+                n_refused += 1;
+                continue;
+            };
+            let blocked = match v.target.as_str() {
+                "debug" => matches!(
+                    debug::decide(&debug_cfg, Environment::Production, &p),
+                    DebugDecision::Block { .. }
+                ),
+                "disabled_version" => matches!(
+                    versions::decide(&versions_cfg, &p, None, 0),
+                    VersionDecision::Disabled { .. }
+                ),
+                other => panic!("unknown target {other:?} for {:?}", v.path),
+            };
+            assert!(blocked, "{:?} slipped through as {:?}", v.path, p.as_str());
+            n_blocked += 1;
+        }
+        // Both outcomes must be exercised, or the corpus is not testing what it claims.
+        assert!(
+            n_refused > 10 && n_blocked > 10,
+            "{n_refused} refused, {n_blocked} blocked"
+        );
+    }
+
+    /// Variants that are not refused really read as their target (under `/debug`, or naming
+    /// `v0`): they are blocked because of what they are, not by accident.
+    #[test]
+    fn corpus_variants_that_normalise_reach_their_target() {
+        let corpus: Vec<Variant> =
+            serde_json::from_str(include_str!("../tests/data/path_variants.json")).unwrap();
+        for v in &corpus {
+            let Ok(p) = normalise(&v.path) else { continue };
+            match v.target.as_str() {
+                "debug" => assert!(p.is_under("/debug"), "{:?} -> {:?}", v.path, p.as_str()),
+                _ => assert!(
+                    versions::detect_versions(p.segments(), None).contains(&"v0".to_owned()),
+                    "{:?} -> {:?}",
+                    v.path,
+                    p.as_str()
+                ),
+            }
+        }
+    }
 }

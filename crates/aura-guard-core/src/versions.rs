@@ -65,16 +65,11 @@ fn canonical_number(n: &str) -> Option<&str> {
 }
 
 /// Versions named by the path (after each `api` segment) and by the header, in that order.
-pub fn detect_versions(
-    segments: &[String],
-    header_value: Option<&str>,
-) -> Vec<String> {
-    let from_path = segments
-        .windows(2)
-        .filter_map(|w| match w {
-            [api, v] if api == "api" && v.starts_with('v') => canonical_version(v),
-            _ => None,
-        });
+pub fn detect_versions(segments: &[String], header_value: Option<&str>) -> Vec<String> {
+    let from_path = segments.windows(2).filter_map(|w| match w {
+        [api, v] if api == "api" && v.starts_with('v') => canonical_version(v),
+        _ => None,
+    });
     let from_header = header_value
         .into_iter()
         .flat_map(|h| h.split(','))
@@ -179,7 +174,12 @@ pub fn deprecation_headers(version: &str, sunset: Option<&VersionSunset>) -> Vec
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -245,17 +245,38 @@ mod tests {
     #[test]
     fn other_versions_and_non_api_paths_pass_untouched() {
         let c = VersionsConfig::default();
-        for path in ["/api/v2/orders", "/v1/orders", "/apis/v1", "/api", "/api/vendors", "/", "/x/api"] {
-            assert_eq!(decide(&c, &p(path), None, NOW), VersionDecision::None, "{path}");
+        for path in [
+            "/api/v2/orders",
+            "/v1/orders",
+            "/apis/v1",
+            "/api",
+            "/api/vendors",
+            "/",
+            "/x/api",
+        ] {
+            assert_eq!(
+                decide(&c, &p(path), None, NOW),
+                VersionDecision::None,
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn version_after_any_api_segment_counts() {
         let c = cfg(&[], &["v0"], None);
-        for path in ["/api/v0", "/service/api/v0/x", "/api/v2/api/v0/x", "/API/V0/", "/api/v00/x"] {
+        for path in [
+            "/api/v0",
+            "/service/api/v0/x",
+            "/api/v2/api/v0/x",
+            "/API/V0/",
+            "/api/v00/x",
+        ] {
             assert!(
-                matches!(decide(&c, &p(path), None, NOW), VersionDecision::Disabled { .. }),
+                matches!(
+                    decide(&c, &p(path), None, NOW),
+                    VersionDecision::Disabled { .. }
+                ),
                 "{path}"
             );
         }
@@ -290,7 +311,10 @@ mod tests {
     #[test]
     fn header_counts_only_when_configured() {
         let without = cfg(&[], &["v0"], None);
-        assert_eq!(decide(&without, &p("/orders"), Some("v0"), NOW), VersionDecision::None);
+        assert_eq!(
+            decide(&without, &p("/orders"), Some("v0"), NOW),
+            VersionDecision::None
+        );
         let with = cfg(&[], &["v0"], Some("api-version"));
         assert!(matches!(
             decide(&with, &p("/orders"), Some(" V0 "), NOW),
@@ -312,8 +336,14 @@ mod tests {
     #[test]
     fn junk_header_value_is_ignored() {
         let c = cfg(&["v1"], &["v0"], Some("api-version"));
-        assert_eq!(decide(&c, &p("/x"), Some("latest"), NOW), VersionDecision::None);
-        assert_eq!(decide(&c, &p("/api/v2/x"), Some("v0beta"), NOW), VersionDecision::None);
+        assert_eq!(
+            decide(&c, &p("/x"), Some("latest"), NOW),
+            VersionDecision::None
+        );
+        assert_eq!(
+            decide(&c, &p("/api/v2/x"), Some("v0beta"), NOW),
+            VersionDecision::None
+        );
     }
 
     #[test]
@@ -356,7 +386,8 @@ mod tests {
                 ..VersionSunset::default()
             },
         );
-        let VersionDecision::Deprecated { headers, .. } = decide(&c, &p("/api/v1"), None, NOW) else {
+        let VersionDecision::Deprecated { headers, .. } = decide(&c, &p("/api/v1"), None, NOW)
+        else {
             panic!("expected deprecated");
         };
         let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
@@ -366,7 +397,10 @@ mod tests {
 
     #[test]
     fn http_date_is_imf_fixdate() {
-        assert_eq!(http_date(784_111_777).unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            http_date(784_111_777).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
     }
 
     #[test]

@@ -139,7 +139,12 @@ fn check_canonical(field: &str, path: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -162,7 +167,10 @@ mod tests {
         assert_eq!(cfg.endpoints.len(), 1);
         assert_eq!(cfg.endpoints[0].name, "token");
         assert_eq!(cfg.endpoints[0].path, "/debug/token");
-        assert_eq!(cfg.endpoints[0].allowed_envs, vec![Environment::Development]);
+        assert_eq!(
+            cfg.endpoints[0].allowed_envs,
+            vec![Environment::Development]
+        );
         assert_eq!(cfg.default_allowed_envs, vec![Environment::Development]);
         assert!(!cfg.enabled);
         assert!(cfg.whitelist.is_empty());

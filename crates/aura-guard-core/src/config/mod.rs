@@ -31,7 +31,9 @@ impl Environment {
                 "production" => Ok(Self::Production),
                 _ => Err(ConfigError::new(
                     "ENVIRONMENT",
-                    format!("unknown environment {v:?}; expected development, staging or production"),
+                    format!(
+                        "unknown environment {v:?}; expected development, staging or production"
+                    ),
                 )),
             },
         }
@@ -88,7 +90,12 @@ pub fn split_env_list(value: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -97,8 +104,14 @@ mod tests {
 
     #[test]
     fn environment_defaults_to_development_when_unset_or_empty() {
-        assert_eq!(Environment::from_env_value(None).unwrap(), Environment::Development);
-        assert_eq!(Environment::from_env_value(Some("")).unwrap(), Environment::Development);
+        assert_eq!(
+            Environment::from_env_value(None).unwrap(),
+            Environment::Development
+        );
+        assert_eq!(
+            Environment::from_env_value(Some("")).unwrap(),
+            Environment::Development
+        );
     }
 
     #[test]
@@ -107,7 +120,10 @@ mod tests {
             Environment::from_env_value(Some(" Production ")).unwrap(),
             Environment::Production
         );
-        assert_eq!(Environment::from_env_value(Some("STAGING")).unwrap(), Environment::Staging);
+        assert_eq!(
+            Environment::from_env_value(Some("STAGING")).unwrap(),
+            Environment::Staging
+        );
     }
 
     #[test]
@@ -118,7 +134,10 @@ mod tests {
 
     #[test]
     fn environment_serde_is_lower_case() {
-        assert_eq!(serde_json::to_string(&Environment::Staging).unwrap(), "\"staging\"");
+        assert_eq!(
+            serde_json::to_string(&Environment::Staging).unwrap(),
+            "\"staging\""
+        );
         let e: Environment = serde_json::from_str("\"production\"").unwrap();
         assert_eq!(e, Environment::Production);
     }

@@ -68,16 +68,19 @@ impl VersionsConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (list, name) in [(&self.deprecated, "deprecated"), (&self.disabled, "disabled")] {
+        for (list, name) in [
+            (&self.deprecated, "deprecated"),
+            (&self.disabled, "disabled"),
+        ] {
             for (i, v) in list.iter().enumerate() {
                 check_version(&format!("versions.{name}[{i}]"), v)?;
             }
         }
         if let Some(header) = &self.header {
             let ok = !header.is_empty()
-                && header
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && header.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !ok {
                 return Err(ConfigError::new(
                     "versions.header",
@@ -88,7 +91,10 @@ impl VersionsConfig {
         for (v, s) in &self.sunset {
             let field = format!("versions.sunset.{v}");
             check_version(&field, v)?;
-            for (t, name) in [(s.deprecated_at, "deprecated_at"), (s.sunset_at, "sunset_at")] {
+            for (t, name) in [
+                (s.deprecated_at, "deprecated_at"),
+                (s.sunset_at, "sunset_at"),
+            ] {
                 if let Some(t) = t {
                     if !(0..=MAX_UNIX_TIME).contains(&t) {
                         return Err(ConfigError::new(
@@ -123,7 +129,9 @@ fn check_version(field: &str, v: &str) -> Result<(), ConfigError> {
         )),
         None => Err(ConfigError::new(
             field,
-            format!("{v:?}: a version is 'v' followed by digits, optionally '.digits' (e.g. v1, v2.1)"),
+            format!(
+                "{v:?}: a version is 'v' followed by digits, optionally '.digits' (e.g. v1, v2.1)"
+            ),
         )),
     }
 }
@@ -146,7 +154,12 @@ fn check_link(field: &str, link: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -225,7 +238,10 @@ mod tests {
                 link: None,
             },
         );
-        assert_eq!(cfg.validate().unwrap_err().field, "versions.sunset.v1.sunset_at");
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "versions.sunset.v1.sunset_at"
+        );
 
         cfg.sunset.insert(
             "v1".into(),
@@ -234,9 +250,17 @@ mod tests {
                 ..VersionSunset::default()
             },
         );
-        assert_eq!(cfg.validate().unwrap_err().field, "versions.sunset.v1.deprecated_at");
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "versions.sunset.v1.deprecated_at"
+        );
 
-        for bad in ["ftp://x", "https://x/>; rel=\"evil\"", "https://x y", "/relative"] {
+        for bad in [
+            "ftp://x",
+            "https://x/>; rel=\"evil\"",
+            "https://x y",
+            "/relative",
+        ] {
             cfg.sunset.insert(
                 "v1".into(),
                 VersionSunset {
@@ -244,7 +268,11 @@ mod tests {
                     ..VersionSunset::default()
                 },
             );
-            assert_eq!(cfg.validate().unwrap_err().field, "versions.sunset.v1.link", "{bad}");
+            assert_eq!(
+                cfg.validate().unwrap_err().field,
+                "versions.sunset.v1.link",
+                "{bad}"
+            );
         }
 
         cfg.sunset.clear();

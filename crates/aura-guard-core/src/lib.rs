@@ -3,7 +3,10 @@
 //! it implements [`host::Host`] and forwards each callback to [`filter::HttpFilter`].
 
 pub mod config;
+pub mod debug;
 pub mod events;
 pub mod filter;
 pub mod headers;
 pub mod host;
+pub mod path;
+pub mod versions;

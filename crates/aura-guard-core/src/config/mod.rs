@@ -3,15 +3,21 @@
 //! they exist. Parsing is strict (`deny_unknown_fields`) and `Config::load` validates
 //! everything, so a bad configuration is refused at `on_configure` with an error naming the field.
 
+pub mod debug;
 pub mod headers;
+pub mod versions;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
+pub use versions::VersionsConfig;
 
 /// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     #[default]
@@ -40,6 +46,23 @@ impl Environment {
     }
 }
 
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Splits a comma list from an environment variable: entries trimmed, empty entries dropped.
+/// (The original did not trim; trimming means `a, b` works as an operator expects.)
+pub fn split_env_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A configuration problem: `field` is the dotted path of the offending setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -62,6 +85,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 /// Looks up an environment variable; the glue passes WASI environ, tests pass a map.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -76,6 +101,10 @@ pub struct Config {
     /// auth identities, audited operations); larger gets 413. Envoy's own buffer limit
     /// (1 MiB by default) must not be smaller.
     pub max_body_bytes: usize,
+    /// Debug-endpoint protection (seed §1); `DEBUG_ENDPOINTS_*` override it.
+    pub debug: DebugConfig,
+    /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
+    pub versions: VersionsConfig,
 }
 
 impl Default for Config {
@@ -84,6 +113,8 @@ impl Default for Config {
             environment: Environment::default(),
             headers: HeadersConfig::default(),
             max_body_bytes: 1024 * 1024,
+            debug: DebugConfig::default(),
+            versions: VersionsConfig::default(),
         }
     }
 }
@@ -123,6 +154,8 @@ impl Config {
                 )
             })?;
         }
+        self.debug.apply_env_overrides(env);
+        self.versions.apply_env_overrides(env);
         Ok(())
     }
 
@@ -130,7 +163,9 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("max_body_bytes", "must be greater than 0"));
         }
-        self.headers.validate("headers")
+        self.headers.validate("headers")?;
+        self.debug.validate()?;
+        self.versions.validate()
     }
 }
 
@@ -188,6 +223,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.environment, Environment::Production);
+    }
+
+    #[test]
+    fn env_list_trims_and_drops_empty_entries() {
+        assert_eq!(split_env_list(" a, b ,,c ,"), vec!["a", "b", "c"]);
+        assert!(split_env_list("").is_empty());
+        assert!(split_env_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn seed_variables_reach_debug_and_versions() {
+        let c = Config::load(
+            b"{}",
+            &env_of(&[
+                ("DEBUG_ENDPOINTS_ENABLED", "true"),
+                ("DEBUG_ENDPOINTS_WHITELIST", "token"),
+                ("DISABLED_API_VERSIONS", "v0"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.debug.enabled);
+        assert_eq!(c.debug.whitelist, vec!["token"]);
+        assert_eq!(c.versions.disabled, vec!["v0"]);
     }
 
     #[test]

@@ -1,0 +1,3 @@
+//! Configuration types, one submodule per capability.
+
+pub mod ratelimit;

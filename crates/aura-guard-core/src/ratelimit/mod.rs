@@ -1,0 +1,4 @@
+//! Auth-endpoint rate limiting through envoyproxy/ratelimit (RLS v3). See docs/ratelimit.md.
+
+pub mod rls;
+pub mod window;

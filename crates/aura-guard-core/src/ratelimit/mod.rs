@@ -2,3 +2,6 @@
 
 pub mod rls;
 pub mod window;
+pub mod client_ip;
+pub mod identity;
+pub mod jwt;

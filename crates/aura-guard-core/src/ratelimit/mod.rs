@@ -5,3 +5,6 @@ pub mod window;
 pub mod client_ip;
 pub mod identity;
 pub mod jwt;
+pub mod headers;
+pub mod planner;
+pub mod service_yaml;

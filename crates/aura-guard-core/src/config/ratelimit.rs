@@ -131,8 +131,20 @@ impl Default for RateLimitConfig {
             max_body_bytes: 16 * 1024,
             routes: vec![
                 route("login", "/auth/login", 5, 300, body(&["username", "email"])),
-                route("register", "/auth/register", 3, 3600, body(&["username", "email"])),
-                route("password_reset", "/auth/password-reset", 3, 3600, body(&["email", "username"])),
+                route(
+                    "register",
+                    "/auth/register",
+                    3,
+                    3600,
+                    body(&["username", "email"]),
+                ),
+                route(
+                    "password_reset",
+                    "/auth/password-reset",
+                    3,
+                    3600,
+                    body(&["email", "username"]),
+                ),
                 route(
                     "refresh",
                     "/auth/refresh",
@@ -180,8 +192,7 @@ pub struct ResolvedRateLimitConfig {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
@@ -211,12 +222,18 @@ impl RateLimitConfig {
                 return Err("ratelimit.user_hash_key_env: must not be empty when set".to_string());
             }
         }
-        if self.routes.iter().any(|r| r.identity.uses_jwt()) && self.jwt_secret_env.trim().is_empty() {
-            return Err("ratelimit.jwt_secret_env: must not be empty when a route reads a JWT".to_string());
+        if self.routes.iter().any(|r| r.identity.uses_jwt())
+            && self.jwt_secret_env.trim().is_empty()
+        {
+            return Err(
+                "ratelimit.jwt_secret_env: must not be empty when a route reads a JWT".to_string(),
+            );
         }
         for (i, r) in self.routes.iter().enumerate() {
             if !is_name(&r.name) {
-                return Err(format!("ratelimit.routes[{i}].name: must be non-empty [a-z0-9_-], at most 64 chars"));
+                return Err(format!(
+                    "ratelimit.routes[{i}].name: must be non-empty [a-z0-9_-], at most 64 chars"
+                ));
             }
             let at = format!("ratelimit.routes.{}", r.name);
             if self.routes.iter().take(i).any(|o| o.name == r.name) {
@@ -229,12 +246,13 @@ impl RateLimitConfig {
                 return Err(format!("{at}.path: duplicate path {}", r.path));
             }
             if r.methods.is_empty()
-                || r
-                    .methods
+                || r.methods
                     .iter()
                     .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
             {
-                return Err(format!("{at}.methods: must be non-empty uppercase method names"));
+                return Err(format!(
+                    "{at}.methods: must be non-empty uppercase method names"
+                ));
             }
             if r.requests == 0 {
                 return Err(format!("{at}.requests: must be > 0"));
@@ -263,7 +281,10 @@ impl RateLimitConfig {
     }
 
     /// Validates and loads secrets through `env` (e.g. `|k| std::env::var(k).ok()` in the glue).
-    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ResolvedRateLimitConfig, String> {
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ResolvedRateLimitConfig, String> {
         self.validate()?;
         let needs_jwt = self.enabled && self.routes.iter().any(|r| r.identity.uses_jwt());
         let jwt_secret = match env(&self.jwt_secret_env).filter(|s| !s.is_empty()) {
@@ -296,7 +317,12 @@ impl RateLimitConfig {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -371,21 +397,53 @@ mod tests {
         check(&|c| c.cluster = " ".into(), "ratelimit.cluster:");
         check(&|c| c.trusted_hops = 99, "ratelimit.trusted_hops:");
         check(&|c| c.ipv6_prefix_len = 0, "ratelimit.ipv6_prefix_len:");
-        check(&|c| c.routes[0].window_s = 11, "ratelimit.routes.login.window_s:");
-        check(&|c| c.routes[0].window_s = 0, "ratelimit.routes.login.window_s:");
-        check(&|c| c.routes[1].requests = 0, "ratelimit.routes.register.requests:");
-        check(&|c| c.routes[1].path = "auth".into(), "ratelimit.routes.register.path:");
-        check(&|c| c.routes[1].path = "/auth/login".into(), "ratelimit.routes.register.path:");
-        check(&|c| c.routes[1].name = "login".into(), "ratelimit.routes.login.name:");
-        check(&|c| c.routes[2].name = "Bad Name".into(), "ratelimit.routes[2].name:");
-        check(&|c| c.routes[0].methods = vec![], "ratelimit.routes.login.methods:");
-        check(&|c| c.routes[0].identity.body_fields = vec![String::new()], "ratelimit.routes.login.identity.body_fields:");
-        check(&|c| c.jwt_secret_env = String::new(), "ratelimit.jwt_secret_env:");
+        check(
+            &|c| c.routes[0].window_s = 11,
+            "ratelimit.routes.login.window_s:",
+        );
+        check(
+            &|c| c.routes[0].window_s = 0,
+            "ratelimit.routes.login.window_s:",
+        );
+        check(
+            &|c| c.routes[1].requests = 0,
+            "ratelimit.routes.register.requests:",
+        );
+        check(
+            &|c| c.routes[1].path = "auth".into(),
+            "ratelimit.routes.register.path:",
+        );
+        check(
+            &|c| c.routes[1].path = "/auth/login".into(),
+            "ratelimit.routes.register.path:",
+        );
+        check(
+            &|c| c.routes[1].name = "login".into(),
+            "ratelimit.routes.login.name:",
+        );
+        check(
+            &|c| c.routes[2].name = "Bad Name".into(),
+            "ratelimit.routes[2].name:",
+        );
+        check(
+            &|c| c.routes[0].methods = vec![],
+            "ratelimit.routes.login.methods:",
+        );
+        check(
+            &|c| c.routes[0].identity.body_fields = vec![String::new()],
+            "ratelimit.routes.login.identity.body_fields:",
+        );
+        check(
+            &|c| c.jwt_secret_env = String::new(),
+            "ratelimit.jwt_secret_env:",
+        );
     }
 
     #[test]
     fn resolve_loads_secret_via_lookup_and_never_prints_it() {
-        let r = RateLimitConfig::default().resolve(&env_with_secret).unwrap();
+        let r = RateLimitConfig::default()
+            .resolve(&env_with_secret)
+            .unwrap();
         assert_eq!(r.jwt_secret.as_ref().unwrap().expose(), b"s3cret-value");
         let dbg = format!("{r:?}");
         assert!(!dbg.contains("s3cret-value"), "{dbg}");
@@ -395,7 +453,10 @@ mod tests {
     #[test]
     fn resolve_fails_naming_the_env_var_when_a_jwt_route_has_no_secret() {
         let err = RateLimitConfig::default().resolve(&|_| None).unwrap_err();
-        assert!(err.contains("ratelimit.jwt_secret_env") && err.contains("JWT_SECRET_KEY"), "{err}");
+        assert!(
+            err.contains("ratelimit.jwt_secret_env") && err.contains("JWT_SECRET_KEY"),
+            "{err}"
+        );
         // Without JWT routes the secret is optional.
         let mut c = RateLimitConfig::default();
         c.routes.retain(|r| !r.identity.uses_jwt());
@@ -404,9 +465,14 @@ mod tests {
 
     #[test]
     fn resolve_requires_the_hash_key_env_when_configured() {
-        let mut c = RateLimitConfig::default();
-        c.user_hash_key_env = Some("RL_HASH_KEY".into());
-        assert!(c.resolve(&env_with_secret).unwrap_err().contains("RL_HASH_KEY"));
+        let c = RateLimitConfig {
+            user_hash_key_env: Some("RL_HASH_KEY".into()),
+            ..RateLimitConfig::default()
+        };
+        assert!(c
+            .resolve(&env_with_secret)
+            .unwrap_err()
+            .contains("RL_HASH_KEY"));
         let r = c
             .resolve(&|k| match k {
                 "RL_HASH_KEY" => Some("hk".into()),

@@ -14,7 +14,11 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
     } else if let Ok(ip) = s.parse::<IpAddr>() {
         ip
     } else {
-        s.strip_prefix('[')?.strip_suffix(']')?.parse::<Ipv6Addr>().map(IpAddr::V6).ok()?
+        s.strip_prefix('[')?
+            .strip_suffix(']')?
+            .parse::<Ipv6Addr>()
+            .map(IpAddr::V6)
+            .ok()?
     };
     Some(ip.to_canonical())
 }
@@ -62,7 +66,12 @@ pub fn ip_key(ip: IpAddr, v6_prefix_len: u8) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -96,7 +105,10 @@ mod tests {
     #[test]
     fn one_hop_takes_rightmost_entry_so_client_prefix_is_ignored() {
         // Client sent "6.6.6.6" itself; the trusted proxy appended the real peer 2.2.2.2.
-        assert_eq!(client_ip("10.0.0.1:5", Some("6.6.6.6, 2.2.2.2"), 1), ip("2.2.2.2"));
+        assert_eq!(
+            client_ip("10.0.0.1:5", Some("6.6.6.6, 2.2.2.2"), 1),
+            ip("2.2.2.2")
+        );
         assert_eq!(client_ip("10.0.0.1:5", Some("2.2.2.2"), 1), ip("2.2.2.2"));
     }
 
@@ -117,14 +129,23 @@ mod tests {
     fn short_or_missing_or_garbage_xff_falls_back_to_peer() {
         assert_eq!(client_ip("10.0.0.1:5", Some("2.2.2.2"), 2), ip("10.0.0.1"));
         assert_eq!(client_ip("10.0.0.1:5", None, 1), ip("10.0.0.1"));
-        assert_eq!(client_ip("10.0.0.1:5", Some("1.1.1.1, nonsense"), 1), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip("10.0.0.1:5", Some("1.1.1.1, nonsense"), 1),
+            ip("10.0.0.1")
+        );
         assert_eq!(client_ip("10.0.0.1:5", Some(""), 1), ip("10.0.0.1"));
     }
 
     #[test]
     fn ipv6_entries_with_brackets_and_ports_in_xff() {
-        assert_eq!(client_ip("[::1]:5", Some("[2001:db8::1]:1234"), 1), ip("2001:db8::1"));
-        assert_eq!(client_ip("[::1]:5", Some("2001:db8::2"), 1), ip("2001:db8::2"));
+        assert_eq!(
+            client_ip("[::1]:5", Some("[2001:db8::1]:1234"), 1),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip("[::1]:5", Some("2001:db8::2"), 1),
+            ip("2001:db8::2")
+        );
         assert_eq!(client_ip("[2001:db8::9]:5", None, 1), ip("2001:db8::9"));
     }
 
@@ -141,6 +162,9 @@ mod tests {
         assert_eq!(a, "2001:db8:1:2::/64");
         assert_eq!(a, b);
         assert_eq!(ip_key("2001:db8::1".parse().unwrap(), 128), "2001:db8::1");
-        assert_eq!(ip_key("2001:db8:ffff::1".parse().unwrap(), 48), "2001:db8:ffff::/48");
+        assert_eq!(
+            ip_key("2001:db8:ffff::1".parse().unwrap(), 48),
+            "2001:db8:ffff::/48"
+        );
     }
 }

@@ -56,7 +56,12 @@ pub fn ratelimit_header(policies: &[PolicyState]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -83,8 +88,14 @@ mod tests {
     #[test]
     fn several_policies_form_a_list() {
         let ps = [p("login-ip", 4, 10), p("login-user", 3, 10)];
-        assert_eq!(policy_header(&ps), r#""login-ip";q=5;w=300, "login-user";q=5;w=300"#);
-        assert_eq!(ratelimit_header(&ps), r#""login-ip";r=4;t=10, "login-user";r=3;t=10"#);
+        assert_eq!(
+            policy_header(&ps),
+            r#""login-ip";q=5;w=300, "login-user";q=5;w=300"#
+        );
+        assert_eq!(
+            ratelimit_header(&ps),
+            r#""login-ip";r=4;t=10, "login-user";r=3;t=10"#
+        );
     }
 
     #[test]

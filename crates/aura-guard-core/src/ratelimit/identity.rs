@@ -20,7 +20,12 @@ fn body_kind(content_type: Option<&str>) -> BodyKind {
     let Some(ct) = content_type else {
         return BodyKind::Unknown;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || mime.ends_with("+json") {
         BodyKind::Json
     } else if mime == "application/x-www-form-urlencoded" {
@@ -61,7 +66,11 @@ impl Fields {
     fn get(&self, name: &str) -> Option<String> {
         let v = match self {
             Fields::Json(m) => m.get(name).and_then(|v| v.as_str()).map(str::to_string),
-            Fields::Form(pairs) => pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            Fields::Form(pairs) => pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone()),
             Fields::None => None,
         }?;
         let v = v.trim().to_string();
@@ -79,7 +88,12 @@ pub struct IdentityInput<'a> {
 }
 
 /// The raw user identifier per `cfg`, or None (anonymous).
-pub fn extract_user(cfg: &IdentityConfig, input: &IdentityInput<'_>, jwt_secret: Option<&Secret>, now_s: u64) -> Option<String> {
+pub fn extract_user(
+    cfg: &IdentityConfig,
+    input: &IdentityInput<'_>,
+    jwt_secret: Option<&Secret>,
+    now_s: u64,
+) -> Option<String> {
     let fields = match input.body {
         Some(b) if cfg.reads_body() => Fields::parse(input.content_type, b),
         _ => Fields::None,
@@ -127,7 +141,12 @@ pub fn hash_user(identifier: &str, key: Option<&Secret>) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -152,7 +171,12 @@ mod tests {
         }
     }
 
-    fn user(cfg: &IdentityConfig, ct: Option<&str>, body: &str, auth: Option<&str>) -> Option<String> {
+    fn user(
+        cfg: &IdentityConfig,
+        ct: Option<&str>,
+        body: &str,
+        auth: Option<&str>,
+    ) -> Option<String> {
         let input = IdentityInput {
             content_type: ct,
             body: Some(body.as_bytes()),
@@ -167,18 +191,41 @@ mod tests {
     #[test]
     fn username_from_urlencoded_form_with_percent_and_plus_decoding() {
         let cfg = login_cfg();
-        assert_eq!(user(&cfg, FORM, "grant_type=password&username=al%40x.io&password=p", None), Some("al@x.io".into()));
-        assert_eq!(user(&cfg, FORM, "username=john+doe", None), Some("john doe".into()));
+        assert_eq!(
+            user(
+                &cfg,
+                FORM,
+                "grant_type=password&username=al%40x.io&password=p",
+                None
+            ),
+            Some("al@x.io".into())
+        );
+        assert_eq!(
+            user(&cfg, FORM, "username=john+doe", None),
+            Some("john doe".into())
+        );
         // Last duplicate wins, like the upstream's form parser.
-        assert_eq!(user(&cfg, FORM, "username=a&username=b", None), Some("b".into()));
+        assert_eq!(
+            user(&cfg, FORM, "username=a&username=b", None),
+            Some("b".into())
+        );
     }
 
     #[test]
     fn username_or_email_from_json() {
         let cfg = login_cfg();
-        assert_eq!(user(&cfg, JSON, r#"{"username":"bob","password":"x"}"#, None), Some("bob".into()));
-        assert_eq!(user(&cfg, JSON, r#"{"email":"e@x.io"}"#, None), Some("e@x.io".into()));
-        assert_eq!(user(&cfg, JSON, r#"{"username":"  ","email":"e@x.io"}"#, None), Some("e@x.io".into()));
+        assert_eq!(
+            user(&cfg, JSON, r#"{"username":"bob","password":"x"}"#, None),
+            Some("bob".into())
+        );
+        assert_eq!(
+            user(&cfg, JSON, r#"{"email":"e@x.io"}"#, None),
+            Some("e@x.io".into())
+        );
+        assert_eq!(
+            user(&cfg, JSON, r#"{"username":"  ","email":"e@x.io"}"#, None),
+            Some("e@x.io".into())
+        );
         assert_eq!(user(&cfg, JSON, r#"{"username":7}"#, None), None);
         assert_eq!(user(&cfg, JSON, r#"["username"]"#, None), None);
         assert_eq!(user(&cfg, JSON, "not json", None), None);
@@ -187,9 +234,15 @@ mod tests {
     #[test]
     fn missing_content_type_sniffs_json_then_form() {
         let cfg = login_cfg();
-        assert_eq!(user(&cfg, None, r#"{"username":"j"}"#, None), Some("j".into()));
+        assert_eq!(
+            user(&cfg, None, r#"{"username":"j"}"#, None),
+            Some("j".into())
+        );
         assert_eq!(user(&cfg, None, "username=f", None), Some("f".into()));
-        assert_eq!(user(&cfg, Some("text/plain"), "username=f", None), Some("f".into()));
+        assert_eq!(
+            user(&cfg, Some("text/plain"), "username=f", None),
+            Some("f".into())
+        );
     }
 
     #[test]
@@ -203,29 +256,64 @@ mod tests {
     #[test]
     fn refresh_token_sub_from_json_or_form_when_signature_verifies() {
         let cfg = refresh_cfg();
-        let t = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u1","exp":1800000500}"#, b"k");
-        assert_eq!(user(&cfg, JSON, &format!(r#"{{"refresh_token":"{t}"}}"#), None), Some("u1".into()));
-        assert_eq!(user(&cfg, FORM, &format!("refresh_token={t}"), None), Some("u1".into()));
+        let t = make_token(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"u1","exp":1800000500}"#,
+            b"k",
+        );
+        assert_eq!(
+            user(&cfg, JSON, &format!(r#"{{"refresh_token":"{t}"}}"#), None),
+            Some("u1".into())
+        );
+        assert_eq!(
+            user(&cfg, FORM, &format!("refresh_token={t}"), None),
+            Some("u1".into())
+        );
     }
 
     #[test]
     fn forged_or_expired_refresh_token_is_anonymous() {
         let cfg = refresh_cfg();
         let forged = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"victim"}"#, b"guess");
-        assert_eq!(user(&cfg, JSON, &format!(r#"{{"refresh_token":"{forged}"}}"#), None), None);
+        assert_eq!(
+            user(
+                &cfg,
+                JSON,
+                &format!(r#"{{"refresh_token":"{forged}"}}"#),
+                None
+            ),
+            None
+        );
         let expired = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u","exp":1}"#, b"k");
-        assert_eq!(user(&cfg, JSON, &format!(r#"{{"refresh_token":"{expired}"}}"#), None), None);
+        assert_eq!(
+            user(
+                &cfg,
+                JSON,
+                &format!(r#"{{"refresh_token":"{expired}"}}"#),
+                None
+            ),
+            None
+        );
     }
 
     #[test]
     fn bearer_jwt_sub_when_body_has_none() {
         let cfg = refresh_cfg();
         let t = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u2"}"#, b"k");
-        assert_eq!(user(&cfg, JSON, "{}", Some(&format!("Bearer {t}"))), Some("u2".into()));
-        assert_eq!(user(&cfg, JSON, "{}", Some(&format!("bearer  {t}"))), Some("u2".into()));
+        assert_eq!(
+            user(&cfg, JSON, "{}", Some(&format!("Bearer {t}"))),
+            Some("u2".into())
+        );
+        assert_eq!(
+            user(&cfg, JSON, "{}", Some(&format!("bearer  {t}"))),
+            Some("u2".into())
+        );
         assert_eq!(user(&cfg, JSON, "{}", Some(&format!("Basic {t}"))), None);
         let forged = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u2"}"#, b"x");
-        assert_eq!(user(&cfg, JSON, "{}", Some(&format!("Bearer {forged}"))), None);
+        assert_eq!(
+            user(&cfg, JSON, "{}", Some(&format!("Bearer {forged}"))),
+            None
+        );
     }
 
     #[test]

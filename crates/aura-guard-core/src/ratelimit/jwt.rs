@@ -37,23 +37,31 @@ fn numeric_date(v: &serde_json::Value) -> Result<i64, JwtError> {
         return Ok(i);
     }
     // A float NumericDate; saturating conversion is fine for a comparison with now.
-    v.as_f64().map(|f| f.floor() as i64).ok_or(JwtError::Malformed)
+    v.as_f64()
+        .map(|f| f.floor() as i64)
+        .ok_or(JwtError::Malformed)
 }
 
 /// Verifies `token` (compact JWS) with HS256 and `secret`, and returns its `sub`.
 /// `exp` and `nbf` are checked against `now_s` when present.
 pub fn verify_hs256_sub(token: &str, secret: &[u8], now_s: u64) -> Result<String, JwtError> {
     let mut parts = token.trim().split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(JwtError::Malformed);
     };
-    let header_bytes = URL_SAFE_NO_PAD.decode(h64).map_err(|_| JwtError::Malformed)?;
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h64)
+        .map_err(|_| JwtError::Malformed)?;
     let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| JwtError::Malformed)?;
     // Exactly HS256: "none" and the other algorithms (incl. RS/HS confusion) are refused.
     if header.alg != "HS256" {
         return Err(JwtError::Algorithm);
     }
-    let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| JwtError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|_| JwtError::Malformed)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| JwtError::Signature)?;
     mac.update(h64.as_bytes());
     mac.update(b".");
@@ -61,7 +69,9 @@ pub fn verify_hs256_sub(token: &str, secret: &[u8], now_s: u64) -> Result<String
     // Constant-time comparison.
     mac.verify_slice(&sig).map_err(|_| JwtError::Signature)?;
 
-    let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| JwtError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p64)
+        .map_err(|_| JwtError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
     let now = i64::try_from(now_s).unwrap_or(i64::MAX);
     if let Some(exp) = &claims.exp {
@@ -87,7 +97,12 @@ pub fn verify_hs256_sub(token: &str, secret: &[u8], now_s: u64) -> Result<String
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 pub(crate) mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -122,7 +137,10 @@ pub(crate) mod tests {
         // The well-known jwt.io example HS256 token: {"sub":"1234567890","name":"John Doe","iat":1516239022},
         // secret "your-256-bit-secret".
         let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
-        assert_eq!(verify_hs256_sub(t, b"your-256-bit-secret", NOW), Ok("1234567890".to_string()));
+        assert_eq!(
+            verify_hs256_sub(t, b"your-256-bit-secret", NOW),
+            Ok("1234567890".to_string())
+        );
     }
 
     #[test]
@@ -135,7 +153,10 @@ pub(crate) mod tests {
         let g: Vec<&str> = good.split('.').collect();
         let o: Vec<&str> = other.split('.').collect();
         let spliced = format!("{}.{}.{}", g[0], o[1], g[2]);
-        assert_eq!(verify_hs256_sub(&spliced, b"k", NOW), Err(JwtError::Signature));
+        assert_eq!(
+            verify_hs256_sub(&spliced, b"k", NOW),
+            Err(JwtError::Signature)
+        );
     }
 
     #[test]
@@ -152,7 +173,10 @@ pub(crate) mod tests {
     fn alg_none_and_other_algs_are_rejected() {
         let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
         let p = URL_SAFE_NO_PAD.encode(r#"{"sub":"alice"}"#);
-        assert_eq!(verify_hs256_sub(&format!("{h}.{p}."), b"k", NOW), Err(JwtError::Algorithm));
+        assert_eq!(
+            verify_hs256_sub(&format!("{h}.{p}."), b"k", NOW),
+            Err(JwtError::Algorithm)
+        );
         let t = make_token(r#"{"alg":"HS512"}"#, r#"{"sub":"a"}"#, b"k");
         assert_eq!(verify_hs256_sub(&t, b"k", NOW), Err(JwtError::Algorithm));
         let t = make_token(r#"{"alg":"hs256"}"#, r#"{"sub":"a"}"#, b"k");

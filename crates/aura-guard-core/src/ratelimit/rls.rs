@@ -155,7 +155,12 @@ impl RateLimitResponse {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -175,7 +180,10 @@ mod tests {
         //   0x1a 0x00 = field 3 (hits_addend UInt64Value) present and empty, i.e. value 0.
         assert_eq!(
             bytes,
-            vec![0x0a, 0x01, b'd', 0x12, 0x0a, 0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x1a, 0x00]
+            vec![
+                0x0a, 0x01, b'd', 0x12, 0x0a, 0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x1a,
+                0x00
+            ]
         );
     }
 
@@ -195,7 +203,9 @@ mod tests {
             req.encode_to_bytes(),
             // descriptors: limit (0x12 len 4: 0x08 7, 0x10 2), hits_addend (0x1a len 2: 0x08 5);
             // request hits_addend 0x18 3.
-            vec![0x12, 0x0a, 0x12, 0x04, 0x08, 0x07, 0x10, 0x02, 0x1a, 0x02, 0x08, 0x05, 0x18, 0x03]
+            vec![
+                0x12, 0x0a, 0x12, 0x04, 0x08, 0x07, 0x10, 0x02, 0x1a, 0x02, 0x08, 0x05, 0x18, 0x03
+            ]
         );
     }
 
@@ -224,7 +234,13 @@ mod tests {
             })
         );
         assert_eq!(s.limit_remaining, 0);
-        assert_eq!(s.duration_until_reset, Some(Duration { seconds: 42, nanos: 0 }));
+        assert_eq!(
+            s.duration_until_reset,
+            Some(Duration {
+                seconds: 42,
+                nanos: 0
+            })
+        );
         assert_eq!(r.response_headers_to_add[0].key, "a");
         assert_eq!(r.response_headers_to_add[0].value, "bc");
     }
@@ -239,7 +255,10 @@ mod tests {
             ],
             hits_addend: 0,
         };
-        assert_eq!(RateLimitRequest::decode(req.encode_to_bytes().as_slice()).unwrap(), req);
+        assert_eq!(
+            RateLimitRequest::decode(req.encode_to_bytes().as_slice()).unwrap(),
+            req
+        );
         let resp = RateLimitResponse {
             overall_code: Code::Ok as i32,
             statuses: vec![DescriptorStatus {
@@ -250,12 +269,18 @@ mod tests {
                     name: "n".into(),
                 }),
                 limit_remaining: 4_294_967_290,
-                duration_until_reset: Some(Duration { seconds: 1, nanos: 0 }),
+                duration_until_reset: Some(Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
             }],
             response_headers_to_add: vec![],
             request_headers_to_add: vec![],
         };
-        assert_eq!(RateLimitResponse::decode_bytes(&resp.encode_to_vec()).unwrap(), resp);
+        assert_eq!(
+            RateLimitResponse::decode_bytes(&resp.encode_to_vec()).unwrap(),
+            resp
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use std::fmt::Write;
 
-use super::planner::{COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_COUNTER, KEY_LEVEL, KEY_ROUTE};
+use super::planner::{
+    COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_COUNTER, KEY_LEVEL, KEY_ROUTE,
+};
 use super::window::{unit_for_span, Unit, BACKOFF_LEVELS};
 use crate::config::ratelimit::RateLimitConfig;
 
@@ -21,7 +23,10 @@ pub const COUNTER_UNIT: Unit = Unit::Day;
 /// unit is skipped.
 pub fn render(cfg: &RateLimitConfig) -> String {
     let mut y = String::new();
-    let _ = writeln!(y, "# Generated from the aura-guard rate-limit config; see docs/ratelimit.md.");
+    let _ = writeln!(
+        y,
+        "# Generated from the aura-guard rate-limit config; see docs/ratelimit.md."
+    );
     let _ = writeln!(y, "domain: {}", cfg.domain);
     let _ = writeln!(y, "descriptors:");
     for r in &cfg.routes {
@@ -36,7 +41,11 @@ pub fn render(cfg: &RateLimitConfig) -> String {
                 let Some(unit) = unit_for_span(span) else {
                     continue;
                 };
-                let _ = writeln!(y, "          # {} per {span} s bucket (window {} s x {m})", r.requests, r.window_s);
+                let _ = writeln!(
+                    y,
+                    "          # {} per {span} s bucket (window {} s x {m})",
+                    r.requests, r.window_s
+                );
                 let _ = writeln!(y, "          - key: {KEY_LEVEL}");
                 let _ = writeln!(y, "            value: \"{m}\"");
                 let _ = writeln!(y, "            descriptors:");
@@ -58,7 +67,12 @@ pub fn render(cfg: &RateLimitConfig) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -89,7 +103,10 @@ mod tests {
         // ip: 5 levels + 2 counters, then user the same.
         assert_eq!(
             units,
-            ["hour", "hour", "hour", "day", "day", "day", "day", "hour", "hour", "hour", "day", "day", "day", "day"]
+            [
+                "hour", "hour", "hour", "day", "day", "day", "day", "hour", "hour", "hour", "day",
+                "day", "day", "day"
+            ]
         );
     }
 }

@@ -102,7 +102,12 @@ pub fn bucket(now_s: u64, span_s: u64) -> Option<Bucket> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -139,10 +144,34 @@ mod tests {
 
     #[test]
     fn bucket_edges_reset_after_is_full_window_at_start_and_one_at_end() {
-        assert_eq!(bucket(600, 300), Some(Bucket { index: 2, reset_after_s: 300 }));
-        assert_eq!(bucket(899, 300), Some(Bucket { index: 2, reset_after_s: 1 }));
-        assert_eq!(bucket(900, 300), Some(Bucket { index: 3, reset_after_s: 300 }));
-        assert_eq!(bucket(0, 300), Some(Bucket { index: 0, reset_after_s: 300 }));
+        assert_eq!(
+            bucket(600, 300),
+            Some(Bucket {
+                index: 2,
+                reset_after_s: 300
+            })
+        );
+        assert_eq!(
+            bucket(899, 300),
+            Some(Bucket {
+                index: 2,
+                reset_after_s: 1
+            })
+        );
+        assert_eq!(
+            bucket(900, 300),
+            Some(Bucket {
+                index: 3,
+                reset_after_s: 300
+            })
+        );
+        assert_eq!(
+            bucket(0, 300),
+            Some(Bucket {
+                index: 0,
+                reset_after_s: 300
+            })
+        );
         assert_eq!(bucket(5, 0), None);
     }
 

@@ -1,1 +1,263 @@
-//! proxy-wasm glue for aura-guard (filled in by the foundation work).
+//! aura-guard's proxy-wasm glue: the only code that touches the host. It reads the plugin
+//! configuration, implements the core's `Host` trait with proxy-wasm host calls (every
+//! `Result` handled: a failed host call is logged, never unwrapped) and forwards callbacks to
+//! the core's per-request pipeline.
+
+use aura_guard_core::config::Config;
+use aura_guard_core::filter::{Action as CoreAction, HttpFilter, Policy};
+use aura_guard_core::host::{Host, Level};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic traps the VM; the lints forbid them, and this makes any that slips through visible.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("aura-guard panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuraRoot::default()) });
+}}
+
+#[derive(Default)]
+struct AuraRoot {
+    policy: Option<Rc<Policy>>,
+}
+
+impl Context for AuraRoot {}
+
+impl RootContext for AuraRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log_line(
+                    LogLevel::Error,
+                    &format!("aura-guard: cannot read the plugin configuration: {status:?}"),
+                );
+                return false;
+            }
+        };
+        // WASI environ: Envoy passes what `vm_config.environment_variables` names.
+        let env = |key: &str| std::env::var(key).ok();
+        match Config::load(&raw, &env) {
+            Ok(config) => {
+                log_line(
+                    LogLevel::Info,
+                    &format!(
+                        "aura-guard: configured for environment {}",
+                        config.environment.as_str()
+                    ),
+                );
+                self.policy = Some(Rc::new(Policy::new(config)));
+                true
+            }
+            Err(err) => {
+                // Returning false makes Envoy reject the configuration.
+                log_line(
+                    LogLevel::Error,
+                    &format!("aura-guard: invalid configuration: {err}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let policy = self.policy.clone()?;
+        Some(Box::new(AuraHttp {
+            filter: HttpFilter::new(policy),
+            host: WasmHost,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct AuraHttp {
+    filter: HttpFilter,
+    host: WasmHost,
+}
+
+fn action(a: CoreAction) -> Action {
+    match a {
+        CoreAction::Continue => Action::Continue,
+        CoreAction::Pause => Action::Pause,
+    }
+}
+
+impl Context for AuraHttp {}
+
+impl HttpContext for AuraHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_request_headers(&mut self.host, end_of_stream),
+        )
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_request_body(&mut self.host, body_size, end_of_stream),
+        )
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.filter.on_request_trailers(&mut self.host))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        action(self.filter.on_response_headers(&mut self.host))
+    }
+}
+
+fn log_line(level: LogLevel, message: &str) {
+    // Nothing better to do if logging itself fails.
+    let _ = hostcalls::log(level, message);
+}
+
+thread_local! {
+    /// Counter ids by name, defined on first use (one VM per worker, so per thread).
+    static COUNTERS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+/// `Host` over proxy-wasm host calls. Every failure is logged and turned into "absent".
+struct WasmHost;
+
+impl WasmHost {
+    fn warn_failed(what: &str, status: proxy_wasm::types::Status) {
+        log_line(
+            LogLevel::Warn,
+            &format!("aura-guard: host call {what} failed: {status:?}"),
+        );
+    }
+}
+
+impl Host for WasmHost {
+    fn now_ms(&self) -> u64 {
+        match hostcalls::get_current_time() {
+            Ok(t) => t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            Err(status) => {
+                Self::warn_failed("get_current_time", status);
+                0
+            }
+        }
+    }
+
+    fn random16(&mut self) -> [u8; 16] {
+        let mut buf = [0u8; 16];
+        if let Err(e) = getrandom::getrandom(&mut buf) {
+            // WASI random_get failing is not expected; fall back to the clock so ids stay
+            // unique per request even if not unpredictable.
+            log_line(
+                LogLevel::Warn,
+                &format!("aura-guard: random_get failed: {e}"),
+            );
+            let t = self.now_ms().to_le_bytes();
+            for (slot, byte) in buf.iter_mut().zip(t.iter().cycle()) {
+                *slot = *byte;
+            }
+        }
+        buf
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        log_line(level, message);
+    }
+
+    fn count(&mut self, name: &str) {
+        let id = COUNTERS.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(id) = c.get(name) {
+                return Some(*id);
+            }
+            match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    c.insert(name.to_string(), id);
+                    Some(id)
+                }
+                Err(status) => {
+                    Self::warn_failed("define_metric", status);
+                    None
+                }
+            }
+        });
+        if let Some(id) = id {
+            if let Err(status) = hostcalls::increment_metric(id, 1) {
+                Self::warn_failed("increment_metric", status);
+            }
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).unwrap_or_else(|status| {
+            Self::warn_failed("get_http_request_header", status);
+            None
+        })
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+        {
+            Self::warn_failed("set_http_request_header", status);
+        }
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).unwrap_or_else(|status| {
+            Self::warn_failed("get_http_response_header", status);
+            None
+        })
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+        {
+            Self::warn_failed("set_http_response_header", status);
+        }
+    }
+
+    fn send_reply(&mut self, status: u32, headers: &[(String, String)], body: &[u8]) {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
+            Self::warn_failed("send_http_response", e);
+        }
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        match hostcalls::get_buffer(BufferType::HttpRequestBody, start, len) {
+            Ok(body) => Some(body.unwrap_or_default()),
+            Err(status) => {
+                Self::warn_failed("get_buffer(request body)", status);
+                None
+            }
+        }
+    }
+
+    fn resume_request(&mut self) {
+        if let Err(status) = hostcalls::resume_http_request() {
+            Self::warn_failed("resume_http_request", status);
+        }
+    }
+}

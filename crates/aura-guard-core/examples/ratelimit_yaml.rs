@@ -12,7 +12,7 @@ fn main() -> Result<(), String> {
         }
         None => RateLimitConfig::default(),
     };
-    cfg.validate()?;
+    cfg.validate().map_err(|e| e.to_string())?;
     print!("{}", render(&cfg));
     Ok(())
 }

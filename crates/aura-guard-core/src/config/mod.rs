@@ -1,3 +1,259 @@
-//! Configuration types, one submodule per capability.
+//! Every configuration type of the filter, in one place. The plugin configuration is JSON in
+//! Envoy's `PluginConfig.configuration`; the seed's environment variables override it where
+//! they exist. Parsing is strict (`deny_unknown_fields`) and `Config::load` validates
+//! everything, so a bad configuration is refused at `on_configure` with an error naming the field.
 
+pub mod debug;
+pub mod headers;
 pub mod ratelimit;
+pub mod versions;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use debug::DebugConfig;
+pub use headers::HeadersConfig;
+pub use versions::VersionsConfig;
+
+/// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    /// Parses the seed's `ENVIRONMENT` value (case-insensitive, surrounding space ignored).
+    pub fn parse(value: &str) -> Option<Environment> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "development" => Some(Environment::Development),
+            "staging" => Some(Environment::Staging),
+            "production" => Some(Environment::Production),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Splits a comma list from an environment variable: entries trimmed, empty entries dropped.
+/// (The original did not trim; trimming means `a, b` works as an operator expects.)
+pub fn split_env_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A configuration problem: `field` is the dotted path of the offending setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Looks up an environment variable; the glue passes WASI environ, tests pass a map.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The filter's whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Overridden by `ENVIRONMENT`.
+    pub environment: Environment,
+    pub headers: HeadersConfig,
+    /// Largest request body the filter buffers when a stage needs the whole body (webhooks,
+    /// auth identities, audited operations); larger gets 413. Envoy's own buffer limit
+    /// (1 MiB by default) must not be smaller.
+    pub max_body_bytes: usize,
+    /// Debug-endpoint protection (seed §1); `DEBUG_ENDPOINTS_*` override it.
+    pub debug: DebugConfig,
+    /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
+    pub versions: VersionsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            environment: Environment::default(),
+            headers: HeadersConfig::default(),
+            max_body_bytes: 1024 * 1024,
+            debug: DebugConfig::default(),
+            versions: VersionsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses the plugin configuration (empty means all defaults), applies the environment
+    /// variables, and validates. The error names the offending field.
+    pub fn load(json: &[u8], env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(json)?;
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        if json.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(Config::default());
+        }
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "configuration".to_string()
+            } else {
+                path
+            };
+            ConfigError::new(field, e.into_inner().to_string())
+        })
+    }
+
+    fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        if let Some(value) = env("ENVIRONMENT") {
+            self.environment = Environment::parse(&value).ok_or_else(|| {
+                ConfigError::new(
+                    "ENVIRONMENT",
+                    format!("unknown environment {value:?} (development | staging | production)"),
+                )
+            })?;
+        }
+        self.debug.apply_env_overrides(env);
+        self.versions.apply_env_overrides(env);
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new("max_body_bytes", "must be greater than 0"));
+        }
+        self.headers.validate("headers")?;
+        self.debug.validate()?;
+        self.versions.validate()
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn empty_configuration_means_defaults_in_development() {
+        let c = Config::load(b"", &env_of(&[])).unwrap();
+        assert_eq!(c.environment, Environment::Development);
+        let c = Config::load(b"{}", &env_of(&[])).unwrap();
+        assert_eq!(c.environment, Environment::Development);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_naming_the_field() {
+        let err = Config::load(br#"{"headers": {"bogus": 1}}"#, &env_of(&[])).unwrap_err();
+        assert_eq!(err.field, "headers.bogus");
+        assert!(err.message.contains("unknown field `bogus`"), "{err}");
+        let err = Config::load(br#"{"nope": true}"#, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("unknown field `nope`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_field() {
+        let err =
+            Config::load(br#"{"headers": {"common": {"X-A": 5}}}"#, &env_of(&[])).unwrap_err();
+        assert_eq!(err.field, "headers.common.X-A");
+    }
+
+    #[test]
+    fn environment_variable_overrides_the_configuration() {
+        let c = Config::load(
+            br#"{"environment": "staging"}"#,
+            &env_of(&[("ENVIRONMENT", " Production ")]),
+        )
+        .unwrap();
+        assert_eq!(c.environment, Environment::Production);
+    }
+
+    #[test]
+    fn env_list_trims_and_drops_empty_entries() {
+        assert_eq!(split_env_list(" a, b ,,c ,"), vec!["a", "b", "c"]);
+        assert!(split_env_list("").is_empty());
+        assert!(split_env_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn seed_variables_reach_debug_and_versions() {
+        let c = Config::load(
+            b"{}",
+            &env_of(&[
+                ("DEBUG_ENDPOINTS_ENABLED", "true"),
+                ("DEBUG_ENDPOINTS_WHITELIST", "token"),
+                ("DISABLED_API_VERSIONS", "v0"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.debug.enabled);
+        assert_eq!(c.debug.whitelist, vec!["token"]);
+        assert_eq!(c.versions.disabled, vec!["v0"]);
+    }
+
+    #[test]
+    fn unknown_environment_value_is_refused() {
+        let err = Config::load(b"{}", &env_of(&[("ENVIRONMENT", "prod")])).unwrap_err();
+        assert_eq!(err.field, "ENVIRONMENT");
+        let err = Config::load(br#"{"environment": "prod"}"#, &env_of(&[])).unwrap_err();
+        assert_eq!(err.field, "environment");
+    }
+}

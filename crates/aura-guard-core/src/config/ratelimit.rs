@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{ConfigError, EnvLookup};
 use crate::ratelimit::window::{unit_for_span, MAX_MULTIPLIER};
 
 /// What to do when the rate-limit service cannot answer (timeout, down, gRPC error, UNKNOWN).
@@ -99,8 +100,6 @@ pub struct RateLimitConfig {
     /// Optional environment variable holding a key for hashing user identifiers (HMAC);
     /// without it, identifiers are hashed with plain SHA-256 like the original.
     pub user_hash_key_env: Option<String>,
-    /// Largest request body inspected for a user; larger bodies count as anonymous.
-    pub max_body_bytes: usize,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -128,7 +127,6 @@ impl Default for RateLimitConfig {
             ipv6_prefix_len: 64,
             jwt_secret_env: "JWT_SECRET_KEY".to_string(),
             user_hash_key_env: None,
-            max_body_bytes: 16 * 1024,
             routes: vec![
                 route("login", "/auth/login", 5, 300, body(&["username", "email"])),
                 route(
@@ -198,82 +196,89 @@ fn is_name(s: &str) -> bool {
 
 impl RateLimitConfig {
     /// Structural validation; errors name the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail =
+            |field: &str, msg: &str| Err(ConfigError::new(format!("ratelimit.{field}"), msg));
         if !is_name(&self.domain) {
-            return Err("ratelimit.domain: must be non-empty [a-z0-9_-]".to_string());
+            return fail("domain", "must be non-empty [a-z0-9_-]");
         }
         if self.cluster.trim().is_empty() {
-            return Err("ratelimit.cluster: must not be empty".to_string());
+            return fail("cluster", "must not be empty");
         }
         if !(1..=10_000).contains(&self.timeout_ms) {
-            return Err("ratelimit.timeout_ms: must be in 1..=10000".to_string());
+            return fail("timeout_ms", "must be in 1..=10000");
         }
         if self.trusted_hops > 16 {
-            return Err("ratelimit.trusted_hops: must be <= 16".to_string());
+            return fail("trusted_hops", "must be <= 16");
         }
         if !(16..=128).contains(&self.ipv6_prefix_len) {
-            return Err("ratelimit.ipv6_prefix_len: must be in 16..=128".to_string());
-        }
-        if self.max_body_bytes == 0 {
-            return Err("ratelimit.max_body_bytes: must be > 0".to_string());
+            return fail("ipv6_prefix_len", "must be in 16..=128");
         }
         if let Some(env) = &self.user_hash_key_env {
             if env.trim().is_empty() {
-                return Err("ratelimit.user_hash_key_env: must not be empty when set".to_string());
+                return fail("user_hash_key_env", "must not be empty when set");
             }
         }
         if self.routes.iter().any(|r| r.identity.uses_jwt())
             && self.jwt_secret_env.trim().is_empty()
         {
-            return Err(
-                "ratelimit.jwt_secret_env: must not be empty when a route reads a JWT".to_string(),
+            return fail(
+                "jwt_secret_env",
+                "must not be empty when a route reads a JWT",
             );
         }
         for (i, r) in self.routes.iter().enumerate() {
+            let at = |field: &str, msg: String| {
+                Err(ConfigError::new(
+                    format!("ratelimit.routes[{i}].{field}"),
+                    msg,
+                ))
+            };
             if !is_name(&r.name) {
-                return Err(format!(
-                    "ratelimit.routes[{i}].name: must be non-empty [a-z0-9_-], at most 64 chars"
-                ));
+                return at(
+                    "name",
+                    "must be non-empty [a-z0-9_-], at most 64 chars".into(),
+                );
             }
-            let at = format!("ratelimit.routes.{}", r.name);
             if self.routes.iter().take(i).any(|o| o.name == r.name) {
-                return Err(format!("{at}.name: duplicate route name"));
+                return at("name", format!("duplicate route name {:?}", r.name));
             }
             if !r.path.starts_with('/') {
-                return Err(format!("{at}.path: must start with '/'"));
+                return at("path", "must start with '/'".into());
             }
             if self.routes.iter().take(i).any(|o| o.path == r.path) {
-                return Err(format!("{at}.path: duplicate path {}", r.path));
+                return at("path", format!("duplicate path {}", r.path));
             }
             if r.methods.is_empty()
                 || r.methods
                     .iter()
                     .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
             {
-                return Err(format!(
-                    "{at}.methods: must be non-empty uppercase method names"
-                ));
+                return at("methods", "must be non-empty uppercase method names".into());
             }
             if r.requests == 0 {
-                return Err(format!("{at}.requests: must be > 0"));
+                return at("requests", "must be > 0".into());
             }
             if r.window_s == 0 {
-                return Err(format!("{at}.window_s: must be > 0"));
+                return at("window_s", "must be > 0".into());
             }
             let longest = r.window_s.checked_mul(u64::from(MAX_MULTIPLIER));
             if longest.and_then(unit_for_span).is_none() {
-                return Err(format!(
-                    "{at}.window_s: {} s x {MAX_MULTIPLIER} (longest backoff window) must divide a rate-limit service unit \
-                     (60, 3600, 86400, 604800, 2592000 or 31536000 s), e.g. 60, 300, 600, 900, 1800, 3600",
-                    r.window_s
-                ));
+                return at(
+                    "window_s",
+                    format!(
+                        "{} s x {MAX_MULTIPLIER} (longest backoff window) must divide a rate-limit service unit \
+                         (60, 3600, 86400, 604800, 2592000 or 31536000 s), e.g. 60, 300, 600, 900, 1800, 3600",
+                        r.window_s
+                    ),
+                );
             }
             for (field, list) in [
                 ("identity.body_fields", &r.identity.body_fields),
                 ("identity.jwt_body_fields", &r.identity.jwt_body_fields),
             ] {
                 if list.iter().any(|f| f.trim().is_empty()) {
-                    return Err(format!("{at}.{field}: field names must not be empty"));
+                    return at(field, "field names must not be empty".into());
                 }
             }
         }
@@ -281,18 +286,18 @@ impl RateLimitConfig {
     }
 
     /// Validates and loads secrets through `env` (e.g. `|k| std::env::var(k).ok()` in the glue).
-    pub fn resolve(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<ResolvedRateLimitConfig, String> {
+    pub fn resolve(&self, env: EnvLookup<'_>) -> Result<ResolvedRateLimitConfig, ConfigError> {
         self.validate()?;
         let needs_jwt = self.enabled && self.routes.iter().any(|r| r.identity.uses_jwt());
         let jwt_secret = match env(&self.jwt_secret_env).filter(|s| !s.is_empty()) {
             Some(s) => Some(Secret::new(s)),
             None if needs_jwt => {
-                return Err(format!(
-                    "ratelimit.jwt_secret_env: environment variable {} is not set (a route takes the user from a JWT)",
-                    self.jwt_secret_env
+                return Err(ConfigError::new(
+                    "ratelimit.jwt_secret_env",
+                    format!(
+                        "environment variable {} is not set (a route takes the user from a JWT)",
+                        self.jwt_secret_env
+                    ),
                 ))
             }
             None => None,
@@ -301,8 +306,9 @@ impl RateLimitConfig {
             Some(name) => match env(name).filter(|s| !s.is_empty()) {
                 Some(s) => Some(Secret::new(s)),
                 None => {
-                    return Err(format!(
-                        "ratelimit.user_hash_key_env: environment variable {name} is not set"
+                    return Err(ConfigError::new(
+                        "ratelimit.user_hash_key_env",
+                        format!("environment variable {name} is not set"),
                     ))
                 }
             },
@@ -389,7 +395,7 @@ mod tests {
         let check = |f: &dyn Fn(&mut RateLimitConfig), want: &str| {
             let mut c = RateLimitConfig::default();
             f(&mut c);
-            let err = c.validate().unwrap_err();
+            let err = c.validate().unwrap_err().to_string();
             assert!(err.starts_with(want), "{err} does not start with {want}");
         };
         check(&|c| c.timeout_ms = 0, "ratelimit.timeout_ms:");
@@ -399,27 +405,27 @@ mod tests {
         check(&|c| c.ipv6_prefix_len = 0, "ratelimit.ipv6_prefix_len:");
         check(
             &|c| c.routes[0].window_s = 11,
-            "ratelimit.routes.login.window_s:",
+            "ratelimit.routes[0].window_s:",
         );
         check(
             &|c| c.routes[0].window_s = 0,
-            "ratelimit.routes.login.window_s:",
+            "ratelimit.routes[0].window_s:",
         );
         check(
             &|c| c.routes[1].requests = 0,
-            "ratelimit.routes.register.requests:",
+            "ratelimit.routes[1].requests:",
         );
         check(
             &|c| c.routes[1].path = "auth".into(),
-            "ratelimit.routes.register.path:",
+            "ratelimit.routes[1].path:",
         );
         check(
             &|c| c.routes[1].path = "/auth/login".into(),
-            "ratelimit.routes.register.path:",
+            "ratelimit.routes[1].path:",
         );
         check(
             &|c| c.routes[1].name = "login".into(),
-            "ratelimit.routes.login.name:",
+            "ratelimit.routes[1].name:",
         );
         check(
             &|c| c.routes[2].name = "Bad Name".into(),
@@ -427,11 +433,11 @@ mod tests {
         );
         check(
             &|c| c.routes[0].methods = vec![],
-            "ratelimit.routes.login.methods:",
+            "ratelimit.routes[0].methods:",
         );
         check(
             &|c| c.routes[0].identity.body_fields = vec![String::new()],
-            "ratelimit.routes.login.identity.body_fields:",
+            "ratelimit.routes[0].identity.body_fields:",
         );
         check(
             &|c| c.jwt_secret_env = String::new(),
@@ -454,7 +460,7 @@ mod tests {
     fn resolve_fails_naming_the_env_var_when_a_jwt_route_has_no_secret() {
         let err = RateLimitConfig::default().resolve(&|_| None).unwrap_err();
         assert!(
-            err.contains("ratelimit.jwt_secret_env") && err.contains("JWT_SECRET_KEY"),
+            err.field == "ratelimit.jwt_secret_env" && err.message.contains("JWT_SECRET_KEY"),
             "{err}"
         );
         // Without JWT routes the secret is optional.
@@ -472,6 +478,7 @@ mod tests {
         assert!(c
             .resolve(&env_with_secret)
             .unwrap_err()
+            .message
             .contains("RL_HASH_KEY"));
         let r = c
             .resolve(&|k| match k {

@@ -82,7 +82,7 @@ impl Fields {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IdentityInput<'a> {
     pub content_type: Option<&'a str>,
-    /// The full request body, or None when absent or larger than `max_body_bytes`.
+    /// The full request body (None when there is none).
     pub body: Option<&'a [u8]>,
     pub authorization: Option<&'a str>,
 }

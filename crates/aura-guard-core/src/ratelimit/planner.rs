@@ -202,17 +202,15 @@ impl RateLimiter {
         })
     }
 
-    /// Whether the glue must buffer the body (up to `max_body_bytes`) before `start`.
+    /// Whether the whole request body must be buffered before `start` (the pipeline's
+    /// global `max_body_bytes` applies: larger bodies get 413, so padding a body cannot make
+    /// a request anonymous).
     pub fn needs_body(&self, route: usize) -> bool {
         self.cfg
             .config
             .routes
             .get(route)
             .is_some_and(|r| r.identity.reads_body())
-    }
-
-    pub fn max_body_bytes(&self) -> usize {
-        self.cfg.config.max_body_bytes
     }
 
     /// Starts the check of an auth request on `route`. None for an unknown route index.

@@ -1,0 +1,48 @@
+# aura-guard: `make run` starts the local stack, `make test` runs every test. Both do their own
+# setup (scripts/setup.sh installs into .venv and .tools; a second run is a fast no-op).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+WASM := target/wasm32-wasip1/release/aura_guard.wasm
+PYTEST := .venv/bin/python -m pytest
+# Parallel e2e workers: each test runs its own Envoy on free ports.
+E2E_WORKERS ?= 2
+
+.PHONY: help setup build run test test-unit test-wasm test-e2e lint clean
+
+help:
+	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
+	@echo "make test   - lint, unit tests (native and wasm), end-to-end tests with real Envoy"
+	@echo "make build  - build $(WASM)"
+	@echo "make lint   - rustfmt check + clippy -D warnings (no unwrap/expect/panic/indexing)"
+	@echo "make clean  - remove build outputs, run state and logs"
+
+setup:
+	@bash scripts/setup.sh all
+
+build:
+	@bash scripts/setup.sh build
+	@bash scripts/build-wasm.sh
+	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
+
+run: build
+	@bash scripts/setup.sh run
+	@bash scripts/run.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-unit:
+	cargo test --workspace
+
+test-wasm:
+	@bash scripts/test-wasm.sh
+
+test-e2e: build
+	$(PYTEST) tests -n $(E2E_WORKERS) -p no:cacheprovider -rfE
+
+test: setup lint test-unit test-wasm test-e2e
+
+clean:
+	cargo clean
+	rm -rf .run logs/e2e

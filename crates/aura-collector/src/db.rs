@@ -1,0 +1,344 @@
+//! The queryable store: table `audit_records` in SQLite or PostgreSQL.
+//! Both dialects get the same schema (TEXT timestamps, normalised so that text
+//! order is time order), so the query code is shared.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::record::Record;
+
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+/// Where DATABASE_URL points.
+#[derive(Debug, PartialEq)]
+pub enum DbTarget {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+pub fn parse_database_url(url: &str) -> DbTarget {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return DbTarget::Postgres(url.to_string());
+    }
+    // sqlite:///abs/path -> /abs/path; sqlite://rel/path and sqlite:rel/path -> rel/path.
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    DbTarget::Sqlite(PathBuf::from(path))
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_records (
+    id TEXT PRIMARY KEY,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    method TEXT,
+    path TEXT,
+    status INTEGER,
+    client_ip TEXT,
+    user_id TEXT,
+    request_id TEXT,
+    stream TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    line TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts);
+CREATE INDEX IF NOT EXISTS audit_records_type_ts ON audit_records (type, ts);
+CREATE INDEX IF NOT EXISTS audit_records_kind_ts ON audit_records (kind, ts);
+CREATE INDEX IF NOT EXISTS audit_records_ip_ts ON audit_records (client_ip, ts);
+CREATE INDEX IF NOT EXISTS audit_records_user_ts ON audit_records (user_id, ts);
+CREATE INDEX IF NOT EXISTS audit_records_path ON audit_records (path);
+CREATE INDEX IF NOT EXISTS audit_records_request_id ON audit_records (request_id);
+CREATE INDEX IF NOT EXISTS audit_records_stream_seq ON audit_records (stream, seq);
+";
+
+const INSERT_COLS: &str = "id, ts, kind, type, severity, method, path, status, client_ip, user_id, request_id, stream, seq, prev_hash, line, received_at";
+
+/// Filters of `aura-collector query`; all optional, combined with AND.
+#[derive(Debug, Default)]
+pub struct Filters {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub type_: Option<String>,
+    pub kind: Option<String>,
+    pub ip: Option<String>,
+    pub user: Option<String>,
+    pub path_prefix: Option<String>,
+    /// 0 = no limit.
+    pub limit: u64,
+}
+
+fn status_i32(r: &Record) -> Option<i32> {
+    r.status.map(i32::from)
+}
+
+fn seq_i64(r: &Record) -> Result<i64, String> {
+    i64::try_from(r.seq).map_err(|_| "seq out of range".to_string())
+}
+
+impl Db {
+    pub fn open(url: &str) -> Result<Self, String> {
+        match parse_database_url(url) {
+            DbTarget::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("create {}: {e}", parent.display()))?;
+                }
+                let c = rusqlite::Connection::open(&path)
+                    .map_err(|e| format!("open sqlite {}: {e}", path.display()))?;
+                // WAL + FULL: a commit is on disk when it returns, and readers
+                // (query/verify) do not block the collector.
+                c.pragma_update(None, "journal_mode", "WAL")
+                    .and_then(|()| c.pragma_update(None, "synchronous", "FULL"))
+                    .and_then(|()| c.busy_timeout(std::time::Duration::from_secs(10)))
+                    .map_err(|e| format!("sqlite setup: {e}"))?;
+                c.execute_batch(SCHEMA)
+                    .map_err(|e| format!("sqlite schema: {e}"))?;
+                Ok(Db::Sqlite(c))
+            }
+            DbTarget::Postgres(url) => {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls)
+                    .map_err(|e| format!("connect postgres: {e}"))?;
+                c.batch_execute(SCHEMA)
+                    .map_err(|e| format!("postgres schema: {e}"))?;
+                Ok(Db::Postgres(Box::new(c)))
+            }
+        }
+    }
+
+    /// The stored line of each id that already exists.
+    pub fn existing_lines(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, String> {
+        let mut out = HashMap::new();
+        match self {
+            Db::Sqlite(c) => {
+                let mut st = c
+                    .prepare_cached("SELECT line FROM audit_records WHERE id = ?1")
+                    .map_err(|e| format!("sqlite: {e}"))?;
+                for id in ids {
+                    let mut rows = st.query([id]).map_err(|e| format!("sqlite: {e}"))?;
+                    if let Some(row) = rows.next().map_err(|e| format!("sqlite: {e}"))? {
+                        let line: String = row.get(0).map_err(|e| format!("sqlite: {e}"))?;
+                        out.insert((*id).to_string(), line);
+                    }
+                }
+            }
+            Db::Postgres(c) => {
+                let ids: Vec<String> = ids.iter().map(|s| (*s).to_string()).collect();
+                let rows = c
+                    .query(
+                        "SELECT id, line FROM audit_records WHERE id = ANY($1)",
+                        &[&ids],
+                    )
+                    .map_err(|e| format!("postgres: {e}"))?;
+                for row in rows {
+                    let id: String = row.try_get(0).map_err(|e| format!("postgres: {e}"))?;
+                    let line: String = row.try_get(1).map_err(|e| format!("postgres: {e}"))?;
+                    out.insert(id, line);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts all records in one transaction: all or nothing.
+    pub fn insert_all(&mut self, records: &[&Record], received_at: &str) -> Result<(), String> {
+        match self {
+            Db::Sqlite(c) => {
+                let tx = c.transaction().map_err(|e| format!("sqlite: {e}"))?;
+                {
+                    let mut st = tx
+                        .prepare_cached(&format!(
+                            "INSERT INTO audit_records ({INSERT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                        ))
+                        .map_err(|e| format!("sqlite: {e}"))?;
+                    for r in records {
+                        st.execute(rusqlite::params![
+                            r.id,
+                            r.ts,
+                            r.kind,
+                            r.type_,
+                            r.severity,
+                            r.method,
+                            r.path,
+                            status_i32(r),
+                            r.client_ip,
+                            r.user_id,
+                            r.request_id,
+                            r.stream,
+                            seq_i64(r)?,
+                            r.prev_hash,
+                            r.line,
+                            received_at
+                        ])
+                        .map_err(|e| format!("sqlite insert: {e}"))?;
+                    }
+                }
+                tx.commit().map_err(|e| format!("sqlite commit: {e}"))
+            }
+            Db::Postgres(c) => {
+                let mut tx = c.transaction().map_err(|e| format!("postgres: {e}"))?;
+                let st = tx
+                    .prepare(&format!(
+                        "INSERT INTO audit_records ({INSERT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+                    ))
+                    .map_err(|e| format!("postgres: {e}"))?;
+                for r in records {
+                    let seq = seq_i64(r)?;
+                    let status = status_i32(r);
+                    tx.execute(
+                        &st,
+                        &[
+                            &r.id,
+                            &r.ts,
+                            &r.kind,
+                            &r.type_,
+                            &r.severity,
+                            &r.method,
+                            &r.path,
+                            &status,
+                            &r.client_ip,
+                            &r.user_id,
+                            &r.request_id,
+                            &r.stream,
+                            &seq,
+                            &r.prev_hash,
+                            &r.line,
+                            &received_at,
+                        ],
+                    )
+                    .map_err(|e| format!("postgres insert: {e}"))?;
+                }
+                tx.commit().map_err(|e| format!("postgres commit: {e}"))
+            }
+        }
+    }
+
+    /// Lines matching the filters, oldest first.
+    pub fn query(&mut self, f: &Filters) -> Result<Vec<String>, String> {
+        let pg = matches!(self, Db::Postgres(_));
+        let mut conds: Vec<String> = Vec::new();
+        let mut params: Vec<String> = Vec::new();
+        let mut add = |expr: &str, value: &str| {
+            params.push(value.to_string());
+            let n = params.len();
+            let ph = if pg { format!("${n}") } else { format!("?{n}") };
+            conds.push(expr.replace('#', &ph));
+        };
+        if let Some(v) = &f.since {
+            add("ts >= #", v);
+        }
+        if let Some(v) = &f.until {
+            add("ts < #", v);
+        }
+        if let Some(v) = &f.type_ {
+            add("type = #", v);
+        }
+        if let Some(v) = &f.kind {
+            add("kind = #", v);
+        }
+        if let Some(v) = &f.ip {
+            add("client_ip = #", v);
+        }
+        if let Some(v) = &f.user {
+            add("user_id = #", v);
+        }
+        if let Some(v) = &f.path_prefix {
+            // substr, not LIKE: LIKE is case-insensitive in SQLite and treats % and _ specially.
+            let n = v.chars().count();
+            add(&format!("substr(path, 1, {n}) = #"), v);
+        }
+        let mut sql = String::from("SELECT line FROM audit_records");
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(" ORDER BY ts, stream, seq");
+        if f.limit > 0 {
+            sql.push_str(&format!(" LIMIT {}", f.limit));
+        }
+        match self {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare(&sql).map_err(|e| format!("sqlite: {e}"))?;
+                let rows = st
+                    .query_map(rusqlite::params_from_iter(params.iter()), |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .map_err(|e| format!("sqlite: {e}"))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("sqlite: {e}"))
+            }
+            Db::Postgres(c) => {
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = c.query(&sql, &refs).map_err(|e| format!("postgres: {e}"))?;
+                rows.iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("postgres: {e}"))
+            }
+        }
+    }
+
+    /// (id, line) of every record, by stream then seq (for `verify`).
+    pub fn all_lines(&mut self) -> Result<Vec<(String, String)>, String> {
+        let sql = "SELECT id, line FROM audit_records ORDER BY stream, seq, id";
+        match self {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare(sql).map_err(|e| format!("sqlite: {e}"))?;
+                let rows = st
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(|e| format!("sqlite: {e}"))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("sqlite: {e}"))
+            }
+            Db::Postgres(c) => {
+                let rows = c.query(sql, &[]).map_err(|e| format!("postgres: {e}"))?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<Vec<_>, postgres::Error>>()
+                    .map_err(|e| format!("postgres: {e}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_forms() {
+        assert_eq!(
+            parse_database_url("sqlite:///var/lib/a.db"),
+            DbTarget::Sqlite("/var/lib/a.db".into())
+        );
+        assert_eq!(
+            parse_database_url("sqlite://data/a.db"),
+            DbTarget::Sqlite("data/a.db".into())
+        );
+        assert_eq!(
+            parse_database_url("./data/audit.db"),
+            DbTarget::Sqlite("./data/audit.db".into())
+        );
+        assert!(matches!(
+            parse_database_url("postgresql://u@127.0.0.1:5/db"),
+            DbTarget::Postgres(_)
+        ));
+    }
+}

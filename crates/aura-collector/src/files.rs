@@ -1,0 +1,248 @@
+//! Append-only JSONL files: `audit-YYYY-MM-DD.jsonl`, then `audit-YYYY-MM-DD.N.jsonl`
+//! once a file would pass the size limit. The date is the UTC date the collector
+//! wrote the line (not the record's `ts`): a client clock cannot make the
+//! collector write into an old, already-closed file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use time::macros::format_description;
+use time::{Date, Duration, OffsetDateTime};
+
+pub struct FileStore {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+/// A file touched by one append, with its length before the append, so a
+/// failed batch can be cut back off.
+pub struct Touched {
+    path: PathBuf,
+    len_before: u64,
+    created: bool,
+}
+
+/// One line read back from the files (for `verify --files`).
+pub struct FileLine {
+    pub file: String,
+    pub line_no: usize,
+    pub line: String,
+}
+
+fn date_str(d: Date) -> Result<String, String> {
+    d.format(&format_description!("[year]-[month]-[day]"))
+        .map_err(|e| format!("cannot format date: {e}"))
+}
+
+fn file_name(date: &str, index: u32) -> String {
+    if index == 0 {
+        format!("audit-{date}.jsonl")
+    } else {
+        format!("audit-{date}.{index}.jsonl")
+    }
+}
+
+/// `audit-2026-01-02.jsonl` -> (2026-01-02, 0); `audit-2026-01-02.3.jsonl` -> (.., 3).
+pub fn parse_name(name: &str) -> Option<(Date, u32)> {
+    let rest = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+    let (date, index) = match rest.split_once('.') {
+        Some((d, i)) => (d, i.parse::<u32>().ok().filter(|i| *i > 0)?),
+        None => (rest, 0),
+    };
+    let date = Date::parse(date, &format_description!("[year]-[month]-[day]")).ok()?;
+    Some((date, index))
+}
+
+fn audit_files(dir: &Path) -> Result<Vec<(Date, u32, PathBuf)>, String> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("read {}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        if let Some((d, i)) = name.to_str().and_then(parse_name) {
+            out.push((d, i, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl FileStore {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_bytes: max_bytes.max(1),
+        })
+    }
+
+    /// Appends the lines (each followed by LF) to today's file(s) and fsyncs them.
+    pub fn append(&self, lines: &[&str], now: OffsetDateTime) -> Result<Vec<Touched>, String> {
+        let date = date_str(now.date())?;
+        let mut index = audit_files(&self.dir)?
+            .into_iter()
+            .filter(|(d, _, _)| *d == now.date())
+            .map(|(_, i, _)| i)
+            .max()
+            .unwrap_or(0);
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut open: Option<(File, u64)> = None;
+        let result = (|| -> Result<(), String> {
+            for line in lines {
+                let len = u64::try_from(line.len())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1);
+                if open.is_none() {
+                    open = Some(self.open_file(&date, index, &mut touched)?);
+                }
+                if let Some((_, size)) = &open {
+                    if *size > 0 && size.saturating_add(len) > self.max_bytes {
+                        if let Some((f, _)) = open.take() {
+                            f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+                        }
+                        index = index.saturating_add(1);
+                        open = Some(self.open_file(&date, index, &mut touched)?);
+                    }
+                }
+                if let Some((f, size)) = open.as_mut() {
+                    let mut buf = Vec::with_capacity(line.len().saturating_add(1));
+                    buf.extend_from_slice(line.as_bytes());
+                    buf.push(b'\n');
+                    f.write_all(&buf)
+                        .map_err(|e| format!("write audit file: {e}"))?;
+                    *size = size.saturating_add(len);
+                }
+            }
+            if let Some((f, _)) = open.take() {
+                f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+            }
+            if touched.iter().any(|t| t.created) {
+                // A new file's directory entry must be durable too.
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("fsync dir: {e}"))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(touched),
+            Err(e) => {
+                rollback(&touched);
+                Err(e)
+            }
+        }
+    }
+
+    fn open_file(
+        &self,
+        date: &str,
+        index: u32,
+        touched: &mut Vec<Touched>,
+    ) -> Result<(File, u64), String> {
+        let path = self.dir.join(file_name(date, index));
+        let existed = path.exists();
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        {
+            // Audit lines carry IPs and user ids: not world-readable.
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o640);
+        }
+        let f = opts
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let size = f
+            .metadata()
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .len();
+        touched.push(Touched {
+            path,
+            len_before: size,
+            created: !existed,
+        });
+        Ok((f, size))
+    }
+
+    /// Deletes files whose date is more than `days` days before `now`'s date.
+    /// Returns the names deleted.
+    pub fn apply_retention(&self, days: u32, now: OffsetDateTime) -> Result<Vec<String>, String> {
+        let cutoff = now
+            .date()
+            .checked_sub(Duration::days(i64::from(days)))
+            .unwrap_or(Date::MIN);
+        let mut deleted = Vec::new();
+        for (d, _, path) in audit_files(&self.dir)? {
+            if d < cutoff {
+                fs::remove_file(&path).map_err(|e| format!("delete {}: {e}", path.display()))?;
+                deleted.push(path.display().to_string());
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Cuts the files back to their length before a failed batch (best effort:
+/// the batch is answered 503 and will be re-sent).
+pub fn rollback(touched: &[Touched]) {
+    for t in touched {
+        let r = if t.created && t.len_before == 0 {
+            fs::remove_file(&t.path)
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .open(&t.path)
+                .and_then(|f| f.set_len(t.len_before).and_then(|()| f.sync_all()))
+        };
+        if let Err(e) = r {
+            eprintln!(
+                "aura-collector: rollback of {} failed: {e}",
+                t.path.display()
+            );
+        }
+    }
+}
+
+/// Reads every audit file in `dir`, oldest first, line by line.
+pub fn read_all(dir: &Path) -> Result<Vec<FileLine>, String> {
+    let mut out = Vec::new();
+    for (_, _, path) in audit_files(dir)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let f = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
+            let line = line.map_err(|e| format!("read {}: {e}", path.display()))?;
+            out.push(FileLine {
+                file: name.clone(),
+                line_no: i.saturating_add(1),
+                line: String::from_utf8_lossy(&line).into_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_with_and_without_rotation_index() {
+        let (d, i) = parse_name("audit-2026-01-02.jsonl").unwrap();
+        assert_eq!((d.to_string(), i), ("2026-01-02".to_string(), 0));
+        assert_eq!(parse_name("audit-2026-01-02.3.jsonl").unwrap().1, 3);
+        assert!(parse_name("audit-2026-01-02.0.jsonl").is_none());
+        assert!(parse_name("audit-2026-13-02.jsonl").is_none());
+        assert!(parse_name("other.jsonl").is_none());
+    }
+}

@@ -1,0 +1,307 @@
+//! HTTP side: `POST /v1/batches` and `GET /healthz` on a small synchronous server.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::db::Db;
+use crate::files::{rollback, FileStore};
+use crate::record::{format_ts, parse_line, split_lines, Record};
+
+/// Largest accepted batch body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Most records in one batch.
+pub const MAX_RECORDS: usize = 10_000;
+const WORKERS: usize = 4;
+
+pub struct ServeConfig {
+    pub listen: String,
+    pub token: String,
+    pub log_dir: PathBuf,
+    pub retention_days: u32,
+    pub max_file_bytes: u64,
+    pub database_url: String,
+}
+
+struct Store {
+    files: FileStore,
+    /// None after a DB error: reconnect on the next batch (e.g. PostgreSQL restarted).
+    db: Option<Db>,
+    database_url: String,
+}
+
+impl Store {
+    fn db(&mut self) -> Result<&mut Db, String> {
+        if self.db.is_none() {
+            self.db = Some(Db::open(&self.database_url)?);
+        }
+        self.db.as_mut().ok_or_else(|| "no database".to_string())
+    }
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    token_hash: [u8; 32],
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+struct Reply {
+    status: u16,
+    body: serde_json::Value,
+}
+
+fn reply(status: u16, body: serde_json::Value) -> Reply {
+    Reply { status, body }
+}
+
+fn error(status: u16, msg: impl Into<String>) -> Reply {
+    reply(status, json!({ "error": msg.into() }))
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+fn authorised(shared: &Shared, req: &Request) -> bool {
+    let Some(token) = header(req, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    // Compare digests so neither the content nor the length leaks through timing.
+    bool::from(sha256(token.as_bytes()).ct_eq(&shared.token_hash))
+}
+
+fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
+    if !authorised(shared, req) {
+        return error(401, "missing or wrong bearer token");
+    }
+    let ctype = header(req, "content-type").unwrap_or_default();
+    let mime = ctype.split(';').next().unwrap_or_default().trim();
+    if !mime.eq_ignore_ascii_case("application/x-ndjson") {
+        return error(415, "Content-Type must be application/x-ndjson");
+    }
+    if req.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+        return error(413, format!("body larger than {MAX_BODY_BYTES} bytes"));
+    }
+    let mut body = Vec::new();
+    let limit = u64::try_from(MAX_BODY_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    if let Err(e) = req.as_reader().take(limit).read_to_end(&mut body) {
+        return error(400, format!("cannot read body: {e}"));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return error(413, format!("body larger than {MAX_BODY_BYTES} bytes"));
+    }
+    let Ok(body) = String::from_utf8(body) else {
+        return error(400, "body is not UTF-8");
+    };
+    let lines = match split_lines(&body) {
+        Ok(l) => l,
+        Err(e) => return error(400, e),
+    };
+    if lines.len() > MAX_RECORDS {
+        return error(413, format!("more than {MAX_RECORDS} records in one batch"));
+    }
+    let mut records: Vec<(usize, Record)> = Vec::with_capacity(lines.len());
+    for (n, line) in lines {
+        match parse_line(line) {
+            Ok(r) => records.push((n, r)),
+            Err(e) => return reply(400, json!({ "error": format!("line {n}: {e}"), "line": n })),
+        }
+    }
+    // Same id twice in one batch: a copy is a duplicate, anything else is refused.
+    let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
+    let mut fresh: Vec<&(usize, Record)> = Vec::new();
+    let mut duplicates = 0usize;
+    for item in &records {
+        let (n, r) = item;
+        match seen.get(r.id.as_str()) {
+            Some((_, line)) if *line == r.line => duplicates = duplicates.saturating_add(1),
+            Some((m, _)) => {
+                return reply(
+                    400,
+                    json!({ "error": format!("line {n}: id {} already used with different content on line {m}", r.id), "line": n }),
+                )
+            }
+            None => {
+                seen.insert(r.id.as_str(), (*n, r.line.as_str()));
+                fresh.push(item);
+            }
+        }
+    }
+
+    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    let ids: Vec<&str> = fresh.iter().map(|(_, r)| r.id.as_str()).collect();
+    let existing = match store.db().and_then(|db| db.existing_lines(&ids)) {
+        Ok(e) => e,
+        Err(e) => {
+            store.db = None;
+            eprintln!("aura-collector: database: {e}");
+            return error(503, "storage unavailable");
+        }
+    };
+    let mut new: Vec<&Record> = Vec::new();
+    for (n, r) in fresh {
+        match existing.get(&r.id) {
+            Some(line) if *line == r.line => duplicates = duplicates.saturating_add(1),
+            Some(_) => {
+                return reply(
+                    409,
+                    json!({ "error": format!("line {n}: id {} already stored with different content", r.id), "line": n }),
+                )
+            }
+            None => new.push(r),
+        }
+    }
+    if !new.is_empty() {
+        let now = OffsetDateTime::now_utc();
+        let received_at = format_ts(now).unwrap_or_default();
+        let lines: Vec<&str> = new.iter().map(|r| r.line.as_str()).collect();
+        // File first: if the DB commit then fails, the lines are cut off again
+        // and the retry appends them once more; the other order could leave a
+        // committed row whose file line is missing forever.
+        let touched = match store.files.append(&lines, now) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("aura-collector: file append: {e}");
+                return error(503, "storage unavailable");
+            }
+        };
+        let inserted = store.db().and_then(|db| db.insert_all(&new, &received_at));
+        if let Err(e) = inserted {
+            rollback(&touched);
+            store.db = None;
+            eprintln!("aura-collector: database: {e}");
+            return error(503, "storage unavailable");
+        }
+    }
+    reply(
+        200,
+        json!({ "accepted": new.len(), "duplicates": duplicates }),
+    )
+}
+
+fn route(shared: &Shared, req: &mut Request) -> Reply {
+    let path = req.url().split('?').next().unwrap_or_default().to_string();
+    match (req.method(), path.as_str()) {
+        (Method::Get, "/healthz") => reply(200, json!({ "status": "ok" })),
+        (Method::Post, "/v1/batches") => handle_batch(shared, req),
+        (_, "/healthz") | (_, "/v1/batches") => error(405, "method not allowed"),
+        _ => error(404, "not found"),
+    }
+}
+
+fn respond(req: Request, r: Reply) {
+    let mut resp = Response::from_string(r.body.to_string()).with_status_code(r.status);
+    if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        resp = resp.with_header(h);
+    }
+    if r.status == 401 {
+        if let Ok(h) = Header::from_bytes(&b"WWW-Authenticate"[..], &b"Bearer"[..]) {
+            resp = resp.with_header(h);
+        }
+    }
+    if let Err(e) = req.respond(resp) {
+        eprintln!("aura-collector: cannot send response: {e}");
+    }
+}
+
+fn run_retention(shared: &Shared, days: u32) {
+    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    match store.files.apply_retention(days, OffsetDateTime::now_utc()) {
+        Ok(deleted) => {
+            for d in deleted {
+                eprintln!("aura-collector: retention deleted {d}");
+            }
+        }
+        Err(e) => eprintln!("aura-collector: retention: {e}"),
+    }
+}
+
+pub fn serve(cfg: ServeConfig) -> Result<(), String> {
+    let files = FileStore::open(&cfg.log_dir, cfg.max_file_bytes)?;
+    let db = Db::open(&cfg.database_url)?;
+    let shared = Arc::new(Shared {
+        store: Mutex::new(Store {
+            files,
+            db: Some(db),
+            database_url: cfg.database_url.clone(),
+        }),
+        token_hash: sha256(cfg.token.as_bytes()),
+    });
+    run_retention(&shared, cfg.retention_days);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+    let server = Arc::new(
+        Server::http(cfg.listen.as_str()).map_err(|e| format!("listen {}: {e}", cfg.listen))?,
+    );
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| cfg.listen.clone());
+    // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
+    println!("aura-collector listening on {addr}");
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let server = Arc::clone(&server);
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        workers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match server.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Some(mut req)) => {
+                        let r = route(&shared, &mut req);
+                        respond(req, r);
+                    }
+                    Ok(None) => {}
+                    Err(e) => eprintln!("aura-collector: accept: {e}"),
+                }
+            }
+        }));
+    }
+    // Retention once a day, checked in short steps so a stop is prompt.
+    let mut last_day = OffsetDateTime::now_utc().date();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        let today = OffsetDateTime::now_utc().date();
+        if today != last_day {
+            last_day = today;
+            run_retention(&shared, cfg.retention_days);
+        }
+    }
+    eprintln!("aura-collector: stopping");
+    for w in workers {
+        if w.join().is_err() {
+            eprintln!("aura-collector: worker thread failed");
+        }
+    }
+    Ok(())
+}

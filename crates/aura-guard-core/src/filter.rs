@@ -1,0 +1,458 @@
+//! The per-request pipeline. The glue forwards each proxy-wasm callback here with a `Host`;
+//! every decision is taken in this crate, so the whole flow is tested natively with `MockHost`.
+
+use crate::config::Config;
+use crate::events::SecurityEvent;
+use crate::headers::{uuid_v4, valid_request_id, SecurityHeaders};
+use crate::host::{Host, Level};
+use std::rc::Rc;
+
+/// What the glue tells Envoy after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// Hold the request (or response) until the filter resumes or replies.
+    Pause,
+}
+
+/// Everything derived from one configuration, built once at `on_configure` and shared by the
+/// HTTP contexts of a worker.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: Config,
+    pub security_headers: SecurityHeaders,
+}
+
+impl Policy {
+    pub fn new(config: Config) -> Self {
+        let security_headers = SecurityHeaders::new(&config.headers, config.environment);
+        Policy {
+            config,
+            security_headers,
+        }
+    }
+}
+
+/// State of one HTTP stream.
+///
+/// Order of the stages (each may end the request with a local reply):
+/// request headers: request id → path normalisation → debug endpoints → API versions →
+/// decide whether the body is needed; then, with the whole body (held, never streamed to the
+/// upstream before the decision): webhook signature → auth rate limit (asynchronous) → audit
+/// capture. Response headers: security headers, request id, per-request extra headers.
+pub struct HttpFilter {
+    policy: Rc<Policy>,
+    request_id: Option<String>,
+    /// A stage needs the whole request body before the request may go upstream.
+    hold_for_body: bool,
+    /// Bytes of request body seen so far (Envoy reports the cumulative size).
+    body_size: usize,
+    body_done: bool,
+    /// The filter answered the request itself.
+    replied: bool,
+    /// Security events emitted while handling this request.
+    events: Vec<SecurityEvent>,
+    /// Response headers decided on the request path (e.g. deprecation warnings).
+    extra_response_headers: Vec<(String, String)>,
+    #[cfg(test)]
+    pub(crate) force_hold_for_body: bool,
+}
+
+impl HttpFilter {
+    pub fn new(policy: Rc<Policy>) -> Self {
+        HttpFilter {
+            policy,
+            request_id: None,
+            hold_for_body: false,
+            body_size: 0,
+            body_done: false,
+            replied: false,
+            events: Vec::new(),
+            extra_response_headers: Vec::new(),
+            #[cfg(test)]
+            force_hold_for_body: false,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        self.ensure_request_id(host);
+        self.hold_for_body = self.body_needed(host);
+        if !self.hold_for_body {
+            return Action::Continue;
+        }
+        if end_of_stream {
+            return self.finish_body(host);
+        }
+        // Held until the body is complete (needs allow_on_headers_stop_iteration).
+        Action::Pause
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if !self.hold_for_body || self.body_done || self.replied {
+            return Action::Continue;
+        }
+        self.body_size = body_size;
+        if body_size > self.policy.config.max_body_bytes {
+            self.reply_json(
+                host,
+                413,
+                &serde_json::json!({"detail": "Request body too large"}),
+                &[],
+            );
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_body(host)
+    }
+
+    /// HTTP/2 (and chunked) requests may end with trailers: the body is then complete without
+    /// a body callback marked end of stream.
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if self.hold_for_body && !self.body_done && !self.replied {
+            return self.finish_body(host);
+        }
+        Action::Continue
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Action {
+        for h in self.policy.security_headers.headers() {
+            if h.overwrite || host.response_header(&h.name).is_none() {
+                host.set_response_header(&h.name, &h.value);
+            }
+        }
+        for (name, value) in &self.extra_response_headers {
+            host.set_response_header(name, value);
+        }
+        if let Some(id) = &self.request_id {
+            host.set_response_header(&self.policy.config.headers.request_id_header, id);
+        }
+        Action::Continue
+    }
+
+    /// Whether any stage needs the whole body before deciding.
+    fn body_needed(&self, _host: &dyn Host) -> bool {
+        #[cfg(test)]
+        if self.force_hold_for_body {
+            return true;
+        }
+        false
+    }
+
+    /// Runs the body stages once the whole body is buffered.
+    fn finish_body(&mut self, host: &mut dyn Host) -> Action {
+        self.body_done = true;
+        let body = if self.body_size == 0 {
+            Vec::new()
+        } else {
+            match host.request_body(0, self.body_size) {
+                Some(b) => b,
+                None => {
+                    host.log(Level::Error, "aura-guard: request body unavailable");
+                    self.reply_json(
+                        host,
+                        500,
+                        &serde_json::json!({"detail": "Request body unavailable"}),
+                        &[],
+                    );
+                    return Action::Pause;
+                }
+            }
+        };
+        self.body_stages(host, &body)
+    }
+
+    fn body_stages(&mut self, _host: &mut dyn Host, _body: &[u8]) -> Action {
+        Action::Continue
+    }
+
+    /// Records a security event: logged, counted as `aura_guard.events.<type>`, and kept for
+    /// the audit pipeline.
+    pub fn emit(&mut self, host: &mut dyn Host, event: SecurityEvent) {
+        host.log(
+            Level::Warn,
+            &format!(
+                "aura-guard security event {} ({}): {}",
+                event.event_type,
+                event.severity.as_str(),
+                event.description
+            ),
+        );
+        host.count(&format!("aura_guard.events.{}", event.event_type));
+        self.events.push(event);
+    }
+
+    pub fn events(&self) -> &[SecurityEvent] {
+        &self.events
+    }
+
+    /// Adds a header to the eventual response (upstream or local reply).
+    pub fn add_response_header(&mut self, name: &str, value: &str) {
+        self.extra_response_headers
+            .push((name.to_string(), value.to_string()));
+    }
+
+    /// The request id: the client's when valid, else a fresh UUID, also forwarded upstream so
+    /// the application logs the same id.
+    fn ensure_request_id(&mut self, host: &mut dyn Host) -> String {
+        if let Some(id) = &self.request_id {
+            return id.clone();
+        }
+        let name = &self.policy.config.headers.request_id_header;
+        let id = match host.request_header(name) {
+            Some(id) if valid_request_id(&id) => id,
+            _ => {
+                let id = uuid_v4(host.random16());
+                host.set_request_header(name, &id);
+                id
+            }
+        };
+        self.request_id = Some(id.clone());
+        id
+    }
+
+    /// Ends the request with a JSON reply from the filter. It carries the security headers and
+    /// the request id itself, since Envoy may not run the response callback for a local reply.
+    pub fn reply_json(
+        &mut self,
+        host: &mut dyn Host,
+        status: u32,
+        body: &serde_json::Value,
+        extra_headers: &[(String, String)],
+    ) {
+        let id = self.ensure_request_id(host);
+        let mut headers: Vec<(String, String)> = self
+            .policy
+            .security_headers
+            .headers()
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        headers.push((self.policy.config.headers.request_id_header.clone(), id));
+        headers.push(("content-type".to_string(), "application/json".to_string()));
+        headers.extend(self.extra_response_headers.iter().cloned());
+        headers.extend(extra_headers.iter().cloned());
+        self.replied = true;
+        host.send_reply(status, &headers, body.to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::field_reassign_with_default
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::config::headers::Conflict;
+    use crate::config::Environment;
+    use crate::host::mock::MockHost;
+
+    fn filter(env: Environment, conflict: Conflict) -> HttpFilter {
+        let mut config = Config {
+            environment: env,
+            ..Config::default()
+        };
+        config.headers.on_conflict = conflict;
+        HttpFilter::new(Rc::new(Policy::new(config)))
+    }
+
+    #[test]
+    fn response_gets_security_headers_and_the_request_id() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        host.request_headers
+            .push(("x-request-id".into(), "req-1".into()));
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Continue);
+        f.on_response_headers(&mut host);
+        assert_eq!(
+            host.response_header("x-request-id").as_deref(),
+            Some("req-1")
+        );
+        assert_eq!(
+            host.response_header("x-frame-options").as_deref(),
+            Some("DENY")
+        );
+        assert!(host.response_header("content-security-policy").is_some());
+    }
+
+    #[test]
+    fn invalid_client_request_id_is_replaced_and_forwarded_upstream() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        host.request_headers
+            .push(("x-request-id".into(), "bad id\n".into()));
+        f.on_request_headers(&mut host, true);
+        let forwarded = host.request_header("x-request-id").unwrap();
+        assert!(valid_request_id(&forwarded));
+        assert_eq!(forwarded.len(), 36);
+        f.on_response_headers(&mut host);
+        assert_eq!(host.response_header("x-request-id"), Some(forwarded));
+    }
+
+    #[test]
+    fn overwrite_mode_replaces_a_weaker_upstream_value() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        f.on_request_headers(&mut host, true);
+        host.response_headers
+            .push(("x-frame-options".into(), "ALLOWALL".into()));
+        f.on_response_headers(&mut host);
+        assert_eq!(
+            host.response_header("x-frame-options").as_deref(),
+            Some("DENY")
+        );
+    }
+
+    #[test]
+    fn keep_upstream_mode_keeps_the_upstream_value_and_fills_the_rest() {
+        let mut f = filter(Environment::Production, Conflict::KeepUpstream);
+        let mut host = MockHost::default();
+        f.on_request_headers(&mut host, true);
+        host.response_headers
+            .push(("x-frame-options".into(), "SAMEORIGIN".into()));
+        f.on_response_headers(&mut host);
+        assert_eq!(
+            host.response_header("x-frame-options").as_deref(),
+            Some("SAMEORIGIN")
+        );
+        assert_eq!(
+            host.response_header("x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+    }
+
+    #[test]
+    fn held_request_pauses_until_the_body_is_complete() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        f.force_hold_for_body = true;
+        let mut host = MockHost::default();
+        host.request_body = b"hello world".to_vec();
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 5, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 11, true), Action::Continue);
+        assert!(host.reply.is_none());
+        // Later callbacks pass straight through.
+        assert_eq!(f.on_request_trailers(&mut host), Action::Continue);
+    }
+
+    #[test]
+    fn trailers_complete_a_held_body() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        f.force_hold_for_body = true;
+        let mut host = MockHost::default();
+        host.request_body = b"abc".to_vec();
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 3, false), Action::Pause);
+        assert_eq!(f.on_request_trailers(&mut host), Action::Continue);
+    }
+
+    #[test]
+    fn body_over_the_limit_gets_413_json() {
+        let mut config = Config::default();
+        config.max_body_bytes = 4;
+        let mut f = HttpFilter::new(Rc::new(Policy::new(config)));
+        f.force_hold_for_body = true;
+        let mut host = MockHost::default();
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 4, false), Action::Pause);
+        assert!(host.reply.is_none(), "exactly the limit is fine");
+        assert_eq!(f.on_request_body(&mut host, 5, false), Action::Pause);
+        let reply = host.reply.clone().unwrap();
+        assert_eq!(reply.status, 413);
+        assert_eq!(reply.body, br#"{"detail":"Request body too large"}"#);
+        // After the reply nothing else runs.
+        assert_eq!(f.on_request_body(&mut host, 6, true), Action::Continue);
+    }
+
+    #[test]
+    fn unheld_request_is_never_paused() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
+        assert_eq!(f.on_request_body(&mut host, 10, false), Action::Continue);
+    }
+
+    #[test]
+    fn emitted_event_is_logged_counted_and_kept() {
+        use crate::events::{SecurityEvent, Severity};
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        f.emit(
+            &mut host,
+            SecurityEvent::new(
+                "debug_endpoint_blocked",
+                Severity::Medium,
+                "x",
+                serde_json::json!({}),
+            ),
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.events.debug_endpoint_blocked"),
+            Some(&1)
+        );
+        assert_eq!(f.events().len(), 1);
+        assert!(host
+            .logs
+            .borrow()
+            .iter()
+            .any(|(_, m)| m.contains("debug_endpoint_blocked")));
+    }
+
+    #[test]
+    fn extra_response_headers_reach_upstream_responses_and_local_replies() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        f.on_request_headers(&mut host, true);
+        f.add_response_header("x-api-deprecation-warning", "old");
+        f.on_response_headers(&mut host);
+        assert_eq!(
+            host.response_header("x-api-deprecation-warning").as_deref(),
+            Some("old")
+        );
+        f.reply_json(&mut host, 429, &serde_json::json!({}), &[]);
+        let reply = host.reply.unwrap();
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-api-deprecation-warning" && v == "old"));
+    }
+
+    #[test]
+    fn local_reply_carries_security_headers_request_id_and_json() {
+        let mut f = filter(Environment::Staging, Conflict::Overwrite);
+        let mut host = MockHost::default();
+        f.on_request_headers(&mut host, true);
+        f.reply_json(
+            &mut host,
+            404,
+            &serde_json::json!({"detail": "Not found"}),
+            &[],
+        );
+        let reply = host.reply.unwrap();
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.body, br#"{"detail":"Not found"}"#);
+        let has = |n: &str| reply.headers.iter().any(|(k, _)| k == n);
+        assert!(has("strict-transport-security"));
+        assert!(has("x-request-id"));
+        assert!(has("content-type"));
+        assert!(!has("content-security-policy"));
+    }
+}

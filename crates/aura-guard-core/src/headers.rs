@@ -1,0 +1,179 @@
+//! Security headers (seed §5) and the request id. Decides which headers a response gets;
+//! the pipeline applies them to upstream responses and to the filter's own local replies.
+
+use crate::config::headers::Conflict;
+use crate::config::{Environment, HeadersConfig};
+
+/// A header to set on a response, and whether an existing upstream value may be replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSet {
+    pub name: String,
+    pub value: String,
+    pub overwrite: bool,
+}
+
+/// Computed once per configuration: the header list for the configured environment.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    headers: Vec<HeaderSet>,
+}
+
+impl SecurityHeaders {
+    pub fn new(cfg: &HeadersConfig, env: Environment) -> Self {
+        let overwrite = cfg.on_conflict == Conflict::Overwrite;
+        let headers = cfg
+            .for_environment(env)
+            .into_iter()
+            .map(|(name, value)| HeaderSet {
+                name,
+                value,
+                overwrite,
+            })
+            .collect();
+        SecurityHeaders { headers }
+    }
+
+    pub fn headers(&self) -> &[HeaderSet] {
+        &self.headers
+    }
+}
+
+/// Longest request id accepted from a client; anything longer is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A client-supplied request id is passed through only when it is short and made of safe
+/// characters, so it cannot smuggle log-forging or header-splitting input downstream.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// Formats 16 random bytes as an RFC 4122 version-4 UUID.
+pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let h = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        h.get(0..8).unwrap_or_default(),
+        h.get(8..12).unwrap_or_default(),
+        h.get(12..16).unwrap_or_default(),
+        h.get(16..20).unwrap_or_default(),
+        h.get(20..32).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::config::headers::{DEFAULT_CSP, DEFAULT_HSTS};
+
+    fn names(env: Environment) -> Vec<String> {
+        SecurityHeaders::new(&HeadersConfig::default(), env)
+            .headers()
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    const ALWAYS: [&str; 5] = [
+        "x-content-type-options",
+        "x-frame-options",
+        "x-xss-protection",
+        "referrer-policy",
+        "permissions-policy",
+    ];
+
+    #[test]
+    fn development_gets_the_five_always_on_headers_only() {
+        let n = names(Environment::Development);
+        assert_eq!(n.len(), 5);
+        for h in ALWAYS {
+            assert!(n.contains(&h.to_string()), "{h}");
+        }
+    }
+
+    #[test]
+    fn staging_adds_hsts_but_not_csp() {
+        let n = names(Environment::Staging);
+        assert!(n.contains(&"strict-transport-security".to_string()));
+        assert!(!n.contains(&"content-security-policy".to_string()));
+        assert_eq!(n.len(), 6);
+    }
+
+    #[test]
+    fn production_adds_the_exact_csp_and_hsts() {
+        let set = SecurityHeaders::new(&HeadersConfig::default(), Environment::Production);
+        let get = |name: &str| {
+            set.headers()
+                .iter()
+                .find(|h| h.name == name)
+                .map(|h| h.value.clone())
+        };
+        assert_eq!(get("content-security-policy").as_deref(), Some(DEFAULT_CSP));
+        assert_eq!(
+            get("strict-transport-security").as_deref(),
+            Some(DEFAULT_HSTS)
+        );
+        assert_eq!(get("x-xss-protection").as_deref(), Some("1; mode=block"));
+        assert_eq!(set.headers().len(), 7);
+        assert!(set.headers().iter().all(|h| h.overwrite));
+    }
+
+    #[test]
+    fn keep_upstream_mode_marks_headers_as_fill_in_only() {
+        let cfg = HeadersConfig {
+            on_conflict: Conflict::KeepUpstream,
+            ..HeadersConfig::default()
+        };
+        let set = SecurityHeaders::new(&cfg, Environment::Production);
+        assert!(set.headers().iter().all(|h| !h.overwrite));
+    }
+
+    #[test]
+    fn invalid_header_name_is_refused_naming_it() {
+        let mut cfg = HeadersConfig::default();
+        cfg.production.insert("Bad Header".into(), "x".into());
+        let err = cfg.validate("headers").unwrap_err();
+        assert_eq!(err.field, "headers.production.Bad Header");
+    }
+
+    #[test]
+    fn header_value_with_newline_is_refused() {
+        let mut cfg = HeadersConfig::default();
+        cfg.common.insert("X-A".into(), "a\r\nSet-Cookie: x".into());
+        assert_eq!(
+            cfg.validate("headers").unwrap_err().field,
+            "headers.common.X-A"
+        );
+    }
+
+    #[test]
+    fn request_id_passes_only_when_short_and_safe() {
+        assert!(valid_request_id("abc-123_x.y:z"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id("a\nb"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn uuid_v4_has_version_and_variant_bits() {
+        let id = uuid_v4([0xff; 16]);
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let id = uuid_v4([0; 16]);
+        assert_eq!(id, "00000000-0000-4000-8000-000000000000");
+    }
+}

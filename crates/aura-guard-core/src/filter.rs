@@ -7,8 +7,12 @@ use crate::events::{SecurityEvent, Severity};
 use crate::headers::{uuid_v4, valid_request_id, SecurityHeaders};
 use crate::host::{Host, Level};
 use crate::path::{normalise, NormalisedPath};
+use crate::ratelimit::planner::RateLimiter;
 use crate::versions::{self, VersionDecision};
 use std::rc::Rc;
+
+mod ratelimit_stage;
+pub use ratelimit_stage::forwarded_for_before_envoy;
 
 /// What the glue tells Envoy after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +28,22 @@ pub enum Action {
 pub struct Policy {
     pub config: Config,
     pub security_headers: SecurityHeaders,
+    /// Auth rate limiting, when `ratelimit` is enabled and resolved (`Config::load`).
+    pub ratelimiter: Option<RateLimiter>,
 }
 
 impl Policy {
     pub fn new(config: Config) -> Self {
         let security_headers = SecurityHeaders::new(&config.headers, config.environment);
+        let ratelimiter = config
+            .ratelimit_resolved
+            .clone()
+            .filter(|r| r.config.enabled)
+            .map(RateLimiter::new);
         Policy {
             config,
             security_headers,
+            ratelimiter,
         }
     }
 }
@@ -59,6 +71,8 @@ pub struct HttpFilter {
     events: Vec<SecurityEvent>,
     /// Response headers decided on the request path (e.g. deprecation warnings).
     extra_response_headers: Vec<(String, String)>,
+    /// Auth rate limit of this request (route, outstanding call, attempt).
+    ratelimit: ratelimit_stage::RateLimitState,
     #[cfg(test)]
     pub(crate) force_hold_for_body: bool,
 }
@@ -75,6 +89,7 @@ impl HttpFilter {
             replied: false,
             events: Vec::new(),
             extra_response_headers: Vec::new(),
+            ratelimit: Default::default(),
             #[cfg(test)]
             force_hold_for_body: false,
         }
@@ -89,9 +104,10 @@ impl HttpFilter {
         if !self.path_stage(host) || !self.debug_stage(host) || !self.versions_stage(host) {
             return Action::Pause;
         }
+        self.ratelimit_match(host);
         self.hold_for_body = self.body_needed(host);
         if !self.hold_for_body {
-            return Action::Continue;
+            return self.ratelimit_stage(host, None).unwrap_or(Action::Continue);
         }
         if end_of_stream {
             return self.finish_body(host);
@@ -106,6 +122,10 @@ impl HttpFilter {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
+        // An asynchronous decision is outstanding: Continue here would let the request go.
+        if self.ratelimit_pending() {
+            return Action::Pause;
+        }
         if !self.hold_for_body || self.body_done || self.replied {
             return Action::Continue;
         }
@@ -128,6 +148,9 @@ impl HttpFilter {
     /// HTTP/2 (and chunked) requests may end with trailers: the body is then complete without
     /// a body callback marked end of stream.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if self.ratelimit_pending() {
+            return Action::Pause;
+        }
         if self.hold_for_body && !self.body_done && !self.replied {
             return self.finish_body(host);
         }
@@ -146,6 +169,7 @@ impl HttpFilter {
         if let Some(id) = &self.request_id {
             host.set_response_header(&self.policy.config.headers.request_id_header, id);
         }
+        self.ratelimit_response(host);
         Action::Continue
     }
 
@@ -245,7 +269,7 @@ impl HttpFilter {
         if self.force_hold_for_body {
             return true;
         }
-        false
+        self.ratelimit_needs_body()
     }
 
     /// Runs the body stages once the whole body is buffered.
@@ -271,7 +295,11 @@ impl HttpFilter {
         self.body_stages(host, &body)
     }
 
-    fn body_stages(&mut self, _host: &mut dyn Host, _body: &[u8]) -> Action {
+    fn body_stages(&mut self, host: &mut dyn Host, body: &[u8]) -> Action {
+        // Auth rate limit; asynchronous: on Pause the rest runs when the service answers.
+        if let Some(action) = self.ratelimit_stage(host, Some(body)) {
+            return action;
+        }
         Action::Continue
     }
 

@@ -10,6 +10,18 @@ pub enum Level {
     Error,
 }
 
+/// A unary gRPC call for the host to dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcCall<'a> {
+    /// Envoy cluster (HTTP/2).
+    pub cluster: &'a str,
+    pub service: &'a str,
+    pub method: &'a str,
+    /// The encoded request message.
+    pub message: &'a [u8],
+    pub timeout_ms: u64,
+}
+
 pub trait Host {
     /// Unix time in milliseconds.
     fn now_ms(&self) -> u64;
@@ -29,12 +41,21 @@ pub trait Host {
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Lets a paused request continue to the upstream (after an asynchronous decision).
     fn resume_request(&mut self);
+
+    /// Envoy's `source.address` property: the TCP peer, `ip:port` (None if unavailable).
+    fn downstream_address(&self) -> Option<String>;
+    /// Dispatches a gRPC call bound to this request; its answer comes back through
+    /// `HttpFilter::on_grpc_response` with the returned token. None: it could not be dispatched.
+    fn dispatch_grpc(&mut self, call: &GrpcCall<'_>) -> Option<u32>;
+    /// Dispatches a fire-and-forget gRPC call that must outlive the request (Envoy cancels a
+    /// request's outstanding calls when the stream ends). Its answer is ignored.
+    fn dispatch_grpc_detached(&mut self, call: &GrpcCall<'_>) -> bool;
 }
 
 #[cfg(test)]
 pub mod mock {
     //! An in-memory host for unit tests of the pipeline.
-    use super::{Host, Level};
+    use super::{GrpcCall, Host, Level};
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -43,6 +64,18 @@ pub mod mock {
         pub status: u32,
         pub headers: Vec<(String, String)>,
         pub body: Vec<u8>,
+    }
+
+    /// A gRPC call the filter dispatched.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SentGrpc {
+        pub cluster: String,
+        pub service: String,
+        pub method: String,
+        pub message: Vec<u8>,
+        pub timeout_ms: u64,
+        /// Token for calls bound to the request, None for detached ones.
+        pub token: Option<u32>,
     }
 
     #[derive(Debug, Default)]
@@ -56,6 +89,23 @@ pub mod mock {
         pub resumed: u32,
         pub counters: BTreeMap<String, u64>,
         pub logs: RefCell<Vec<(Level, String)>>,
+        pub downstream_address: Option<String>,
+        pub grpc_calls: Vec<SentGrpc>,
+        /// Makes `dispatch_grpc` fail (e.g. unknown cluster).
+        pub grpc_dispatch_fails: bool,
+    }
+
+    impl MockHost {
+        fn record_grpc(&mut self, call: &GrpcCall<'_>, token: Option<u32>) {
+            self.grpc_calls.push(SentGrpc {
+                cluster: call.cluster.to_string(),
+                service: call.service.to_string(),
+                method: call.method.to_string(),
+                message: call.message.to_vec(),
+                timeout_ms: call.timeout_ms,
+                token,
+            });
+        }
     }
 
     fn get(list: &[(String, String)], name: &str) -> Option<String> {
@@ -108,6 +158,26 @@ pub mod mock {
         }
         fn resume_request(&mut self) {
             self.resumed += 1;
+        }
+        fn downstream_address(&self) -> Option<String> {
+            self.downstream_address.clone()
+        }
+        fn dispatch_grpc(&mut self, call: &GrpcCall<'_>) -> Option<u32> {
+            if self.grpc_dispatch_fails {
+                return None;
+            }
+            let token = u32::try_from(self.grpc_calls.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(100);
+            self.record_grpc(call, Some(token));
+            Some(token)
+        }
+        fn dispatch_grpc_detached(&mut self, call: &GrpcCall<'_>) -> bool {
+            if self.grpc_dispatch_fails {
+                return false;
+            }
+            self.record_grpc(call, None);
+            true
         }
     }
 }

@@ -13,6 +13,7 @@ use std::fmt;
 
 pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
+pub use ratelimit::{RateLimitConfig, ResolvedRateLimitConfig};
 pub use versions::VersionsConfig;
 
 /// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
@@ -106,6 +107,11 @@ pub struct Config {
     pub debug: DebugConfig,
     /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
     pub versions: VersionsConfig,
+    /// Auth rate limiting (seed §4) through envoyproxy/ratelimit; docs/ratelimit.md.
+    pub ratelimit: RateLimitConfig,
+    /// `ratelimit` validated with its secrets loaded (JWT_SECRET_KEY); set by `Config::load`.
+    #[serde(skip)]
+    pub ratelimit_resolved: Option<ResolvedRateLimitConfig>,
 }
 
 impl Default for Config {
@@ -116,6 +122,8 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             debug: DebugConfig::default(),
             versions: VersionsConfig::default(),
+            ratelimit: RateLimitConfig::default(),
+            ratelimit_resolved: None,
         }
     }
 }
@@ -127,6 +135,8 @@ impl Config {
         let mut config = Config::parse(json)?;
         config.apply_env(env)?;
         config.validate()?;
+        let production = config.environment == Environment::Production;
+        config.ratelimit_resolved = Some(config.ratelimit.resolve_in(env, production)?);
         Ok(config)
     }
 
@@ -166,7 +176,8 @@ impl Config {
         }
         self.headers.validate("headers")?;
         self.debug.validate()?;
-        self.versions.validate()
+        self.versions.validate()?;
+        self.ratelimit.validate()
     }
 }
 
@@ -220,7 +231,7 @@ mod tests {
     fn environment_variable_overrides_the_configuration() {
         let c = Config::load(
             br#"{"environment": "staging"}"#,
-            &env_of(&[("ENVIRONMENT", " Production ")]),
+            &env_of(&[("ENVIRONMENT", " Production "), ("JWT_SECRET_KEY", "k")]),
         )
         .unwrap();
         assert_eq!(c.environment, Environment::Production);

@@ -187,6 +187,16 @@ pub struct ResolvedRateLimitConfig {
     pub user_hash_key: Option<Secret>,
 }
 
+impl ResolvedRateLimitConfig {
+    /// A route takes the user from a JWT but no secret was found (tolerated outside
+    /// production): such users are anonymous. The glue logs a warning.
+    pub fn jwt_disabled(&self) -> bool {
+        self.config.enabled
+            && self.jwt_secret.is_none()
+            && self.config.routes.iter().any(|r| r.identity.uses_jwt())
+    }
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -287,11 +297,22 @@ impl RateLimitConfig {
 
     /// Validates and loads secrets through `env` (e.g. `|k| std::env::var(k).ok()` in the glue).
     pub fn resolve(&self, env: EnvLookup<'_>) -> Result<ResolvedRateLimitConfig, ConfigError> {
+        self.resolve_in(env, true)
+    }
+
+    /// As [`RateLimitConfig::resolve`]; outside production (`production` false) a missing JWT
+    /// secret is tolerated: JWT identities are then never verified, so those requests are
+    /// limited per IP only (anonymous), and [`ResolvedRateLimitConfig::jwt_disabled`] says so.
+    pub fn resolve_in(
+        &self,
+        env: EnvLookup<'_>,
+        production: bool,
+    ) -> Result<ResolvedRateLimitConfig, ConfigError> {
         self.validate()?;
         let needs_jwt = self.enabled && self.routes.iter().any(|r| r.identity.uses_jwt());
         let jwt_secret = match env(&self.jwt_secret_env).filter(|s| !s.is_empty()) {
             Some(s) => Some(Secret::new(s)),
-            None if needs_jwt => {
+            None if needs_jwt && production => {
                 return Err(ConfigError::new(
                     "ratelimit.jwt_secret_env",
                     format!(
@@ -467,6 +488,22 @@ mod tests {
         let mut c = RateLimitConfig::default();
         c.routes.retain(|r| !r.identity.uses_jwt());
         assert!(c.resolve(&|_| None).unwrap().jwt_secret.is_none());
+    }
+
+    #[test]
+    fn missing_jwt_secret_outside_production_makes_jwt_users_anonymous() {
+        let r = RateLimitConfig::default()
+            .resolve_in(&|_| None, false)
+            .unwrap();
+        assert!(r.jwt_secret.is_none());
+        assert!(r.jwt_disabled());
+        assert!(RateLimitConfig::default()
+            .resolve_in(&|_| None, true)
+            .is_err());
+        let r = RateLimitConfig::default()
+            .resolve_in(&env_with_secret, false)
+            .unwrap();
+        assert!(!r.jwt_disabled());
     }
 
     #[test]

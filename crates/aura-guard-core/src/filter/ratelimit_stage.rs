@@ -1,0 +1,635 @@
+//! The auth rate-limit stage of the pipeline (docs/ratelimit.md, "Glue"). The planner in
+//! `crate::ratelimit::planner` decides; this stage moves its calls and answers between the
+//! host and the planner, replies, emits events and counts stats.
+//!
+//! Stats (Envoy shows them as `wasmcustom.<name>`):
+//! - `aura_guard.ratelimit.allowed.<route>`: auth requests the service allowed;
+//! - `aura_guard.ratelimit.over_limit.<route>.<ip|user>`: 429s, by the limit that was hit;
+//! - `aura_guard.ratelimit.service_failure.<route>.<open|closed>`: failure-mode outcomes;
+//! - `aura_guard.ratelimit.failure_recorded.<route>` / `cleared.<route>`: response-phase calls.
+
+use std::net::IpAddr;
+
+use super::{Action, HttpFilter};
+use crate::config::Environment;
+use crate::host::{GrpcCall, Host, Level};
+use crate::ratelimit::client_ip::{client_ip, parse_ip};
+use crate::ratelimit::identity::IdentityInput;
+use crate::ratelimit::planner::{AuthAttempt, AuthFacts, Check, Decision, RlsCall, RlsError, Step};
+use crate::ratelimit::rls::{RLS_METHOD, RLS_SERVICE};
+
+/// Per-request rate-limit state.
+#[derive(Debug, Default)]
+pub(super) struct RateLimitState {
+    /// Index of the matched auth route.
+    route: Option<usize>,
+    started: bool,
+    /// The check waiting for the service, with its call's token.
+    pending: Option<(u32, Check)>,
+    /// An allowed (or failed-open) attempt, for the response phase.
+    attempt: Option<AuthAttempt>,
+}
+
+/// How a step ended.
+enum Outcome {
+    /// Waiting for the service's answer.
+    Pending,
+    /// Decided: the request goes on.
+    Proceed,
+    /// Decided: the filter replied.
+    Replied,
+}
+
+/// X-Forwarded-For without the entry Envoy itself appended. With `use_remote_address: true`
+/// (envoy/envoy.yaml) Envoy appends the peer address before any filter runs, so the rightmost
+/// entry is the peer, not something a trusted proxy wrote; `trusted_hops` counts the proxies
+/// in front of Envoy, so that entry is dropped first. Empty results become None.
+pub fn forwarded_for_before_envoy(xff: Option<&str>, peer: Option<IpAddr>) -> Option<String> {
+    let xff = xff?.trim();
+    let trimmed = match (xff.rsplit_once(','), peer) {
+        (Some((rest, last)), Some(p)) if parse_ip(last) == Some(p) => rest,
+        (None, Some(p)) if parse_ip(xff) == Some(p) => "",
+        _ => xff,
+    };
+    let trimmed = trimmed.trim().trim_end_matches(',').trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+impl HttpFilter {
+    /// The client's address: Envoy's downstream peer, or the X-Forwarded-For entry written by
+    /// the outermost of `ratelimit.trusted_hops` trusted proxies (never a client-sent entry).
+    pub fn client_ip(&self, host: &dyn Host) -> Option<IpAddr> {
+        let peer = host.downstream_address();
+        let xff = self.forwarded_for(host, peer.as_deref());
+        client_ip(
+            peer.as_deref().unwrap_or_default(),
+            xff.as_deref(),
+            self.policy.config.ratelimit.trusted_hops,
+        )
+    }
+
+    fn forwarded_for(&self, host: &dyn Host, peer: Option<&str>) -> Option<String> {
+        let xff = host.request_header("x-forwarded-for");
+        forwarded_for_before_envoy(xff.as_deref(), peer.and_then(parse_ip))
+    }
+
+    /// Header phase: remembers the auth route this request is limited by, if any.
+    pub(super) fn ratelimit_match(&mut self, host: &dyn Host) {
+        let Some(limiter) = &self.policy.ratelimiter else {
+            return;
+        };
+        let Some(path) = &self.path else { return };
+        let method = host.request_header(":method").unwrap_or_default();
+        self.ratelimit.route = limiter.match_route(&method, path.as_str());
+    }
+
+    /// Whether the rate-limit stage needs the whole body (user from the body).
+    pub(super) fn ratelimit_needs_body(&self) -> bool {
+        match (&self.policy.ratelimiter, self.ratelimit.route) {
+            (Some(l), Some(r)) => l.needs_body(r),
+            _ => false,
+        }
+    }
+
+    /// A decision is outstanding: every request callback must hold the request.
+    pub(super) fn ratelimit_pending(&self) -> bool {
+        self.ratelimit.pending.is_some()
+    }
+
+    /// Runs the check for a matched route (header phase without a body, or with the whole
+    /// body). None: nothing to do here, go on with the next stage.
+    pub(super) fn ratelimit_stage(
+        &mut self,
+        host: &mut dyn Host,
+        body: Option<&[u8]>,
+    ) -> Option<Action> {
+        let route = self.ratelimit.route?;
+        if self.ratelimit.started {
+            return None;
+        }
+        self.ratelimit.started = true;
+        let policy = std::rc::Rc::clone(&self.policy);
+        let limiter = policy.ratelimiter.as_ref()?;
+        let peer = host.downstream_address();
+        let xff = self.forwarded_for(host, peer.as_deref());
+        let content_type = host.request_header("content-type");
+        let authorization = host.request_header("authorization");
+        let facts = AuthFacts {
+            downstream_address: peer.as_deref().unwrap_or_default(),
+            xff: xff.as_deref(),
+            identity: IdentityInput {
+                content_type: content_type.as_deref(),
+                body,
+                authorization: authorization.as_deref(),
+            },
+            now_s: host.now_ms() / 1000,
+            production: policy.config.environment == Environment::Production,
+        };
+        let (check, step) = limiter.start(route, &facts)?;
+        match self.ratelimit_drive(host, check, step) {
+            Outcome::Pending | Outcome::Replied => Some(Action::Pause),
+            Outcome::Proceed => None,
+        }
+    }
+
+    /// Dispatches calls until the planner waits for an answer or decides.
+    fn ratelimit_drive(&mut self, host: &mut dyn Host, mut check: Check, first: Step) -> Outcome {
+        let mut step = first;
+        loop {
+            match step {
+                Step::Call(call) => match host.dispatch_grpc(&grpc(&call)) {
+                    Some(token) => {
+                        self.ratelimit.pending = Some((token, check));
+                        return Outcome::Pending;
+                    }
+                    None => {
+                        host.log(
+                            Level::Warn,
+                            &format!(
+                                "aura-guard: rate-limit call to cluster {} not dispatched",
+                                call.cluster
+                            ),
+                        );
+                        step = check.on_rls_response(Err(RlsError::Dispatch));
+                    }
+                },
+                Step::Done(decision) => return self.ratelimit_decide(host, decision),
+            }
+        }
+    }
+
+    /// Feeds a gRPC answer (`Err` holds a non-OK gRPC status) for the call with `token`. An
+    /// unknown token (a fire-and-forget call's answer, a late answer) is ignored.
+    pub fn on_grpc_response(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        result: Result<&[u8], u32>,
+    ) {
+        let Some((pending, _)) = &self.ratelimit.pending else {
+            host.log(
+                Level::Debug,
+                &format!("aura-guard: ignoring gRPC answer {token}"),
+            );
+            return;
+        };
+        if *pending != token {
+            host.log(
+                Level::Debug,
+                &format!("aura-guard: ignoring gRPC answer {token}"),
+            );
+            return;
+        }
+        let Some((_, mut check)) = self.ratelimit.pending.take() else {
+            return;
+        };
+        let step = check.on_rls_response(result.map_err(RlsError::GrpcStatus));
+        if let Outcome::Proceed = self.ratelimit_drive(host, check, step) {
+            // Later body stages (audit capture) would run here before resuming.
+            host.resume_request();
+        }
+    }
+
+    fn route_name(&self) -> String {
+        self.policy
+            .ratelimiter
+            .as_ref()
+            .zip(self.ratelimit.route)
+            .and_then(|(l, r)| l.config().config.routes.get(r))
+            .map(|r| r.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn ratelimit_decide(&mut self, host: &mut dyn Host, decision: Decision) -> Outcome {
+        let route = self.route_name();
+        match decision {
+            Decision::Allow {
+                response_headers,
+                attempt,
+            } => {
+                host.count(&format!("aura_guard.ratelimit.allowed.{route}"));
+                for (name, value) in response_headers {
+                    self.add_response_header(&name, &value);
+                }
+                self.ratelimit.attempt = Some(attempt);
+                Outcome::Proceed
+            }
+            Decision::FailOpen { event, attempt } => {
+                host.count(&format!(
+                    "aura_guard.ratelimit.service_failure.{route}.open"
+                ));
+                self.emit(host, event);
+                self.ratelimit.attempt = Some(attempt);
+                Outcome::Proceed
+            }
+            Decision::Deny { reply, event } => {
+                let kind = event
+                    .metadata
+                    .get("limit_type")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("ip")
+                    .to_string();
+                host.count(&format!("aura_guard.ratelimit.over_limit.{route}.{kind}"));
+                self.emit(host, event);
+                self.reply_planner(host, reply.status, &reply.headers, &reply.body);
+                Outcome::Replied
+            }
+            Decision::FailClosed { reply, event } => {
+                host.count(&format!(
+                    "aura_guard.ratelimit.service_failure.{route}.closed"
+                ));
+                self.emit(host, event);
+                self.reply_planner(host, reply.status, &reply.headers, &reply.body);
+                Outcome::Replied
+            }
+        }
+    }
+
+    /// `reply_body` sets the content type itself.
+    fn reply_planner(
+        &mut self,
+        host: &mut dyn Host,
+        status: u16,
+        headers: &[(String, String)],
+        body: &str,
+    ) {
+        let extra: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+            .cloned()
+            .collect();
+        self.reply_body(host, u32::from(status), body.as_bytes(), &extra);
+    }
+
+    /// Response phase: a 401/403 records a failure, a 2xx clears the failure count, both
+    /// fire and forget (the answer never delays the response).
+    pub(super) fn ratelimit_response(&mut self, host: &mut dyn Host) {
+        let Some(attempt) = self.ratelimit.attempt.take() else {
+            return;
+        };
+        let Some(status) = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        else {
+            return;
+        };
+        let route = self.route_name();
+        let outcome = attempt.on_upstream_status(status);
+        if let Some(call) = &outcome.call {
+            let what = if (200..300).contains(&status) {
+                "cleared"
+            } else {
+                "failure_recorded"
+            };
+            if host.dispatch_grpc_detached(&grpc(call)) {
+                host.count(&format!("aura_guard.ratelimit.{what}.{route}"));
+            } else {
+                host.count(&format!(
+                    "aura_guard.ratelimit.{what}_dispatch_failed.{route}"
+                ));
+                host.log(
+                    Level::Warn,
+                    "aura-guard: rate-limit response-phase call not dispatched",
+                );
+            }
+        }
+        for event in outcome.events {
+            self.emit(host, event);
+        }
+    }
+}
+
+fn grpc(call: &RlsCall) -> GrpcCall<'_> {
+    GrpcCall {
+        cluster: &call.cluster,
+        service: RLS_SERVICE,
+        method: RLS_METHOD,
+        message: &call.body,
+        timeout_ms: call.timeout_ms,
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use std::rc::Rc;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::filter::Policy;
+    use crate::host::mock::MockHost;
+    use crate::ratelimit::planner::TOO_MANY_BODY;
+    use crate::ratelimit::rls::{
+        Code, DescriptorStatus, RateLimit, RateLimitRequest, RateLimitResponse,
+    };
+
+    const SECRET: &str = "test-jwt-secret";
+
+    fn filter_in(env: &str, json: &str) -> HttpFilter {
+        let lookup = |k: &str| match k {
+            "JWT_SECRET_KEY" => Some(SECRET.to_string()),
+            "ENVIRONMENT" => Some(env.to_string()),
+            _ => None,
+        };
+        let config = Config::load(json.as_bytes(), &lookup).unwrap();
+        HttpFilter::new(Rc::new(Policy::new(config)))
+    }
+
+    fn login(body: &str) -> MockHost {
+        let mut host = MockHost {
+            now_ms: 1_800_000_000_000,
+            downstream_address: Some("10.1.2.3:5555".into()),
+            ..MockHost::default()
+        };
+        for (k, v) in [
+            (":method", "POST"),
+            (":path", "/auth/login"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ] {
+            host.request_headers.push((k.into(), v.into()));
+        }
+        host.request_body = body.as_bytes().to_vec();
+        host
+    }
+
+    /// Answers a check as the service would, with the first attempt descriptor at
+    /// `remaining` (over the limit when None) and every counter at 0.
+    fn answer(call: &[u8], remaining: Option<u32>) -> Vec<u8> {
+        let req = RateLimitRequest::decode(call).unwrap();
+        let statuses = req
+            .descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let counter = d.entries.iter().any(|e| e.key == "counter");
+                let (code, limit, left) = if counter {
+                    (Code::Ok, u32::MAX, u32::MAX)
+                } else if i == 0 && remaining.is_none() {
+                    (Code::OverLimit, 5, 0)
+                } else {
+                    (Code::Ok, 5, remaining.unwrap_or(0))
+                };
+                DescriptorStatus {
+                    code: code as i32,
+                    current_limit: Some(RateLimit {
+                        requests_per_unit: limit,
+                        unit: 3,
+                        name: String::new(),
+                    }),
+                    limit_remaining: left,
+                    duration_until_reset: None,
+                }
+            })
+            .collect();
+        RateLimitResponse {
+            overall_code: if remaining.is_none() {
+                Code::OverLimit as i32
+            } else {
+                Code::Ok as i32
+            },
+            statuses,
+            ..RateLimitResponse::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// Runs a login up to the outstanding check; returns its token.
+    fn until_check(f: &mut HttpFilter, host: &mut MockHost) -> u32 {
+        assert_eq!(f.on_request_headers(host, false), Action::Pause);
+        let n = host.request_body.len();
+        assert_eq!(f.on_request_body(host, n, true), Action::Pause);
+        let call = host.grpc_calls.last().unwrap();
+        assert_eq!(call.cluster, "ratelimit");
+        assert_eq!(call.service, "envoy.service.ratelimit.v3.RateLimitService");
+        assert_eq!(call.method, "ShouldRateLimit");
+        assert_eq!(call.timeout_ms, 20);
+        call.token.unwrap()
+    }
+
+    #[test]
+    fn allowed_login_resumes_and_the_response_carries_ratelimit_headers() {
+        let mut f = filter_in("production", "{}");
+        let mut host = login("username=test&password=wrong");
+        let token = until_check(&mut f, &mut host);
+        assert_eq!(host.resumed, 0);
+        let bytes = answer(&host.grpc_calls[0].message, Some(3));
+        f.on_grpc_response(&mut host, token, Ok(&bytes));
+        assert_eq!(host.resumed, 1);
+        assert!(host.reply.is_none());
+        host.response_headers.push((":status".into(), "401".into()));
+        f.on_response_headers(&mut host);
+        let policy = host.response_header("ratelimit-policy").unwrap();
+        assert!(policy.contains("\"login-ip\";q=5;w=300"), "{policy}");
+        assert!(policy.contains("\"login-user\""), "{policy}");
+        assert!(host
+            .response_header("ratelimit")
+            .unwrap()
+            .contains("\"login-ip\";r=3;t="));
+        // The 401 is recorded as a failure, detached from the request.
+        let last = host.grpc_calls.last().unwrap();
+        assert_eq!(last.token, None);
+        let req = RateLimitRequest::decode(last.message.as_slice()).unwrap();
+        assert_eq!(req.descriptors.len(), 2);
+        assert_eq!(
+            host.counters
+                .get("aura_guard.ratelimit.failure_recorded.login"),
+            Some(&1)
+        );
+        assert_eq!(
+            host.counters.get("aura_guard.ratelimit.allowed.login"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn over_limit_gets_429_with_retry_after_and_an_event() {
+        let mut f = filter_in("development", "{}");
+        let mut host = login("username=test&password=wrong");
+        let token = until_check(&mut f, &mut host);
+        let bytes = answer(&host.grpc_calls[0].message, None);
+        f.on_grpc_response(&mut host, token, Ok(&bytes));
+        assert_eq!(host.resumed, 0);
+        let reply = host.reply.clone().unwrap();
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.body, TOO_MANY_BODY.as_bytes());
+        let get = |n: &str| {
+            reply
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("content-type"), vec!["application/json"]);
+        let retry: u64 = get("retry-after")[0].parse().unwrap();
+        assert!((1..=300).contains(&retry));
+        assert_eq!(get("ratelimit-policy").len(), 1);
+        assert!(!get("x-request-id").is_empty(), "local reply headers kept");
+        let ev = &f.events()[0];
+        assert_eq!(ev.event_type, "auth_rate_limit_exceeded");
+        assert_eq!(ev.metadata["limit_type"], "ip");
+        assert_eq!(
+            host.counters
+                .get("aura_guard.ratelimit.over_limit.login.ip"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn service_failure_fails_closed_in_production_and_open_elsewhere() {
+        let mut f = filter_in("production", "{}");
+        let mut host = login("username=a");
+        let token = until_check(&mut f, &mut host);
+        f.on_grpc_response(&mut host, token, Err(14));
+        let reply = host.reply.clone().unwrap();
+        assert_eq!(reply.status, 503);
+        assert_eq!(
+            reply.body,
+            br#"{"detail":"Service temporarily unavailable. Please try again later."}"#
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.ratelimit.service_failure.login.closed"),
+            Some(&1)
+        );
+        assert_eq!(f.events()[0].event_type, "rate_limit_service_failure");
+
+        let mut f = filter_in("development", "{}");
+        let mut host = login("username=a");
+        let token = until_check(&mut f, &mut host);
+        f.on_grpc_response(&mut host, token, Err(4));
+        assert!(host.reply.is_none());
+        assert_eq!(host.resumed, 1);
+        assert_eq!(
+            host.counters
+                .get("aura_guard.ratelimit.service_failure.login.open"),
+            Some(&1)
+        );
+        // Failing open adds no RateLimit headers.
+        host.response_headers.push((":status".into(), "200".into()));
+        f.on_response_headers(&mut host);
+        assert!(host.response_header("ratelimit").is_none());
+    }
+
+    #[test]
+    fn undispatchable_call_applies_the_failure_mode_at_once() {
+        let mut f = filter_in("development", "{}");
+        let mut host = login("username=a");
+        host.grpc_dispatch_fails = true;
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 10, true), Action::Continue);
+        assert!(host.reply.is_none());
+
+        let mut f = filter_in("production", "{}");
+        let mut host = login("username=a");
+        host.grpc_dispatch_fails = true;
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 10, true), Action::Pause);
+        assert_eq!(host.reply.unwrap().status, 503);
+    }
+
+    #[test]
+    fn unknown_or_late_grpc_answers_are_ignored() {
+        let mut f = filter_in("production", "{}");
+        let mut host = login("username=a");
+        let token = until_check(&mut f, &mut host);
+        f.on_grpc_response(&mut host, token + 1, Err(14));
+        f.on_grpc_response(&mut host, token + 1, Ok(b"garbage"));
+        assert!(host.reply.is_none());
+        assert_eq!(host.resumed, 0);
+        let bytes = answer(&host.grpc_calls[0].message, Some(4));
+        f.on_grpc_response(&mut host, token, Ok(&bytes));
+        assert_eq!(host.resumed, 1);
+        // A second answer with the same token changes nothing.
+        f.on_grpc_response(&mut host, token, Err(14));
+        assert_eq!(host.resumed, 1);
+        assert!(host.reply.is_none());
+    }
+
+    #[test]
+    fn header_phase_route_holds_body_callbacks_while_the_check_is_outstanding() {
+        let json = r#"{"ratelimit": {"routes": [{"name": "me", "path": "/auth/me",
+            "requests": 3, "window_s": 60, "identity": {"bearer_jwt": true}}]}}"#;
+        let mut f = filter_in("development", json);
+        let mut host = login("");
+        host.request_headers.retain(|(k, _)| k != ":path");
+        host.request_headers
+            .push((":path".into(), "/auth/me?x=1".into()));
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        let token = host.grpc_calls[0].token.unwrap();
+        assert_eq!(f.on_request_body(&mut host, 4, false), Action::Pause);
+        assert_eq!(f.on_request_trailers(&mut host), Action::Pause);
+        let bytes = answer(&host.grpc_calls[0].message, Some(2));
+        f.on_grpc_response(&mut host, token, Ok(&bytes));
+        assert_eq!(host.resumed, 1);
+        assert_eq!(f.on_request_body(&mut host, 8, true), Action::Continue);
+    }
+
+    #[test]
+    fn other_methods_and_paths_are_not_limited() {
+        let mut f = filter_in("production", "{}");
+        let mut host = login("username=a");
+        host.request_headers.retain(|(k, _)| k != ":method");
+        host.request_headers
+            .push((":method".into(), "OPTIONS".into()));
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
+        assert!(host.grpc_calls.is_empty());
+        let mut f = filter_in("production", r#"{"ratelimit": {"enabled": false}}"#);
+        let mut host = login("username=a");
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
+        assert!(host.grpc_calls.is_empty());
+    }
+
+    #[test]
+    fn client_ip_ignores_envoys_own_xff_entry_and_untrusted_entries() {
+        let peer = parse_ip("127.0.0.1");
+        assert_eq!(
+            forwarded_for_before_envoy(Some("9.9.9.9, 10.0.0.7, 127.0.0.1"), peer).as_deref(),
+            Some("9.9.9.9, 10.0.0.7")
+        );
+        assert_eq!(forwarded_for_before_envoy(Some("127.0.0.1"), peer), None);
+        assert_eq!(
+            forwarded_for_before_envoy(Some("10.0.0.7"), peer).as_deref(),
+            Some("10.0.0.7")
+        );
+        assert_eq!(forwarded_for_before_envoy(None, peer), None);
+
+        let f = filter_in("production", r#"{"ratelimit": {"trusted_hops": 1}}"#);
+        let mut host = login("");
+        host.downstream_address = Some("127.0.0.1:4000".into());
+        host.request_headers.push((
+            "x-forwarded-for".into(),
+            "6.6.6.6, 10.0.0.7, 127.0.0.1".into(),
+        ));
+        assert_eq!(f.client_ip(&host), parse_ip("10.0.0.7"));
+        let f = filter_in("production", "{}");
+        assert_eq!(f.client_ip(&host), parse_ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn invalid_ratelimit_config_is_refused_naming_the_field() {
+        let err = Config::load(
+            br#"{"ratelimit": {"routes": [{"name": "x", "path": "/x", "requests": 1, "window_s": 13}]}}"#,
+            &|_| None,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "ratelimit.routes[0].window_s");
+        let err = Config::load(br#"{"ratelimit": {"bogus": 1}}"#, &|_| None).unwrap_err();
+        assert_eq!(err.field, "ratelimit.bogus");
+        let err = Config::load(b"{}", &|k| {
+            (k == "ENVIRONMENT").then(|| "production".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "ratelimit.jwt_secret_env");
+    }
+}

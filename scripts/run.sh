@@ -2,8 +2,9 @@
 # `make run`: the whole local stack in the foreground. Starts the demo upstream and Envoy with
 # the freshly built module (and, where installed, the services later capabilities add), waits
 # until it is ready, prints a banner, and stops every child on Ctrl-C or SIGTERM.
-# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080). The seed's variables
-# (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, ...) configure the filter.
+# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080), RATELIMIT_GRPC_PORT
+# (8081; Redis and the service's HTTP port are picked free). The seed's variables
+# (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, JWT_SECRET_KEY, ...) configure the filter.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,6 +13,10 @@ cd "$ROOT"
 LISTEN_PORT="${LISTEN_PORT:-8000}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-8080}"
+RATELIMIT_GRPC_PORT="${RATELIMIT_GRPC_PORT:-8081}"
+# The demo upstream signs its tokens with this and the filter verifies refresh tokens with it;
+# a demo value unless set (production refuses to start without one).
+if [ -z "${JWT_SECRET_KEY:-}" ]; then export JWT_SECRET_KEY=demo-jwt-secret; JWT_NOTE=" (demo value)"; fi
 RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 mkdir -p "$RUN_DIR"
 PY="$ROOT/.venv/bin/python"
@@ -38,8 +43,20 @@ wait_http() { # wait_http URL WHAT PID
 PIDS+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/health" upstream "${PIDS[-1]}"
 
+# Redis + envoyproxy/ratelimit (installed by scripts/setup-ratelimit.sh) for auth rate limits.
+"$PY" scripts/run_ratelimit.py --dir "$RUN_DIR/ratelimit" --grpc-port "$RATELIMIT_GRPC_PORT" \
+  >"$RUN_DIR/ratelimit.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 600); do
+  grep -q "ratelimit ready" "$RUN_DIR/ratelimit.log" 2>/dev/null && break
+  kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "run: ratelimit exited; see $RUN_DIR/ratelimit.log" >&2; tail -20 "$RUN_DIR/ratelimit.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q "ratelimit ready" "$RUN_DIR/ratelimit.log" || { echo "run: ratelimit not ready; see $RUN_DIR/ratelimit.log" >&2; exit 1; }
+
 "$PY" scripts/render_envoy.py --out "$RUN_DIR/envoy.yaml" \
   --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" --upstream-port "$UPSTREAM_PORT" \
+  --ratelimit-port "$RATELIMIT_GRPC_PORT" \
   ${AURA_GUARD_CONFIG:+--plugin-config "$AURA_GUARD_CONFIG"}
 "$(envoy_bin)" -c "$RUN_DIR/envoy.yaml" --disable-hot-restart --log-level info \
   >"$RUN_DIR/envoy.log" 2>&1 &
@@ -52,11 +69,14 @@ cat <<BANNER
     proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
     admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)
     upstream  http://127.0.0.1:$UPSTREAM_PORT   (demo)
+    ratelimit $(grep -o 'grpc=[^ ]*' "$RUN_DIR/ratelimit.log" | head -1) $(grep -o 'redis=[^ ]*' "$RUN_DIR/ratelimit.log" | head -1)   (envoyproxy/ratelimit + Redis, envoy/ratelimit/config.yaml)
+    jwt       JWT_SECRET_KEY${JWT_NOTE:-}
     logs      $RUN_DIR/*.log
 
   try:
     curl -si http://127.0.0.1:$LISTEN_PORT/api/v2/ping
     curl -si -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=demo&password=demo-password'
+    for i in \$(seq 6); do curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=test&password=wrong'; done
     curl -s  http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom
 
   Ctrl-C stops everything.

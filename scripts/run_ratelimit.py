@@ -150,6 +150,13 @@ class RateLimitService:
                 p.wait(timeout=5)
         self._procs.clear()
 
+    def kill(self, name: str) -> None:
+        """Kills one of our processes (`redis-server` or `service_cmd`), e.g. to test failure modes."""
+        for n, p in self._procs:
+            if n == name and p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+
     def log_tail(self, n: int = 40) -> str:
         f = self.workdir / "logs" / "ratelimit.log"
         return "\n".join(f.read_text(errors="replace").splitlines()[-n:]) if f.exists() else ""

@@ -77,7 +77,7 @@ step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/b
 case "$WHAT" in
   build) step_wasm_toolchain ;;
   envoy) step_envoy ;;
-  run) step_envoy; step_python_test_deps ;;
+  run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
   test|all)
     step_native_rust

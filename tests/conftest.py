@@ -5,7 +5,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import ROOT, WASM, Stack  # noqa: E402
+from harness import ROOT, WASM, Stack, start_ratelimit_service  # noqa: E402
 
 
 def pytest_sessionstart(session):
@@ -46,3 +46,20 @@ def stack_factory(log_dir):
     yield make
     for s in stacks:
         s.stop()
+
+
+@pytest.fixture
+def ratelimit_factory(log_dir):
+    """Starts Redis + envoyproxy/ratelimit with the YAML for a `ratelimit` config section;
+    every process is stopped at teardown."""
+    services = []
+
+    def make(ratelimit_config=None, name=None):
+        d = os.path.join(log_dir, name or f"rls{len(services)}")
+        svc = start_ratelimit_service(d, ratelimit_config)
+        services.append(svc)
+        return svc
+
+    yield make
+    for svc in services:
+        svc.stop()

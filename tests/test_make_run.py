@@ -11,7 +11,8 @@ CSP_START = "default-src 'self'; script-src"
 
 
 def start_run(tmp_path, env):
-    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": free_port()}
+    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": free_port(),
+             "RATELIMIT_GRPC_PORT": free_port()}
     env = clean_env({**{k: str(v) for k, v in ports.items()}, **env})
     log = open(tmp_path / "run.log", "wb")
     proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
@@ -25,8 +26,10 @@ def children_of(pid):
 
 
 def test_run_serves_headers_and_stops_every_child_on_sigterm(tmp_path):
+    # A generous rate-limit call timeout: the machine running the tests may be busy.
     proc, ports, log = start_run(tmp_path, {"ENVIRONMENT": "production",
-                                            "RUN_DIR": str(tmp_path / "run")})
+                                            "RUN_DIR": str(tmp_path / "run"),
+                                            "AURA_GUARD_CONFIG": '{"ratelimit": {"timeout_ms": 2000}}'})
     try:
         wait_until(lambda: "Ctrl-C stops everything" in open(log).read(), 60, "run.sh",
                    proc, log)
@@ -37,7 +40,13 @@ def test_run_serves_headers_and_stops_every_child_on_sigterm(tmp_path):
         assert r.header("content-security-policy").startswith(CSP_START)
         assert r.header("strict-transport-security")
         assert r.header("x-frame-options") == "DENY"
-        assert len(children_of(proc.pid)) >= 3  # bash, upstream, envoy
+        assert len(children_of(proc.pid)) >= 6  # bash, upstream, ratelimit runner, redis, service, envoy
+        assert "envoyproxy/ratelimit + Redis" in banner
+        # The seed's loop against the real rate-limit service: the sixth login is 429.
+        statuses = [request(ports["LISTEN_PORT"], "POST", "/auth/login",
+                            {"content-type": "application/x-www-form-urlencoded"},
+                            "username=test&password=wrong").status for _ in range(6)]
+        assert statuses == [401] * 5 + [429], statuses
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

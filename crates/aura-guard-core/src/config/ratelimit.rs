@@ -93,6 +93,11 @@ pub struct RateLimitConfig {
     pub timeout_ms: u64,
     /// Proxies in front of Envoy that append to X-Forwarded-For; 0 = use the peer address.
     pub trusted_hops: u32,
+    /// Envoy itself appends one X-Forwarded-For entry before the filter runs
+    /// (`use_remote_address: true`, as in envoy/envoy.yaml): it is not a trusted proxy's entry
+    /// and is skipped before counting `trusted_hops`. Set false only with
+    /// `use_remote_address: false`.
+    pub xff_appended_by_envoy: bool,
     /// IPv6 clients are limited per prefix of this length (one host usually owns a /64).
     pub ipv6_prefix_len: u8,
     /// Environment variable holding the HS256 JWT secret.
@@ -124,6 +129,7 @@ impl Default for RateLimitConfig {
             cluster: "ratelimit".to_string(),
             timeout_ms: 20,
             trusted_hops: 0,
+            xff_appended_by_envoy: true,
             ipv6_prefix_len: 64,
             jwt_secret_env: "JWT_SECRET_KEY".to_string(),
             user_hash_key_env: None,

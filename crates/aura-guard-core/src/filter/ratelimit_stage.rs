@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use super::{Action, HttpFilter};
 use crate::config::Environment;
 use crate::host::{GrpcCall, Host, Level};
-use crate::ratelimit::client_ip::{client_ip, parse_ip};
+use crate::ratelimit::client_ip::client_ip;
 use crate::ratelimit::identity::IdentityInput;
 use crate::ratelimit::planner::{AuthAttempt, AuthFacts, Check, Decision, RlsCall, RlsError, Step};
 use crate::ratelimit::rls::{RLS_METHOD, RLS_SERVICE};
@@ -40,19 +40,19 @@ enum Outcome {
     Replied,
 }
 
-/// X-Forwarded-For without the entry Envoy itself appended. With `use_remote_address: true`
-/// (envoy/envoy.yaml) Envoy appends the peer address before any filter runs, so the rightmost
-/// entry is the peer, not something a trusted proxy wrote; `trusted_hops` counts the proxies
-/// in front of Envoy, so that entry is dropped first. Empty results become None.
-pub fn forwarded_for_before_envoy(xff: Option<&str>, peer: Option<IpAddr>) -> Option<String> {
+/// X-Forwarded-For as the proxies in front of Envoy sent it. With `use_remote_address: true`
+/// (envoy/envoy.yaml) Envoy appends one entry before any filter runs: the peer address, or
+/// its own address for a loopback peer. `trusted_hops` counts the proxies in front of Envoy,
+/// so with `envoy_appends` that rightmost entry is dropped first. Empty results become None.
+pub fn forwarded_for_before_envoy(xff: Option<&str>, envoy_appends: bool) -> Option<String> {
     let xff = xff?.trim();
-    let trimmed = match (xff.rsplit_once(','), peer) {
-        (Some((rest, last)), Some(p)) if parse_ip(last) == Some(p) => rest,
-        (None, Some(p)) if parse_ip(xff) == Some(p) => "",
-        _ => xff,
+    let kept = match (envoy_appends, xff.rsplit_once(',')) {
+        (false, _) => xff,
+        (true, Some((rest, _))) => rest,
+        (true, None) => "",
     };
-    let trimmed = trimmed.trim().trim_end_matches(',').trim();
-    (!trimmed.is_empty()).then(|| trimmed.to_string())
+    let kept = kept.trim();
+    (!kept.is_empty()).then(|| kept.to_string())
 }
 
 impl HttpFilter {
@@ -60,7 +60,7 @@ impl HttpFilter {
     /// the outermost of `ratelimit.trusted_hops` trusted proxies (never a client-sent entry).
     pub fn client_ip(&self, host: &dyn Host) -> Option<IpAddr> {
         let peer = host.downstream_address();
-        let xff = self.forwarded_for(host, peer.as_deref());
+        let xff = self.forwarded_for(host);
         client_ip(
             peer.as_deref().unwrap_or_default(),
             xff.as_deref(),
@@ -68,9 +68,12 @@ impl HttpFilter {
         )
     }
 
-    fn forwarded_for(&self, host: &dyn Host, peer: Option<&str>) -> Option<String> {
+    fn forwarded_for(&self, host: &dyn Host) -> Option<String> {
         let xff = host.request_header("x-forwarded-for");
-        forwarded_for_before_envoy(xff.as_deref(), peer.and_then(parse_ip))
+        forwarded_for_before_envoy(
+            xff.as_deref(),
+            self.policy.config.ratelimit.xff_appended_by_envoy,
+        )
     }
 
     /// Header phase: remembers the auth route this request is limited by, if any.
@@ -111,7 +114,7 @@ impl HttpFilter {
         let policy = std::rc::Rc::clone(&self.policy);
         let limiter = policy.ratelimiter.as_ref()?;
         let peer = host.downstream_address();
-        let xff = self.forwarded_for(host, peer.as_deref());
+        let xff = self.forwarded_for(host);
         let content_type = host.request_header("content-type");
         let authorization = host.request_header("authorization");
         let facts = AuthFacts {
@@ -592,24 +595,24 @@ mod tests {
 
     #[test]
     fn client_ip_ignores_envoys_own_xff_entry_and_untrusted_entries() {
-        let peer = parse_ip("127.0.0.1");
+        use crate::ratelimit::client_ip::parse_ip;
         assert_eq!(
-            forwarded_for_before_envoy(Some("9.9.9.9, 10.0.0.7, 127.0.0.1"), peer).as_deref(),
+            forwarded_for_before_envoy(Some("9.9.9.9, 10.0.0.7,192.0.2.2"), true).as_deref(),
             Some("9.9.9.9, 10.0.0.7")
         );
-        assert_eq!(forwarded_for_before_envoy(Some("127.0.0.1"), peer), None);
+        assert_eq!(forwarded_for_before_envoy(Some("192.0.2.2"), true), None);
         assert_eq!(
-            forwarded_for_before_envoy(Some("10.0.0.7"), peer).as_deref(),
+            forwarded_for_before_envoy(Some("10.0.0.7"), false).as_deref(),
             Some("10.0.0.7")
         );
-        assert_eq!(forwarded_for_before_envoy(None, peer), None);
+        assert_eq!(forwarded_for_before_envoy(None, true), None);
 
         let f = filter_in("production", r#"{"ratelimit": {"trusted_hops": 1}}"#);
         let mut host = login("");
         host.downstream_address = Some("127.0.0.1:4000".into());
         host.request_headers.push((
             "x-forwarded-for".into(),
-            "6.6.6.6, 10.0.0.7, 127.0.0.1".into(),
+            "6.6.6.6, 10.0.0.7,192.0.2.2".into(),
         ));
         assert_eq!(f.client_ip(&host), parse_ip("10.0.0.7"));
         let f = filter_in("production", "{}");

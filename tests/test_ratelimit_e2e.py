@@ -1,0 +1,294 @@
+"""Auth rate limiting end to end: real Envoy + the built filter + the real envoyproxy/ratelimit
+service + real Redis, all on free ports and stopped at teardown (docs/ratelimit.md).
+
+The service YAML is rendered from each test's `ratelimit` config by the filter's own code, so
+tests may use short windows (e.g. 5 s: 5 x 16 = 80 s divides the hour). Tests raise the call
+timeout from the 20 ms default so a busy machine does not turn a check into a failure mode."""
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+from harness import TEST_JWT_SECRET
+
+TOO_MANY = {"detail": "Too many requests. Please try again later."}
+UNAVAILABLE = {"detail": "Service temporarily unavailable. Please try again later."}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def route(name, path, requests, window_s, **extra):
+    r = {"name": name, "path": path, "requests": requests, "window_s": window_s}
+    r.update(extra)
+    return r
+
+
+def login_route(requests=5, window_s=300, **extra):
+    return route("login", "/auth/login", requests, window_s,
+                 identity={"body_fields": ["username", "email"]}, **extra)
+
+
+def rl_config(routes=None, **extra):
+    cfg = {"timeout_ms": 2000}
+    if routes is not None:
+        cfg["routes"] = routes
+    cfg.update(extra)
+    return cfg
+
+
+def start(stack_factory, ratelimit_factory, rl, env=None, name=None):
+    svc = ratelimit_factory(rl)
+    stack = stack_factory(plugin_config={"ratelimit": rl}, env=env or {},
+                          ratelimit_port=svc.grpc_port, name=name or "stack")
+    return stack, svc
+
+
+def post(stack, path, body, headers=None, timeout=10):
+    h = dict(FORM)
+    h.update(headers or {})
+    return stack.request("POST", path, headers=h, body=body, timeout=timeout)
+
+
+def params(header_value):
+    """`"login-ip";q=5;w=300, "login-user";...` -> {"login-ip": {"q": "5", "w": "300"}, ...}"""
+    out = {}
+    for item in header_value.split(","):
+        name, *ps = item.strip().split(";")
+        out[name.strip('"')] = dict(p.split("=", 1) for p in ps)
+    return out
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(sub, secret):
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
+    sig = b64url(hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest())
+    return f"{header}.{claims}.{sig}"
+
+
+def assert_429(r):
+    assert r.status == 429, r
+    assert r.json() == TOO_MANY
+    assert r.header("content-type") == "application/json"
+    assert int(r.header("retry-after")) > 0
+    assert r.header("ratelimit-policy") and r.header("ratelimit"), r
+
+
+def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_factory):
+    # The seed's own config (5 per 300 s on /auth/login, per IP and per user).
+    stack, _ = start(stack_factory, ratelimit_factory, rl_config())
+    rs = [post(stack, "/auth/login", "username=test&password=wrong") for _ in range(10)]
+    for r in rs[:5]:
+        assert r.status == 401, r
+        assert r.json() == {"detail": "Incorrect username or password"}
+        policy = params(r.header("ratelimit-policy"))
+        assert policy["login-ip"]["q"] == "5" and policy["login-user"]["q"] == "5", r
+        assert "login-ip" in params(r.header("ratelimit")), r
+    for r in rs[5:]:
+        assert_429(r)
+        assert r.body == b'{"detail":"Too many requests. Please try again later."}'
+        assert r.header("x-request-id") and r.header("x-frame-options") == "DENY"
+    # Only the five allowed attempts reached the upstream.
+    assert len([q for q in stack.upstream_requests() if q["path"] == "/auth/login"]) == 5
+    stats = stack.stats()
+    assert stats.get("wasmcustom.aura_guard.ratelimit.over_limit.login.ip") == 5, stats
+    assert stats.get("wasmcustom.aura_guard.events.auth_rate_limit_exceeded") == 5, stats
+    assert stats.get("wasmcustom.aura_guard.events.repeated_auth_failures", 0) >= 1, stats
+    assert "auth_rate_limit_exceeded" in stack.envoy_log()
+
+
+def test_two_clients_behind_a_trusted_proxy_are_limited_independently(stack_factory,
+                                                                       ratelimit_factory):
+    stack, _ = start(stack_factory, ratelimit_factory,
+                     rl_config([login_route(requests=3)], trusted_hops=1))
+
+    def attempt(ip):
+        # A fresh username each time: only the IP limit is in play.
+        return post(stack, "/auth/login", f"username={uuid.uuid4().hex}&password=x",
+                    {"x-forwarded-for": ip})
+
+    assert [attempt("10.0.0.1").status for _ in range(3)] == [401] * 3
+    assert_429(attempt("10.0.0.1"))
+    # The other client behind the same proxy still has its own quota.
+    assert [attempt("10.0.0.2").status for _ in range(3)] == [401] * 3
+    assert_429(attempt("10.0.0.2"))
+    # Seen from the filter, the client entry is the one the proxy appended.
+    assert_429(attempt("203.0.113.9, 10.0.0.1"))
+
+
+def test_spoofed_forwarded_for_from_an_untrusted_client_changes_nothing(stack_factory,
+                                                                        ratelimit_factory):
+    stack, _ = start(stack_factory, ratelimit_factory,
+                     rl_config([login_route(requests=3)], trusted_hops=0))
+    rs = [post(stack, "/auth/login", f"username={uuid.uuid4().hex}&password=x",
+               {"x-forwarded-for": f"198.51.100.{i}"}) for i in range(6)]
+    assert [r.status for r in rs[:3]] == [401] * 3
+    for r in rs[3:]:
+        assert_429(r)
+    assert stack.stats().get("wasmcustom.aura_guard.ratelimit.over_limit.login.ip") == 3
+
+
+def test_one_username_attacked_from_several_ips_is_limited_per_user(stack_factory,
+                                                                    ratelimit_factory):
+    stack, _ = start(stack_factory, ratelimit_factory,
+                     rl_config([login_route(requests=3)], trusted_hops=1))
+    rs = [post(stack, "/auth/login", "username=Victim&password=guess",
+               {"x-forwarded-for": f"192.0.2.{i}"}) for i in range(1, 7)]
+    assert [r.status for r in rs[:3]] == [401] * 3
+    for r in rs[3:]:
+        assert_429(r)
+    # Same user spelled differently, JSON body: the same counter.
+    r = stack.request("POST", "/auth/login", {"content-type": "application/json",
+                                              "x-forwarded-for": "192.0.2.99"},
+                      json.dumps({"username": " victim ", "password": "x"}))
+    assert_429(r)
+    stats = stack.stats()
+    assert stats.get("wasmcustom.aura_guard.ratelimit.over_limit.login.user") == 4, stats
+    # A different user from yet another IP is unaffected.
+    assert post(stack, "/auth/login", "username=other&password=x",
+                {"x-forwarded-for": "192.0.2.200"}).status == 401
+
+
+def test_register_reset_and_refresh_have_their_own_limits(stack_factory, ratelimit_factory):
+    rl = rl_config([
+        login_route(requests=5),
+        route("register", "/auth/register", 2, 3600, identity={"body_fields": ["username", "email"]}),
+        route("password_reset", "/auth/password-reset", 3, 3600,
+              identity={"body_fields": ["email", "username"]}),
+        route("refresh", "/auth/refresh", 4, 600,
+              identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True}),
+    ])
+    stack, _ = start(stack_factory, ratelimit_factory, rl)
+
+    def run(path, n, body):
+        return [post(stack, path, body) for _ in range(n)]
+
+    reg = run("/auth/register", 3, "username=newbie&email=n@example.com")
+    assert [r.status for r in reg[:2]] == [200, 200]
+    assert params(reg[0].header("ratelimit-policy"))["register-ip"] == {"q": "2", "w": "3600"}
+    assert_429(reg[2])
+    reset = run("/auth/password-reset", 4, "email=n@example.com")
+    assert [r.status for r in reset[:3]] == [200] * 3
+    assert params(reset[0].header("ratelimit-policy"))["password_reset-ip"]["q"] == "3"
+    assert_429(reset[3])
+    refresh = run("/auth/refresh", 5, "refresh_token=none")
+    assert [r.status for r in refresh[:4]] == [200] * 4
+    assert params(refresh[0].header("ratelimit-policy"))["refresh-ip"] == {"q": "4", "w": "600"}
+    assert_429(refresh[4])
+    # Login was never charged by the others.
+    r = post(stack, "/auth/login", "username=demo&password=demo-password")
+    assert r.status == 200
+    assert params(r.header("ratelimit"))["login-ip"]["r"] == "4"
+
+
+def test_refresh_user_comes_from_a_verified_jwt_and_a_forged_one_is_anonymous(stack_factory,
+                                                                               ratelimit_factory):
+    rl = rl_config([route("refresh", "/auth/refresh", 2, 600,
+                          identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
+                   trusted_hops=1)
+    stack, _ = start(stack_factory, ratelimit_factory, rl)
+    good = jwt("alice", TEST_JWT_SECRET)
+    forged = jwt("alice", "not-the-secret")
+
+    def refresh(token, ip, bearer=False):
+        if bearer:
+            return post(stack, "/auth/refresh", "", {"authorization": f"Bearer {token}",
+                                                     "x-forwarded-for": ip})
+        return post(stack, "/auth/refresh", f"refresh_token={token}", {"x-forwarded-for": ip})
+
+    r1 = refresh(good, "192.0.2.1")
+    assert r1.status == 200 and "refresh-user" in params(r1.header("ratelimit-policy")), r1
+    assert refresh(good, "192.0.2.2", bearer=True).status == 200
+    # alice is exhausted, whichever IP and whichever carrier.
+    assert_429(refresh(good, "192.0.2.3"))
+    assert_429(refresh(good, "192.0.2.4", bearer=True))
+    # A forged token for alice is anonymous: limited per IP only, never charged to alice.
+    for i in range(5, 9):
+        r = refresh(forged, f"192.0.2.{i}")
+        assert r.status == 200, r
+        assert "refresh-user" not in params(r.header("ratelimit-policy")), r
+    assert stack.stats().get("wasmcustom.aura_guard.ratelimit.over_limit.refresh.user") == 2
+
+
+def test_backoff_grows_with_failures_and_a_successful_login_clears_it(stack_factory,
+                                                                      ratelimit_factory):
+    stack, _ = start(stack_factory, ratelimit_factory,
+                     rl_config([login_route(requests=12, window_s=5)]))
+    windows = []
+    for _ in range(7):
+        r = post(stack, "/auth/login", "username=demo&password=wrong")
+        assert r.status == 401, r
+        windows.append(int(params(r.header("ratelimit-policy"))["login-user"]["w"]))
+        time.sleep(0.3)  # the failure is recorded fire-and-forget
+    # x1 at 0 and 1 failures, then x2, x4, x8, x16 (cap).
+    assert windows == [5, 5, 10, 20, 40, 80, 80], windows
+    assert stack.stats().get("wasmcustom.aura_guard.events.repeated_auth_failures", 0) >= 4
+    ok = post(stack, "/auth/login", "username=demo&password=demo-password")
+    assert ok.status == 200, ok
+    assert int(params(ok.header("ratelimit-policy"))["login-user"]["w"]) == 80
+    time.sleep(0.3)
+    after = post(stack, "/auth/login", "username=demo&password=wrong")
+    policy = params(after.header("ratelimit-policy"))
+    assert policy["login-user"]["w"] == "5" and policy["login-ip"]["w"] == "5", after
+    assert stack.stats().get("wasmcustom.aura_guard.ratelimit.cleared.login") == 1
+
+
+def _failure_mode_check(stack_factory, ratelimit_factory, kill):
+    rl = rl_config([login_route(requests=5)], timeout_ms=300)
+    svc = ratelimit_factory(rl)
+    prod = stack_factory(plugin_config={"ratelimit": rl}, env={"ENVIRONMENT": "production"},
+                         ratelimit_port=svc.grpc_port, name="prod")
+    dev = stack_factory(plugin_config={"ratelimit": rl}, env={"ENVIRONMENT": "development"},
+                        ratelimit_port=svc.grpc_port, name="dev")
+    # Healthy first: both go through the service.
+    assert post(prod, "/auth/login", "username=a&password=b").status == 401
+    assert post(dev, "/auth/login", "username=a&password=b").status == 401
+    svc.kill(kill)
+    for _ in range(2):
+        # Bounded client timeout: a hung request fails the test.
+        r = post(prod, "/auth/login", "username=a&password=b", timeout=10)
+        assert r.status == 503, r
+        assert r.json() == UNAVAILABLE
+        assert r.header("content-type") == "application/json"
+        # Not an auth route: untouched by the rate limiter.
+        assert prod.request("GET", "/api/v2/ping", timeout=10).status == 200
+        r = post(dev, "/auth/login", "username=a&password=b", timeout=10)
+        assert r.status == 401, r
+        assert r.header("ratelimit") is None
+    assert prod.stats().get("wasmcustom.aura_guard.ratelimit.service_failure.login.closed") == 2
+    assert dev.stats().get("wasmcustom.aura_guard.ratelimit.service_failure.login.open") == 2
+    assert prod.stats().get("wasmcustom.aura_guard.events.rate_limit_service_failure") == 2
+
+
+def test_service_killed_fails_closed_in_production_and_open_elsewhere(stack_factory,
+                                                                      ratelimit_factory):
+    _failure_mode_check(stack_factory, ratelimit_factory, "service_cmd")
+
+
+def test_redis_killed_fails_closed_in_production_and_open_elsewhere(stack_factory,
+                                                                    ratelimit_factory):
+    _failure_mode_check(stack_factory, ratelimit_factory, "redis-server")
+
+
+def test_a_window_ends_and_the_client_may_try_again(stack_factory, ratelimit_factory):
+    rl = rl_config([route("register", "/auth/register", 2, 5,
+                          identity={"body_fields": ["username"]})])
+    stack, _ = start(stack_factory, ratelimit_factory, rl)
+    blocked = None
+    for _ in range(6):
+        r = post(stack, "/auth/register", f"username={uuid.uuid4().hex}")
+        if r.status == 429:
+            blocked = r
+            break
+        assert r.status == 200, r
+    assert blocked is not None
+    assert_429(blocked)
+    retry_after = int(blocked.header("retry-after"))
+    assert 1 <= retry_after <= 5
+    time.sleep(retry_after + 0.5)
+    r = post(stack, "/auth/register", f"username={uuid.uuid4().hex}")
+    assert r.status == 200, r

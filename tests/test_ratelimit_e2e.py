@@ -292,3 +292,26 @@ def test_a_window_ends_and_the_client_may_try_again(stack_factory, ratelimit_fac
     time.sleep(retry_after + 0.5)
     r = post(stack, "/auth/register", f"username={uuid.uuid4().hex}")
     assert r.status == 200, r
+
+
+def _validate(tmp_path, plugin_config, env):
+    import subprocess
+
+    from harness import ROOT, Stack, clean_env, envoy_bin
+    s = Stack(str(tmp_path), plugin_config=plugin_config)
+    cfg = s.render(str(tmp_path / "envoy.yaml"))
+    r = subprocess.run([envoy_bin(), "--mode", "validate", "-c", cfg], cwd=ROOT,
+                       capture_output=True, text=True, env=clean_env(env), timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_invalid_ratelimit_config_or_missing_jwt_secret_in_production_is_refused(tmp_path):
+    code, out = _validate(tmp_path, {"ratelimit": {"routes": [
+        {"name": "login", "path": "/auth/login", "requests": 5, "window_s": 7000}]}},
+        {"JWT_SECRET_KEY": "k"})
+    assert code != 0 and "invalid configuration: ratelimit.routes[0].window_s" in out, out[-3000:]
+    code, out = _validate(tmp_path, {}, {"ENVIRONMENT": "production"})
+    assert code != 0, out[-3000:]
+    assert "invalid configuration: ratelimit.jwt_secret_env" in out, out[-3000:]
+    code, out = _validate(tmp_path, {}, {"ENVIRONMENT": "production", "JWT_SECRET_KEY": "k"})
+    assert code == 0, out[-3000:]

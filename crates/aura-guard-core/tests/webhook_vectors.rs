@@ -1,6 +1,11 @@
 //! Every vector of `data/webhook_vectors.json` (copied from the project's reference material)
 //! through the core, with the vector's `now`: the verdict must equal `expected_valid`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -111,7 +116,9 @@ fn check(v: &Vector) -> Result<(), String> {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         if &decoded != params {
-            return Err(format!("form_params differ from the decoded body: {decoded:?}"));
+            return Err(format!(
+                "form_params differ from the decoded body: {decoded:?}"
+            ));
         }
     }
     if let Some(ts) = &v.signed_timestamp {
@@ -150,7 +157,10 @@ fn check(v: &Vector) -> Result<(), String> {
     let valid = match &result {
         Ok(Outcome::Verified(ver)) => {
             if ver.scheme != scheme {
-                return Err(format!("verified under {:?}, expected {scheme:?}", ver.scheme));
+                return Err(format!(
+                    "verified under {:?}, expected {scheme:?}",
+                    ver.scheme
+                ));
             }
             true
         }
@@ -183,5 +193,8 @@ fn every_reference_vector_gets_its_expected_verdict() {
     assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
     assert_eq!(checked, EXPECTED_COUNT);
     let valid = vectors.iter().filter(|v| v.expected_valid).count();
-    assert!(valid > 0 && valid < EXPECTED_COUNT, "both verdicts are exercised");
+    assert!(
+        valid > 0 && valid < EXPECTED_COUNT,
+        "both verdicts are exercised"
+    );
 }

@@ -387,9 +387,9 @@ impl WebhookConfig {
         for (name, source) in &self.sources {
             let sfield = format!("{field}.sources.{name}");
             let valid_name = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                })
                 && !name.ends_with("-previous")
                 && !name.ends_with("_previous");
             if !valid_name {
@@ -421,7 +421,12 @@ impl WebhookConfig {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -483,10 +488,10 @@ mod tests {
             serde_json::from_str::<WebhookConfig>(r#"{"sources": {"x": {"secret": "a"}}}"#)
                 .is_err()
         );
-        assert!(
-            serde_json::from_str::<WebhookConfig>(r#"{"sources": {"x": {"schemes": ["nope"]}}}"#)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<WebhookConfig>(
+            r#"{"sources": {"x": {"schemes": ["nope"]}}}"#
+        )
+        .is_err());
     }
 
     #[test]
@@ -510,7 +515,10 @@ mod tests {
             ("WEBHOOK_SECRET_STRIPE", "cur"),
             ("WEBHOOK_SECRET_STRIPE_PREVIOUS", "prev"),
         ]));
-        assert_eq!(secrets(&c.sources["stripe"]), ["cur", "prev", "from-config"]);
+        assert_eq!(
+            secrets(&c.sources["stripe"]),
+            ["cur", "prev", "from-config"]
+        );
     }
 
     #[test]
@@ -520,7 +528,10 @@ mod tests {
             ("WEBHOOK_SECRET_GITHUB", "gh"),
             ("WEBHOOK_SECRET_CLOVER_APP", "tok"),
             ("WEBHOOK_SECRET_SQUARE", "sq"),
-            ("WEBHOOK_URL_SQUARE", "https://api.example.com/webhooks/square"),
+            (
+                "WEBHOOK_URL_SQUARE",
+                "https://api.example.com/webhooks/square",
+            ),
             ("WEBHOOK_SECRET_SLACK", ""),
         ]));
         assert_eq!(secrets(&c.sources["github"]), ["gh"]);
@@ -582,7 +593,10 @@ mod tests {
             .validate("webhook")
             .unwrap_err()
             .to_string();
-        assert!(msg.starts_with("webhook.sources.stripe.tolerance_s: "), "{msg}");
+        assert!(
+            msg.starts_with("webhook.sources.stripe.tolerance_s: "),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -615,7 +629,10 @@ mod tests {
     #[test]
     fn standard_key_accepts_missing_prefix_and_padding() {
         let k = standard_webhooks_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        assert_eq!(standard_webhooks_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(), k);
+        assert_eq!(
+            standard_webhooks_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            k
+        );
         assert_eq!(standard_webhooks_key("whsec_AAAA").unwrap().len(), 3);
         assert_eq!(standard_webhooks_key("whsec_AAA").unwrap().len(), 2);
         assert!(standard_webhooks_key("whsec_").is_none());

@@ -169,19 +169,20 @@ pub fn evaluate(
 ) -> Result<Outcome, Failure> {
     check_body_size(config, u64::try_from(req.body.len()).unwrap_or(u64::MAX))?;
     match config.sources.get(source_name) {
-        Some(source) if source.is_configured() => verify(
-            source,
-            source_name,
-            req,
-            now_unix,
-            config.require_timestamp,
-        )
-        .map(Outcome::Verified),
+        Some(source) if source.is_configured() => {
+            verify(source, source_name, req, now_unix, config.require_timestamp)
+                .map(Outcome::Verified)
+        }
         _ if env == Environment::Development => Ok(Outcome::UnverifiedDevelopment),
         _ => Err(Failure::SourceNotConfigured),
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests;

@@ -144,7 +144,12 @@ fn parse(bytes: &[u8]) -> Option<Vec<Entry>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -156,7 +161,10 @@ mod tests {
         let mut s = ReplaySet::new(10);
         assert!(s.check_and_insert("stripe:abc", 1000, 300));
         assert!(!s.check_and_insert("stripe:abc", 1000, 300));
-        assert!(!s.check_and_insert("stripe:abc", 1300, 300), "last second still remembered");
+        assert!(
+            !s.check_and_insert("stripe:abc", 1300, 300),
+            "last second still remembered"
+        );
         assert!(s.check_and_insert("stripe:abc", 1301, 300), "expired");
         assert!(s.check_and_insert("stripe:other", 1301, 300));
     }
@@ -180,7 +188,9 @@ mod tests {
         s.check_and_insert("github:delivery-72d3162e", 1000, 300);
         let bytes = s.encode();
         assert!(!bytes.windows(8).any(|w| w == b"delivery"));
-        assert!(bytes.windows(16).any(|w| w == digest("github:delivery-72d3162e")));
+        assert!(bytes
+            .windows(16)
+            .any(|w| w == digest("github:delivery-72d3162e")));
     }
 
     #[test]

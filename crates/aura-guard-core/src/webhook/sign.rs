@@ -78,10 +78,7 @@ pub fn sign(req: &SignRequest<'_>) -> Result<Vec<(String, String)>, SignError> {
             } else {
                 SQUARE_SHA1_SIGNATURE
             };
-            vec![h(
-                header,
-                square_signature(req.scheme, secret, url, body),
-            )]
+            vec![h(header, square_signature(req.scheme, secret, url, body))]
         }
         Scheme::Twilio => {
             let url = req.url.ok_or(SignError::UrlRequired)?;

@@ -7,6 +7,7 @@ pub mod debug;
 pub mod headers;
 pub mod ratelimit;
 pub mod versions;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,6 +15,7 @@ use std::fmt;
 pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
 pub use versions::VersionsConfig;
+pub use webhook::WebhookConfig;
 
 /// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
 #[derive(
@@ -106,6 +108,8 @@ pub struct Config {
     pub debug: DebugConfig,
     /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
     pub versions: VersionsConfig,
+    /// Webhook signature verification (seed §2 and the providers' schemes).
+    pub webhook: WebhookConfig,
 }
 
 impl Default for Config {
@@ -116,6 +120,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             debug: DebugConfig::default(),
             versions: VersionsConfig::default(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -157,6 +162,7 @@ impl Config {
         }
         self.debug.apply_env_overrides(env);
         self.versions.apply_env_overrides(env);
+        self.webhook.apply_env(env);
         Ok(())
     }
 
@@ -166,7 +172,8 @@ impl Config {
         }
         self.headers.validate("headers")?;
         self.debug.validate()?;
-        self.versions.validate()
+        self.versions.validate()?;
+        self.webhook.validate("webhook")
     }
 }
 

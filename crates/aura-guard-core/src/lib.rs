@@ -11,3 +11,4 @@ pub mod host;
 pub mod path;
 pub mod ratelimit;
 pub mod versions;
+pub mod webhook;

@@ -7,6 +7,7 @@ pub mod debug;
 pub mod headers;
 pub mod ratelimit;
 pub mod versions;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -15,6 +16,7 @@ pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
 pub use ratelimit::{RateLimitConfig, ResolvedRateLimitConfig};
 pub use versions::VersionsConfig;
+pub use webhook::WebhookConfig;
 
 /// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
 #[derive(
@@ -107,6 +109,8 @@ pub struct Config {
     pub debug: DebugConfig,
     /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
     pub versions: VersionsConfig,
+    /// Webhook signature verification (seed §2 and the providers' schemes).
+    pub webhook: WebhookConfig,
     /// Auth rate limiting (seed §4) through envoyproxy/ratelimit; docs/ratelimit.md.
     pub ratelimit: RateLimitConfig,
     /// `ratelimit` validated with its secrets loaded (JWT_SECRET_KEY); set by `Config::load`.
@@ -122,6 +126,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             debug: DebugConfig::default(),
             versions: VersionsConfig::default(),
+            webhook: WebhookConfig::default(),
             ratelimit: RateLimitConfig::default(),
             ratelimit_resolved: None,
         }
@@ -167,6 +172,7 @@ impl Config {
         }
         self.debug.apply_env_overrides(env);
         self.versions.apply_env_overrides(env);
+        self.webhook.apply_env(env);
         Ok(())
     }
 
@@ -177,6 +183,7 @@ impl Config {
         self.headers.validate("headers")?;
         self.debug.validate()?;
         self.versions.validate()?;
+        self.webhook.validate("webhook")?;
         self.ratelimit.validate()
     }
 }

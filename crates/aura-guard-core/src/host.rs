@@ -29,6 +29,20 @@ pub trait Host {
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Lets a paused request continue to the upstream (after an asynchronous decision).
     fn resume_request(&mut self);
+
+    /// Envoy's downstream peer address (`source.address`, "ip:port").
+    fn downstream_address(&self) -> Option<String> {
+        None
+    }
+    /// The final response status (`response.code`), known at the end of the stream.
+    fn response_code(&self) -> Option<u32> {
+        None
+    }
+    /// Enqueues `data` on the shared queue `queue` registered by the VM `vm_id` (the audit
+    /// shipper); false when the queue does not exist or the host refused.
+    fn enqueue_shared(&mut self, _vm_id: &str, _queue: &str, _data: &[u8]) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +70,10 @@ pub mod mock {
         pub resumed: u32,
         pub counters: BTreeMap<String, u64>,
         pub logs: RefCell<Vec<(Level, String)>>,
+        pub downstream_address: Option<String>,
+        pub response_code: Option<u32>,
+        /// Shared queues that exist, by (vm_id, name); enqueued items land here.
+        pub queues: BTreeMap<(String, String), Vec<Vec<u8>>>,
     }
 
     fn get(list: &[(String, String)], name: &str) -> Option<String> {
@@ -108,6 +126,21 @@ pub mod mock {
         }
         fn resume_request(&mut self) {
             self.resumed += 1;
+        }
+        fn downstream_address(&self) -> Option<String> {
+            self.downstream_address.clone()
+        }
+        fn response_code(&self) -> Option<u32> {
+            self.response_code
+        }
+        fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+            match self.queues.get_mut(&(vm_id.to_string(), queue.to_string())) {
+                Some(q) => {
+                    q.push(data.to_vec());
+                    true
+                }
+                None => false,
+            }
         }
     }
 }

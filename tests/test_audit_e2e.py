@@ -251,3 +251,44 @@ def test_postgresql_store_end_to_end(stack_factory, log_dir):
             c.stop()
         subprocess.run(["bash", script, "stop", pg_dir], capture_output=True, timeout=60)
         subprocess.run(["rm", "-rf", pg_dir])
+
+
+def start_envoy_expecting_failure(log_dir, name, env, **kw):
+    from harness import Stack, clean_env, envoy_bin
+    s = Stack(os.path.join(log_dir, name), **kw)
+    cfg = s.render(os.path.join(s.log_dir, "envoy.yaml"))
+    p = subprocess.Popen([envoy_bin(), "-c", cfg, "--disable-hot-restart",
+                          "--base-id", str(os.getpid() % 10000 + 200)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=clean_env(env))
+    try:
+        out, _ = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        raise AssertionError("envoy started with a bad audit configuration:\n" + out[-3000:])
+    assert p.returncode != 0
+    return out
+
+
+@pytest.mark.parametrize("audit_config,token,message", [
+    ({"batch_size": 0}, TEST_COLLECTOR_TOKEN, "audit_shipper.batch_size: must be greater than 0"),
+    ({"max_buffer": 5}, TEST_COLLECTOR_TOKEN, "audit_shipper.max_buffer: unknown field"),
+    ({}, "short-tok", "AUDIT_COLLECTOR_TOKEN: must be at least 16 characters"),
+])
+def test_bad_shipper_configuration_stops_envoy_naming_the_field(log_dir, audit_config, token,
+                                                                message):
+    out = start_envoy_expecting_failure(log_dir, "bad", {"AUDIT_COLLECTOR_TOKEN": token},
+                                        audit_config=audit_config)
+    assert message in out, out[-3000:]
+    assert token not in out
+
+
+def test_without_a_token_records_are_dropped_and_counted_not_blocking(stack_factory, collector):
+    s = stack_factory(env={"ENVIRONMENT": "production"}, collector_port=collector.port,
+                      audit_config=FAST)
+    assert refund(s).status == 200
+    wait_until(lambda: s.stats("wasmcustom.aura_guard.audit").get(
+        "wasmcustom.aura_guard.audit.dropped", 0) == 1, 5, "drop counted")
+    assert "AUDIT_COLLECTOR_TOKEN is not set" in s.envoy_log()
+    assert collector.lines() == []

@@ -4,9 +4,12 @@
 use crate::audit::record::Completion;
 use crate::audit::{AuditPolicy, RequestAudit};
 use crate::config::Config;
-use crate::events::SecurityEvent;
+use crate::debug::{self, DebugDecision};
+use crate::events::{SecurityEvent, Severity};
 use crate::headers::{uuid_v4, valid_request_id, SecurityHeaders};
 use crate::host::{Host, Level};
+use crate::path::{normalise, NormalisedPath};
+use crate::versions::{self, VersionDecision};
 use std::rc::Rc;
 
 /// What the glue tells Envoy after a callback.
@@ -48,6 +51,8 @@ impl Policy {
 pub struct HttpFilter {
     policy: Rc<Policy>,
     request_id: Option<String>,
+    /// The one normalised path every decision uses (None until the headers arrive).
+    path: Option<NormalisedPath>,
     /// A stage needs the whole request body before the request may go upstream.
     hold_for_body: bool,
     /// Bytes of request body seen so far (Envoy reports the cumulative size).
@@ -70,6 +75,7 @@ impl HttpFilter {
         HttpFilter {
             policy,
             request_id: None,
+            path: None,
             hold_for_body: false,
             body_size: 0,
             body_done: false,
@@ -88,7 +94,11 @@ impl HttpFilter {
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let request_id = self.ensure_request_id(host);
+        // Before the stages that may answer, so their security events are recorded too.
         self.audit = RequestAudit::begin(&self.policy.audit, host, host.now_ms(), &request_id);
+        if !self.path_stage(host) || !self.debug_stage(host) || !self.versions_stage(host) {
+            return Action::Pause;
+        }
         self.hold_for_body = self.body_needed(host);
         if !self.hold_for_body {
             return Action::Continue;
@@ -147,6 +157,96 @@ impl HttpFilter {
             host.set_response_header(&self.policy.config.headers.request_id_header, id);
         }
         Action::Continue
+    }
+
+    /// The normalised path, once the request headers have been seen.
+    pub fn path(&self) -> Option<&NormalisedPath> {
+        self.path.as_ref()
+    }
+
+    /// Normalises `:path`; an ambiguous path is refused with 400 rather than guessed.
+    /// Returns false when the request was answered.
+    fn path_stage(&mut self, host: &mut dyn Host) -> bool {
+        let raw = host.request_header(":path").unwrap_or_default();
+        match normalise(&raw) {
+            Ok(p) => {
+                self.path = Some(p);
+                true
+            }
+            Err(e) => {
+                host.count("aura_guard.path.refused");
+                host.log(
+                    Level::Info,
+                    &format!("aura-guard: refused request path: {}", e.reason()),
+                );
+                self.reply_body(host, u32::from(e.status()), e.body().as_bytes(), &[]);
+                false
+            }
+        }
+    }
+
+    /// Debug endpoints: 404 outside their environments unless enabled and whitelisted.
+    fn debug_stage(&mut self, host: &mut dyn Host) -> bool {
+        let policy = Rc::clone(&self.policy);
+        let cfg = &policy.config;
+        let Some(path) = &self.path else { return true };
+        let DebugDecision::Block { endpoint } = debug::decide(&cfg.debug, cfg.environment, path)
+        else {
+            return true;
+        };
+        host.count("aura_guard.debug.blocked");
+        if debug::emits_security_event(cfg.environment) {
+            let event = SecurityEvent::new(
+                debug::EVENT_TYPE,
+                Severity::Medium,
+                format!("Blocked access to debug endpoint {endpoint}"),
+                serde_json::json!({"endpoint": endpoint, "path": path.as_str(),
+                    "environment": cfg.environment.as_str()}),
+            );
+            self.emit(host, event);
+        }
+        self.reply_body(
+            host,
+            u32::from(debug::BLOCKED_STATUS),
+            debug::BLOCKED_BODY.as_bytes(),
+            &[],
+        );
+        false
+    }
+
+    /// API versions: disabled ones get 410, deprecated ones pass with warning headers.
+    fn versions_stage(&mut self, host: &mut dyn Host) -> bool {
+        let policy = Rc::clone(&self.policy);
+        let cfg = &policy.config.versions;
+        let Some(path) = &self.path else { return true };
+        let header = cfg.header.as_deref().and_then(|h| host.request_header(h));
+        let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+        match versions::decide(cfg, path, header.as_deref(), now) {
+            VersionDecision::None => true,
+            VersionDecision::Deprecated { version, headers } => {
+                host.count(&format!("aura_guard.versions.deprecated.{version}"));
+                for (name, value) in headers {
+                    self.add_response_header(&name, &value);
+                }
+                true
+            }
+            VersionDecision::Disabled {
+                version,
+                status,
+                body,
+            } => {
+                host.count(&format!("aura_guard.versions.disabled.{version}"));
+                let event = SecurityEvent::new(
+                    versions::EVENT_TYPE,
+                    Severity::Medium,
+                    format!("Access to disabled API version {version}"),
+                    serde_json::json!({"version": version, "path": path.as_str()}),
+                );
+                self.emit(host, event);
+                self.reply_body(host, u32::from(status), body.as_bytes(), &[]);
+                false
+            }
+        }
     }
 
     /// Whether any stage needs the whole body before deciding.
@@ -278,6 +378,17 @@ impl HttpFilter {
         body: &serde_json::Value,
         extra_headers: &[(String, String)],
     ) {
+        self.reply_body(host, status, body.to_string().as_bytes(), extra_headers);
+    }
+
+    /// As [`HttpFilter::reply_json`], with the JSON body already serialised.
+    pub fn reply_body(
+        &mut self,
+        host: &mut dyn Host,
+        status: u32,
+        body: &[u8],
+        extra_headers: &[(String, String)],
+    ) {
         let id = self.ensure_request_id(host);
         let mut headers: Vec<(String, String)> = self
             .policy
@@ -291,7 +402,8 @@ impl HttpFilter {
         headers.extend(self.extra_response_headers.iter().cloned());
         headers.extend(extra_headers.iter().cloned());
         self.replied = true;
-        host.send_reply(status, &headers, body.to_string().as_bytes());
+        host.count(&format!("aura_guard.local_replies.{status}"));
+        host.send_reply(status, &headers, body);
     }
 }
 
@@ -312,6 +424,18 @@ mod tests {
     use crate::config::Environment;
     use crate::host::mock::MockHost;
 
+    fn request(path: &str) -> MockHost {
+        let mut host = MockHost::default();
+        host.now_ms = 1_700_000_000_000;
+        host.request_headers.push((":method".into(), "GET".into()));
+        host.request_headers.push((":path".into(), path.into()));
+        host
+    }
+
+    fn filter_with(config: Config) -> HttpFilter {
+        HttpFilter::new(Rc::new(Policy::new(config)))
+    }
+
     fn filter(env: Environment, conflict: Conflict) -> HttpFilter {
         let mut config = Config {
             environment: env,
@@ -324,7 +448,7 @@ mod tests {
     #[test]
     fn response_gets_security_headers_and_the_request_id() {
         let mut f = filter(Environment::Production, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         host.request_headers
             .push(("x-request-id".into(), "req-1".into()));
         assert_eq!(f.on_request_headers(&mut host, true), Action::Continue);
@@ -343,7 +467,7 @@ mod tests {
     #[test]
     fn invalid_client_request_id_is_replaced_and_forwarded_upstream() {
         let mut f = filter(Environment::Development, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         host.request_headers
             .push(("x-request-id".into(), "bad id\n".into()));
         f.on_request_headers(&mut host, true);
@@ -357,7 +481,7 @@ mod tests {
     #[test]
     fn overwrite_mode_replaces_a_weaker_upstream_value() {
         let mut f = filter(Environment::Production, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         f.on_request_headers(&mut host, true);
         host.response_headers
             .push(("x-frame-options".into(), "ALLOWALL".into()));
@@ -371,7 +495,7 @@ mod tests {
     #[test]
     fn keep_upstream_mode_keeps_the_upstream_value_and_fills_the_rest() {
         let mut f = filter(Environment::Production, Conflict::KeepUpstream);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         f.on_request_headers(&mut host, true);
         host.response_headers
             .push(("x-frame-options".into(), "SAMEORIGIN".into()));
@@ -390,7 +514,7 @@ mod tests {
     fn held_request_pauses_until_the_body_is_complete() {
         let mut f = filter(Environment::Development, Conflict::Overwrite);
         f.force_hold_for_body = true;
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         host.request_body = b"hello world".to_vec();
         assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
         assert_eq!(f.on_request_body(&mut host, 5, false), Action::Pause);
@@ -404,7 +528,7 @@ mod tests {
     fn trailers_complete_a_held_body() {
         let mut f = filter(Environment::Development, Conflict::Overwrite);
         f.force_hold_for_body = true;
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         host.request_body = b"abc".to_vec();
         assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
         assert_eq!(f.on_request_body(&mut host, 3, false), Action::Pause);
@@ -417,7 +541,7 @@ mod tests {
         config.max_body_bytes = 4;
         let mut f = HttpFilter::new(Rc::new(Policy::new(config)));
         f.force_hold_for_body = true;
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
         assert_eq!(f.on_request_body(&mut host, 4, false), Action::Pause);
         assert!(host.reply.is_none(), "exactly the limit is fine");
@@ -432,7 +556,7 @@ mod tests {
     #[test]
     fn unheld_request_is_never_paused() {
         let mut f = filter(Environment::Development, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
         assert_eq!(f.on_request_body(&mut host, 10, false), Action::Continue);
     }
@@ -441,7 +565,7 @@ mod tests {
     fn emitted_event_is_logged_counted_and_kept() {
         use crate::events::{SecurityEvent, Severity};
         let mut f = filter(Environment::Production, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         f.emit(
             &mut host,
             SecurityEvent::new(
@@ -467,7 +591,7 @@ mod tests {
     #[test]
     fn extra_response_headers_reach_upstream_responses_and_local_replies() {
         let mut f = filter(Environment::Development, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         f.on_request_headers(&mut host, true);
         f.add_response_header("x-api-deprecation-warning", "old");
         f.on_response_headers(&mut host);
@@ -484,9 +608,87 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_path_is_refused_with_400_before_anything_else() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = request("/debug%2Ftoken");
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Pause);
+        let reply = host.reply.unwrap();
+        assert_eq!(reply.status, 400);
+        assert_eq!(
+            reply.body,
+            br#"{"detail":"Ambiguous request path: encoded slash in path"}"#
+        );
+        assert_eq!(host.counters.get("aura_guard.path.refused"), Some(&1));
+    }
+
+    #[test]
+    fn debug_endpoint_in_production_is_404_with_a_security_event() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = request("/DEBUG//./token/");
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Pause);
+        let reply = host.reply.unwrap();
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.body, br#"{"detail":"Not found"}"#);
+        assert_eq!(f.events()[0].event_type, "debug_endpoint_blocked");
+        assert_eq!(host.counters.get("aura_guard.debug.blocked"), Some(&1));
+    }
+
+    #[test]
+    fn debug_endpoint_in_staging_is_404_without_a_security_event() {
+        let mut f = filter(Environment::Staging, Conflict::Overwrite);
+        let mut host = request("/debug/token");
+        f.on_request_headers(&mut host, true);
+        assert_eq!(host.reply.unwrap().status, 404);
+        assert!(f.events().is_empty());
+    }
+
+    #[test]
+    fn debug_endpoint_in_development_passes() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        let mut host = request("/debug/token");
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Continue);
+        assert!(host.reply.is_none());
+    }
+
+    #[test]
+    fn disabled_version_gets_410_with_the_original_body_and_an_event() {
+        let mut config = Config::default();
+        config.versions.disabled = vec!["v0".into()];
+        let mut f = filter_with(config);
+        let mut host = request("/api/v0/users");
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Pause);
+        let reply = host.reply.unwrap();
+        assert_eq!(reply.status, 410);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"], "API version no longer supported");
+        assert_eq!(
+            body["message"],
+            "API v0 has been discontinued. Please upgrade to the latest version."
+        );
+        assert_eq!(body["timestamp"], "2023-11-14T22:13:20");
+        assert_eq!(f.events()[0].event_type, "disabled_api_version_access");
+        assert_eq!(
+            host.counters.get("aura_guard.versions.disabled.v0"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn deprecated_version_passes_with_the_warning_header() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = request("/api/v1/orders");
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Continue);
+        f.on_response_headers(&mut host);
+        assert_eq!(
+            host.response_header("x-api-deprecation-warning").as_deref(),
+            Some("API v1 is deprecated and will be removed in future releases. Please upgrade to the latest version.")
+        );
+    }
+
+    #[test]
     fn local_reply_carries_security_headers_request_id_and_json() {
         let mut f = filter(Environment::Staging, Conflict::Overwrite);
-        let mut host = MockHost::default();
+        let mut host = request("/x");
         f.on_request_headers(&mut host, true);
         f.reply_json(
             &mut host,
@@ -581,25 +783,11 @@ mod tests {
 
     #[test]
     fn security_events_of_a_request_become_records() {
-        use crate::events::{SecurityEvent, Severity};
+        // The debug stage blocks /debug/token in production and emits its event.
         let mut f = filter(Environment::Production, Conflict::Overwrite);
         let mut host = audit_host("GET", "/debug/token", b"");
-        f.on_request_headers(&mut host, true);
-        f.emit(
-            &mut host,
-            SecurityEvent::new(
-                "debug_endpoint_blocked",
-                Severity::Medium,
-                "blocked",
-                serde_json::json!({"endpoint": "token"}),
-            ),
-        );
-        f.reply_json(
-            &mut host,
-            404,
-            &serde_json::json!({"detail": "Not found"}),
-            &[],
-        );
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Pause);
+        assert_eq!(host.reply.as_ref().unwrap().status, 404);
         host.response_code = Some(404);
         f.on_log(&mut host);
         let q = queued(&host);

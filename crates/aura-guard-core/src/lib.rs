@@ -10,4 +10,5 @@ pub mod filter;
 pub mod headers;
 pub mod host;
 pub mod path;
+pub mod ratelimit;
 pub mod versions;

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod debug;
 pub mod headers;
+pub mod ratelimit;
 pub mod versions;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,491 @@
+//! Auth rate limiting configuration (`ratelimit` section).
+//!
+//! Secrets are never part of the config: the JWT secret (and the optional user-hash key) are
+//! read through an environment lookup closure by [`RateLimitConfig::resolve`].
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, EnvLookup};
+use crate::ratelimit::window::{unit_for_span, MAX_MULTIPLIER};
+
+/// What to do when the rate-limit service cannot answer (timeout, down, gRPC error, UNKNOWN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Let the request through.
+    Open,
+    /// Answer 503.
+    Closed,
+    /// Closed in production, open elsewhere.
+    #[default]
+    Default,
+}
+
+impl FailureMode {
+    /// Whether this mode rejects requests when the service fails.
+    pub fn fails_closed(self, production: bool) -> bool {
+        match self {
+            FailureMode::Open => false,
+            FailureMode::Closed => true,
+            FailureMode::Default => production,
+        }
+    }
+}
+
+/// Where the user of an auth request is taken from. The first source that yields a
+/// non-empty identifier wins, in the order: body fields, JWT body fields, Bearer JWT.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Body fields (form-urlencoded or JSON) holding a plain identifier, e.g. `username`.
+    pub body_fields: Vec<String>,
+    /// Body fields holding an HS256 JWT whose `sub` is the user, e.g. `refresh_token`.
+    pub jwt_body_fields: Vec<String>,
+    /// Take `sub` from an `Authorization: Bearer <HS256 JWT>` header.
+    pub bearer_jwt: bool,
+}
+
+impl IdentityConfig {
+    pub fn uses_jwt(&self) -> bool {
+        self.bearer_jwt || !self.jwt_body_fields.is_empty()
+    }
+
+    pub fn reads_body(&self) -> bool {
+        !self.body_fields.is_empty() || !self.jwt_body_fields.is_empty()
+    }
+}
+
+/// One rate-limited auth route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Short name used in descriptors, events and header policy names (`[a-z0-9_-]+`).
+    pub name: String,
+    /// Exact request path (query string ignored, one trailing slash tolerated).
+    pub path: String,
+    /// Methods that count; others pass untouched (e.g. CORS preflight OPTIONS).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Attempts allowed per window, per IP and per user.
+    pub requests: u32,
+    /// Window length in seconds; `window_s * 16` must divide a service unit.
+    pub window_s: u64,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["POST".to_string()]
+}
+
+/// The `ratelimit` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Rate-limit service domain; the YAML must use the same.
+    pub domain: String,
+    /// Envoy cluster of the rate-limit service (gRPC).
+    pub cluster: String,
+    /// Per-call timeout for ShouldRateLimit.
+    pub timeout_ms: u64,
+    /// Proxies in front of Envoy that append to X-Forwarded-For; 0 = use the peer address.
+    pub trusted_hops: u32,
+    /// IPv6 clients are limited per prefix of this length (one host usually owns a /64).
+    pub ipv6_prefix_len: u8,
+    /// Environment variable holding the HS256 JWT secret.
+    pub jwt_secret_env: String,
+    /// Optional environment variable holding a key for hashing user identifiers (HMAC);
+    /// without it, identifiers are hashed with plain SHA-256 like the original.
+    pub user_hash_key_env: Option<String>,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let body = |fields: &[&str]| IdentityConfig {
+            body_fields: fields.iter().map(|f| f.to_string()).collect(),
+            ..IdentityConfig::default()
+        };
+        let route = |name: &str, path: &str, requests, window_s, identity| RouteConfig {
+            name: name.to_string(),
+            path: path.to_string(),
+            methods: default_methods(),
+            requests,
+            window_s,
+            failure_mode: FailureMode::Default,
+            identity,
+        };
+        Self {
+            enabled: true,
+            domain: "aura-guard".to_string(),
+            cluster: "ratelimit".to_string(),
+            timeout_ms: 20,
+            trusted_hops: 0,
+            ipv6_prefix_len: 64,
+            jwt_secret_env: "JWT_SECRET_KEY".to_string(),
+            user_hash_key_env: None,
+            routes: vec![
+                route("login", "/auth/login", 5, 300, body(&["username", "email"])),
+                route(
+                    "register",
+                    "/auth/register",
+                    3,
+                    3600,
+                    body(&["username", "email"]),
+                ),
+                route(
+                    "password_reset",
+                    "/auth/password-reset",
+                    3,
+                    3600,
+                    body(&["email", "username"]),
+                ),
+                route(
+                    "refresh",
+                    "/auth/refresh",
+                    10,
+                    600,
+                    IdentityConfig {
+                        body_fields: Vec::new(),
+                        jwt_body_fields: vec!["refresh_token".to_string()],
+                        bearer_jwt: true,
+                    },
+                ),
+            ],
+        }
+    }
+}
+
+/// A secret read from the environment. Its Debug never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A validated config with its secrets loaded.
+#[derive(Debug, Clone)]
+pub struct ResolvedRateLimitConfig {
+    pub config: RateLimitConfig,
+    pub jwt_secret: Option<Secret>,
+    pub user_hash_key: Option<Secret>,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl RateLimitConfig {
+    /// Structural validation; errors name the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail =
+            |field: &str, msg: &str| Err(ConfigError::new(format!("ratelimit.{field}"), msg));
+        if !is_name(&self.domain) {
+            return fail("domain", "must be non-empty [a-z0-9_-]");
+        }
+        if self.cluster.trim().is_empty() {
+            return fail("cluster", "must not be empty");
+        }
+        if !(1..=10_000).contains(&self.timeout_ms) {
+            return fail("timeout_ms", "must be in 1..=10000");
+        }
+        if self.trusted_hops > 16 {
+            return fail("trusted_hops", "must be <= 16");
+        }
+        if !(16..=128).contains(&self.ipv6_prefix_len) {
+            return fail("ipv6_prefix_len", "must be in 16..=128");
+        }
+        if let Some(env) = &self.user_hash_key_env {
+            if env.trim().is_empty() {
+                return fail("user_hash_key_env", "must not be empty when set");
+            }
+        }
+        if self.routes.iter().any(|r| r.identity.uses_jwt())
+            && self.jwt_secret_env.trim().is_empty()
+        {
+            return fail(
+                "jwt_secret_env",
+                "must not be empty when a route reads a JWT",
+            );
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |field: &str, msg: String| {
+                Err(ConfigError::new(
+                    format!("ratelimit.routes[{i}].{field}"),
+                    msg,
+                ))
+            };
+            if !is_name(&r.name) {
+                return at(
+                    "name",
+                    "must be non-empty [a-z0-9_-], at most 64 chars".into(),
+                );
+            }
+            if self.routes.iter().take(i).any(|o| o.name == r.name) {
+                return at("name", format!("duplicate route name {:?}", r.name));
+            }
+            if !r.path.starts_with('/') {
+                return at("path", "must start with '/'".into());
+            }
+            if self.routes.iter().take(i).any(|o| o.path == r.path) {
+                return at("path", format!("duplicate path {}", r.path));
+            }
+            if r.methods.is_empty()
+                || r.methods
+                    .iter()
+                    .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return at("methods", "must be non-empty uppercase method names".into());
+            }
+            if r.requests == 0 {
+                return at("requests", "must be > 0".into());
+            }
+            if r.window_s == 0 {
+                return at("window_s", "must be > 0".into());
+            }
+            let longest = r.window_s.checked_mul(u64::from(MAX_MULTIPLIER));
+            if longest.and_then(unit_for_span).is_none() {
+                return at(
+                    "window_s",
+                    format!(
+                        "{} s x {MAX_MULTIPLIER} (longest backoff window) must divide a rate-limit service unit \
+                         (60, 3600, 86400, 604800, 2592000 or 31536000 s), e.g. 60, 300, 600, 900, 1800, 3600",
+                        r.window_s
+                    ),
+                );
+            }
+            for (field, list) in [
+                ("identity.body_fields", &r.identity.body_fields),
+                ("identity.jwt_body_fields", &r.identity.jwt_body_fields),
+            ] {
+                if list.iter().any(|f| f.trim().is_empty()) {
+                    return at(field, "field names must not be empty".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and loads secrets through `env` (e.g. `|k| std::env::var(k).ok()` in the glue).
+    pub fn resolve(&self, env: EnvLookup<'_>) -> Result<ResolvedRateLimitConfig, ConfigError> {
+        self.validate()?;
+        let needs_jwt = self.enabled && self.routes.iter().any(|r| r.identity.uses_jwt());
+        let jwt_secret = match env(&self.jwt_secret_env).filter(|s| !s.is_empty()) {
+            Some(s) => Some(Secret::new(s)),
+            None if needs_jwt => {
+                return Err(ConfigError::new(
+                    "ratelimit.jwt_secret_env",
+                    format!(
+                        "environment variable {} is not set (a route takes the user from a JWT)",
+                        self.jwt_secret_env
+                    ),
+                ))
+            }
+            None => None,
+        };
+        let user_hash_key = match &self.user_hash_key_env {
+            Some(name) => match env(name).filter(|s| !s.is_empty()) {
+                Some(s) => Some(Secret::new(s)),
+                None => {
+                    return Err(ConfigError::new(
+                        "ratelimit.user_hash_key_env",
+                        format!("environment variable {name} is not set"),
+                    ))
+                }
+            },
+            None => None,
+        };
+        Ok(ResolvedRateLimitConfig {
+            config: self.clone(),
+            jwt_secret,
+            user_hash_key,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn env_with_secret(k: &str) -> Option<String> {
+        (k == "JWT_SECRET_KEY").then(|| "s3cret-value".to_string())
+    }
+
+    #[test]
+    fn seed_config_has_the_issue_limits_and_validates() {
+        let c = RateLimitConfig::default();
+        c.validate().unwrap();
+        let got: Vec<(&str, &str, u32, u64)> = c
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), r.path.as_str(), r.requests, r.window_s))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("login", "/auth/login", 5, 300),
+                ("register", "/auth/register", 3, 3600),
+                ("password_reset", "/auth/password-reset", 3, 3600),
+                ("refresh", "/auth/refresh", 10, 600),
+            ]
+        );
+        assert_eq!(c.timeout_ms, 20);
+        assert_eq!(c.cluster, "ratelimit");
+        assert_eq!(c.domain, "aura-guard");
+    }
+
+    #[test]
+    fn empty_json_gives_the_seed_and_unknown_fields_are_rejected() {
+        let c: RateLimitConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, RateLimitConfig::default());
+        assert!(serde_json::from_str::<RateLimitConfig>(r#"{"bogus": 1}"#).is_err());
+        let bad_route = r#"{"routes":[{"name":"a","path":"/a","requests":1,"window_s":60,"x":1}]}"#;
+        assert!(serde_json::from_str::<RateLimitConfig>(bad_route).is_err());
+    }
+
+    #[test]
+    fn route_defaults_are_post_and_default_failure_mode() {
+        let c: RateLimitConfig =
+            serde_json::from_str(r#"{"routes":[{"name":"a","path":"/a","requests":1,"window_s":60,"failure_mode":"open"}]}"#)
+                .unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.methods, vec!["POST"]);
+        assert_eq!(r.failure_mode, FailureMode::Open);
+        assert_eq!(r.identity, IdentityConfig::default());
+    }
+
+    #[test]
+    fn failure_mode_default_is_closed_in_production_only() {
+        assert!(FailureMode::Default.fails_closed(true));
+        assert!(!FailureMode::Default.fails_closed(false));
+        assert!(FailureMode::Closed.fails_closed(false));
+        assert!(!FailureMode::Open.fails_closed(true));
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let check = |f: &dyn Fn(&mut RateLimitConfig), want: &str| {
+            let mut c = RateLimitConfig::default();
+            f(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err} does not start with {want}");
+        };
+        check(&|c| c.timeout_ms = 0, "ratelimit.timeout_ms:");
+        check(&|c| c.domain = String::new(), "ratelimit.domain:");
+        check(&|c| c.cluster = " ".into(), "ratelimit.cluster:");
+        check(&|c| c.trusted_hops = 99, "ratelimit.trusted_hops:");
+        check(&|c| c.ipv6_prefix_len = 0, "ratelimit.ipv6_prefix_len:");
+        check(
+            &|c| c.routes[0].window_s = 11,
+            "ratelimit.routes[0].window_s:",
+        );
+        check(
+            &|c| c.routes[0].window_s = 0,
+            "ratelimit.routes[0].window_s:",
+        );
+        check(
+            &|c| c.routes[1].requests = 0,
+            "ratelimit.routes[1].requests:",
+        );
+        check(
+            &|c| c.routes[1].path = "auth".into(),
+            "ratelimit.routes[1].path:",
+        );
+        check(
+            &|c| c.routes[1].path = "/auth/login".into(),
+            "ratelimit.routes[1].path:",
+        );
+        check(
+            &|c| c.routes[1].name = "login".into(),
+            "ratelimit.routes[1].name:",
+        );
+        check(
+            &|c| c.routes[2].name = "Bad Name".into(),
+            "ratelimit.routes[2].name:",
+        );
+        check(
+            &|c| c.routes[0].methods = vec![],
+            "ratelimit.routes[0].methods:",
+        );
+        check(
+            &|c| c.routes[0].identity.body_fields = vec![String::new()],
+            "ratelimit.routes[0].identity.body_fields:",
+        );
+        check(
+            &|c| c.jwt_secret_env = String::new(),
+            "ratelimit.jwt_secret_env:",
+        );
+    }
+
+    #[test]
+    fn resolve_loads_secret_via_lookup_and_never_prints_it() {
+        let r = RateLimitConfig::default()
+            .resolve(&env_with_secret)
+            .unwrap();
+        assert_eq!(r.jwt_secret.as_ref().unwrap().expose(), b"s3cret-value");
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("s3cret-value"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn resolve_fails_naming_the_env_var_when_a_jwt_route_has_no_secret() {
+        let err = RateLimitConfig::default().resolve(&|_| None).unwrap_err();
+        assert!(
+            err.field == "ratelimit.jwt_secret_env" && err.message.contains("JWT_SECRET_KEY"),
+            "{err}"
+        );
+        // Without JWT routes the secret is optional.
+        let mut c = RateLimitConfig::default();
+        c.routes.retain(|r| !r.identity.uses_jwt());
+        assert!(c.resolve(&|_| None).unwrap().jwt_secret.is_none());
+    }
+
+    #[test]
+    fn resolve_requires_the_hash_key_env_when_configured() {
+        let c = RateLimitConfig {
+            user_hash_key_env: Some("RL_HASH_KEY".into()),
+            ..RateLimitConfig::default()
+        };
+        assert!(c
+            .resolve(&env_with_secret)
+            .unwrap_err()
+            .message
+            .contains("RL_HASH_KEY"));
+        let r = c
+            .resolve(&|k| match k {
+                "RL_HASH_KEY" => Some("hk".into()),
+                _ => env_with_secret(k),
+            })
+            .unwrap();
+        assert_eq!(r.user_hash_key.unwrap().expose(), b"hk");
+    }
+}

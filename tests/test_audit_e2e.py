@@ -292,3 +292,41 @@ def test_without_a_token_records_are_dropped_and_counted_not_blocking(stack_fact
         "wasmcustom.aura_guard.audit.dropped", 0) == 1, 5, "drop counted")
     assert "AUDIT_COLLECTOR_TOKEN is not set" in s.envoy_log()
     assert collector.lines() == []
+
+
+def hs256(sub, secret):
+    import base64
+    import hmac
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps({"sub": sub}).encode())
+    sig = hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest()
+    return head + "." + b64(sig)
+
+
+def test_debug_endpoint_block_and_verified_user_are_recorded(stack_factory, collector):
+    jwt_secret = "e2e-jwt-signing-secret-0123456789"
+    s = audit_stack(stack_factory, collector, env={"JWT_SECRET_KEY": jwt_secret})
+    # A security event from another capability: the debug stage blocks in production.
+    r = s.request("GET", "/debug/token?token=" + SECRETS[0], headers={"x-request-id": "dbg-1"})
+    assert r.status == 404, r
+    # A refund with a valid bearer JWT: user_id is its verified sub; a forged one gives null.
+    good, bad = hs256("user-42", jwt_secret), hs256("admin", "not-the-secret")
+    for rid, token in (("jwt-good", good), ("jwt-bad", bad)):
+        assert s.request("POST", "/api/v1/payments/refund",
+                         headers={"content-type": "application/json", "x-request-id": rid,
+                                  "authorization": "Bearer " + token},
+                         body='{"amount": 1}').status == 200
+    recs = wait_records(collector, 3)
+    by_rid = {r["request_id"]: r for r in recs}
+    ev = by_rid["dbg-1"]
+    assert ev["kind"] == "security_event" and ev["type"] == "debug_endpoint_blocked"
+    assert ev["severity"] == "medium" and ev["outcome"] == "blocked" and ev["status"] == 404
+    assert ev["path"] == "/debug/token?token=[REDACTED]"
+    assert ev["description"] and ev["metadata"]["endpoint"] == "token"
+    assert by_rid["jwt-good"]["user_id"] == "user-42"
+    assert by_rid["jwt-bad"]["user_id"] is None
+    for secret in (jwt_secret, good, bad):
+        assert secret not in collector.files_text() and secret not in s.envoy_log()
+    assert_no_secrets(collector, s)

@@ -19,6 +19,8 @@ use crate::config::audit::AuditConfig;
 use crate::config::Environment;
 use crate::events::SecurityEvent;
 use crate::host::Host;
+use crate::ratelimit::client_ip::client_ip;
+use crate::ratelimit::jwt::verify_hs256_sub;
 use record::{Completion, Entry, RequestFacts};
 use sanitize::Sanitizer;
 use serde_json::Value;
@@ -29,6 +31,10 @@ pub struct AuditPolicy {
     pub enabled: bool,
     pub sanitizer: Sanitizer,
     pub config: AuditConfig,
+    /// Proxies in front of Envoy that append to X-Forwarded-For (0: the peer address is the
+    /// client). The integrator sets it from the rate limiter's `trusted_hops`, so both use
+    /// the same client-IP rule.
+    pub trusted_hops: u32,
 }
 
 impl AuditPolicy {
@@ -37,6 +43,7 @@ impl AuditPolicy {
             enabled: config.is_enabled(env),
             sanitizer: Sanitizer::new(&config.redact_keys, config.redact_card_numbers),
             config: config.clone(),
+            trusted_hops: 0,
         }
     }
 }
@@ -52,8 +59,10 @@ pub struct RequestAudit {
 }
 
 impl RequestAudit {
-    /// Gathers the request facts (None when audit is off). The client IP is Envoy's
-    /// downstream address; the user id stays null until a verified-JWT helper exists.
+    /// Gathers the request facts (None when audit is off). The client IP follows the shared
+    /// rule (`ratelimit::client_ip`: the peer address, or the X-Forwarded-For entry of the
+    /// outermost trusted proxy); the user id is the `sub` of a bearer JWT verified with the
+    /// application's HS256 secret, else null (an unverified claim is never recorded).
     pub fn begin(
         policy: &AuditPolicy,
         host: &dyn Host,
@@ -78,10 +87,11 @@ impl RequestAudit {
                 start_ms,
                 method,
                 path,
-                client_ip: host
-                    .downstream_address()
-                    .and_then(|a| record::client_ip_from_address(&a)),
-                user_id: None,
+                client_ip: host.downstream_address().and_then(|a| {
+                    let xff = host.request_header("x-forwarded-for");
+                    client_ip(&a, xff.as_deref(), policy.trusted_hops).map(|ip| ip.to_string())
+                }),
+                user_id: verified_user(policy, host, start_ms),
                 user_agent: host.request_header("user-agent"),
                 request_id: Some(request_id.to_owned()),
             },
@@ -147,6 +157,19 @@ impl RequestAudit {
         }
         out
     }
+}
+
+/// The `sub` of the request's bearer JWT when it verifies (HS256, exp/nbf checked).
+fn verified_user(policy: &AuditPolicy, host: &dyn Host, now_ms: u64) -> Option<String> {
+    let secret = policy.config.jwt_secret.as_ref()?;
+    let auth = host.request_header("authorization")?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    verify_hs256_sub(token.trim(), secret.expose(), now_ms / 1000)
+        .ok()
+        .map(|sub| record::clip(&sub, 256))
 }
 
 /// Parses the `response.code` property: Envoy serialises integers as 8 little-endian bytes;
@@ -283,6 +306,66 @@ mod tests {
         assert_eq!(e[0].kind, "security_event");
         assert_eq!(e[0].outcome, "blocked");
         assert_eq!(e[0].status, Some(404));
+    }
+
+    fn jwt(sub: &str, secret: &[u8]) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{sub}"}}"#));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(format!("{h}.{p}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{h}.{p}.{sig}")
+    }
+
+    fn policy_with_secret() -> AuditPolicy {
+        let mut cfg = AuditConfig::default();
+        cfg.apply_env(&|k| (k == "JWT_SECRET_KEY").then(|| "jwt-secret".to_owned()))
+            .unwrap();
+        AuditPolicy::new(&cfg, Environment::Production)
+    }
+
+    #[test]
+    fn user_id_is_the_sub_of_a_verified_bearer_jwt_only() {
+        let p = policy_with_secret();
+        let mut h = host("POST", "/api/v1/payments/refund", None);
+        h.request_headers.push((
+            "authorization".into(),
+            format!("Bearer {}", jwt("u42", b"jwt-secret")),
+        ));
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.user_id.as_deref(), Some("u42"));
+
+        let mut forged = host("POST", "/api/v1/payments/refund", None);
+        forged.request_headers.push((
+            "authorization".into(),
+            format!("Bearer {}", jwt("admin", b"guess")),
+        ));
+        let a = RequestAudit::begin(&p, &forged, 0, "r").unwrap();
+        assert_eq!(a.facts.user_id, None);
+
+        // Without a configured secret nothing is trusted.
+        let a = RequestAudit::begin(&policy(), &h, 0, "r").unwrap();
+        assert_eq!(a.facts.user_id, None);
+    }
+
+    #[test]
+    fn client_ip_is_the_peer_unless_proxies_are_trusted() {
+        let mut h = host("POST", "/api/v1/payments/refund", None);
+        h.request_headers
+            .push(("x-forwarded-for".into(), "6.6.6.6, 203.0.113.5".into()));
+        let mut p = policy();
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.client_ip.as_deref(), Some("198.51.100.9"));
+        p.trusted_hops = 1;
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.client_ip.as_deref(), Some("203.0.113.5"));
+        h.downstream_address = Some("[2001:db8::1]:443".into());
+        p.trusted_hops = 0;
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.client_ip.as_deref(), Some("2001:db8::1"));
     }
 
     #[test]

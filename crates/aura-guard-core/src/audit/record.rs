@@ -102,23 +102,6 @@ pub fn record_path(sanitizer: &Sanitizer, raw: &str) -> String {
     clip(&full, MAX_PATH)
 }
 
-/// `source.address` (`ip:port`, `[v6]:port`, or a bare address) → the IP.
-pub fn client_ip_from_address(address: &str) -> Option<String> {
-    let a = address.trim();
-    if a.is_empty() {
-        return None;
-    }
-    let ip = if let Some(rest) = a.strip_prefix('[') {
-        rest.split_once(']').map_or(rest, |(ip, _)| ip)
-    } else if a.matches(':').count() == 1 {
-        a.split_once(':').map_or(a, |(ip, _)| ip)
-    } else {
-        // Bare IPv6 (several colons) or bare IPv4.
-        a
-    };
-    Some(clip(ip, MAX_IP))
-}
-
 /// RFC 3339 UTC with milliseconds: `2026-03-01T10:00:00.123Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
     let dt = i64::try_from(ms)
@@ -368,23 +351,6 @@ mod tests {
             "/a/../b?password=[REDACTED]"
         );
         assert_eq!(record_path(&san(), "/x?"), "/x");
-    }
-
-    #[test]
-    fn client_ip_from_envoy_addresses() {
-        assert_eq!(
-            client_ip_from_address("203.0.113.7:5555").as_deref(),
-            Some("203.0.113.7")
-        );
-        assert_eq!(
-            client_ip_from_address("[2001:db8::1]:443").as_deref(),
-            Some("2001:db8::1")
-        );
-        assert_eq!(
-            client_ip_from_address("2001:db8::1").as_deref(),
-            Some("2001:db8::1")
-        );
-        assert_eq!(client_ip_from_address(""), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Audit settings: what the HTTP filter records (`audit` in the filter's configuration) and how
 //! the shipper service sends it (the service VM's own configuration, [`ShipperConfig`]).
 
+use super::ratelimit::Secret;
 use super::{ConfigError, Environment};
 use serde::Deserialize;
 
@@ -130,6 +131,12 @@ pub struct AuditConfig {
     /// vm_id of the shipper service and the name of its shared queue.
     pub queue_vm_id: String,
     pub queue_name: String,
+    /// Environment variable holding the HS256 secret of the application's JWTs (the same as
+    /// the rate limiter's): `user_id` is the `sub` of a bearer token verified with it.
+    pub jwt_secret_env: String,
+    /// Loaded from `jwt_secret_env`; never configured directly, never printed.
+    #[serde(skip)]
+    pub jwt_secret: Option<Secret>,
 }
 
 pub const DEFAULT_QUEUE_VM_ID: &str = "aura-guard-audit";
@@ -146,6 +153,8 @@ impl Default for AuditConfig {
             max_captured_body_bytes: 64 * 1024,
             queue_vm_id: DEFAULT_QUEUE_VM_ID.to_owned(),
             queue_name: DEFAULT_QUEUE_NAME.to_owned(),
+            jwt_secret_env: "JWT_SECRET_KEY".to_owned(),
+            jwt_secret: None,
         }
     }
 }
@@ -181,6 +190,9 @@ impl AuditConfig {
                 }
             };
         }
+        self.jwt_secret = env(&self.jwt_secret_env)
+            .filter(|s| !s.is_empty())
+            .map(|s| Secret::new(s.into_bytes()));
         Ok(())
     }
 

@@ -12,3 +12,4 @@ pub mod host;
 pub mod path;
 pub mod ratelimit;
 pub mod versions;
+pub mod webhook;

@@ -8,6 +8,7 @@ pub mod debug;
 pub mod headers;
 pub mod ratelimit;
 pub mod versions;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -16,6 +17,7 @@ pub use audit::AuditConfig;
 pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
 pub use versions::VersionsConfig;
+pub use webhook::WebhookConfig;
 
 /// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
 #[derive(
@@ -110,6 +112,8 @@ pub struct Config {
     pub versions: VersionsConfig,
     /// Audit records (seed §3); `AUDIT_LOG_ENABLED` overrides `audit.enabled`.
     pub audit: AuditConfig,
+    /// Webhook signature verification (seed §2 and the providers' schemes).
+    pub webhook: WebhookConfig,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             debug: DebugConfig::default(),
             versions: VersionsConfig::default(),
             audit: AuditConfig::default(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -163,6 +168,7 @@ impl Config {
         self.debug.apply_env_overrides(env);
         self.versions.apply_env_overrides(env);
         self.audit.apply_env(env)?;
+        self.webhook.apply_env(env);
         Ok(())
     }
 
@@ -173,7 +179,8 @@ impl Config {
         self.headers.validate("headers")?;
         self.debug.validate()?;
         self.versions.validate()?;
-        self.audit.validate()
+        self.audit.validate()?;
+        self.webhook.validate("webhook")
     }
 }
 

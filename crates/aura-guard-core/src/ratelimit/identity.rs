@@ -2,7 +2,7 @@
 //! the `sub` of a verified HS256 JWT (refresh token in the body, or a Bearer header).
 //! Identifiers leave the filter only hashed.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::jwt::verify_hs256_sub;

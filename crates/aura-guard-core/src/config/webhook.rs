@@ -1,0 +1,640 @@
+//! Webhook signature verification settings (seed: `WEBHOOK_SECRET_*`, `WEBHOOK_TIMESTAMP_TOLERANCE`).
+//!
+//! Sources are keyed by name (`stripe`, `github`, ...). The seed's five sources (square, toast,
+//! clover, stripe, twilio) always exist, as they did in the original; the other built-ins
+//! (github, shopify, slack, standard) and custom sources exist once configured here or given a
+//! secret through the environment. Each source defaults its route and schemes from its name.
+
+use super::{ConfigError, EnvLookup};
+use base64::Engine;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The seed's sources: they always exist so their routes stay guarded, as in the original.
+pub const SEED_SOURCES: [&str; 5] = ["square", "toast", "clover", "stripe", "twilio"];
+/// Sources whose defaults (route, schemes) are known, seed ones included.
+pub const BUILTIN_SOURCES: [&str; 9] = [
+    "square", "toast", "clover", "stripe", "twilio", "github", "shopify", "slack", "standard",
+];
+
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+pub const DEFAULT_TOLERANCE_S: u32 = 300;
+pub const DEFAULT_REPLAY_MAX_ENTRIES: u32 = 10_000;
+/// Keeps the serialised seen-set (24 bytes an entry) a reasonable size for Envoy shared data.
+pub const MAX_REPLAY_MAX_ENTRIES: u32 = 1_000_000;
+/// A tolerance beyond a day is almost certainly a unit mistake (ms instead of s).
+pub const MAX_TOLERANCE_S: u32 = 86_400;
+
+/// A secret string. Its `Debug` never shows the value, so configs can be logged safely.
+/// Deliberately no `Serialize` and no `Display`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret's bytes, for MAC keys only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A signature scheme a source accepts. Names are the serde (config) spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// The seed's `X-Webhook-Signature` = hex HMAC-SHA256 of `{X-Webhook-Timestamp}.{body}`.
+    Generic,
+    /// `Stripe-Signature: t=…,v1=…`.
+    Stripe,
+    /// `x-square-hmacsha256-signature`: base64 HMAC-SHA256 of public URL + body.
+    Square,
+    /// Legacy `x-square-signature` (HMAC-SHA1). Opt-in.
+    SquareSha1,
+    /// `X-Twilio-Signature`: base64 HMAC-SHA1 of URL + sorted form params.
+    Twilio,
+    /// `X-Hub-Signature-256: sha256=<hex>`.
+    Github,
+    /// Legacy `X-Hub-Signature: sha1=<hex>`. Opt-in.
+    GithubSha1,
+    /// `X-Shopify-Hmac-Sha256` / `shopify-hmac-sha256`: base64 HMAC-SHA256 of the body.
+    Shopify,
+    /// `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
+    Slack,
+    /// Standard Webhooks / Svix: `webhook-*` or `svix-*` headers.
+    Standard,
+    /// `Toast-Signature`: base64 HMAC-SHA256 of body + envelope `timestamp` (unconfirmed input).
+    Toast,
+    /// Clover Hosted Checkout `Clover-Signature: t=…,v1=<hex>`.
+    Clover,
+    /// Clover app webhooks: static `X-Clover-Auth` token. Does NOT authenticate the body.
+    CloverApp,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Generic => "generic",
+            Scheme::Stripe => "stripe",
+            Scheme::Square => "square",
+            Scheme::SquareSha1 => "square-sha1",
+            Scheme::Twilio => "twilio",
+            Scheme::Github => "github",
+            Scheme::GithubSha1 => "github-sha1",
+            Scheme::Shopify => "shopify",
+            Scheme::Slack => "slack",
+            Scheme::Standard => "standard",
+            Scheme::Toast => "toast",
+            Scheme::Clover => "clover",
+            Scheme::CloverApp => "clover-app",
+        }
+    }
+
+    /// Schemes that sign the public URL and so need `public_url`.
+    pub fn signs_url(self) -> bool {
+        matches!(self, Scheme::Square | Scheme::SquareSha1 | Scheme::Twilio)
+    }
+}
+
+/// One webhook source (provider or internal sender).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Request path (without query) this source guards; default `/webhooks/<source>`.
+    pub route: Option<String>,
+    /// Accepted schemes, in order of preference; empty means the source's built-in defaults.
+    pub schemes: Vec<Scheme>,
+    /// Current secret first; more than one means a rotation is in progress, each is tried.
+    pub secrets: Vec<Secret>,
+    /// The externally registered URL (Square, Twilio sign it); never rebuilt from `:authority`.
+    /// Without a `?`, the request's query string is appended before signing.
+    pub public_url: Option<String>,
+    /// Timestamp window in seconds, both directions; also the replay TTL of timestamp-less schemes.
+    pub tolerance_s: u32,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            route: None,
+            schemes: Vec::new(),
+            secrets: Vec::new(),
+            public_url: None,
+            tolerance_s: DEFAULT_TOLERANCE_S,
+        }
+    }
+}
+
+/// Built-in default schemes for a source name; always includes the seed's generic scheme.
+pub fn default_schemes(source: &str) -> Vec<Scheme> {
+    let specific = match source {
+        "square" => Some(Scheme::Square),
+        "toast" => Some(Scheme::Toast),
+        "clover" => Some(Scheme::Clover),
+        "stripe" => Some(Scheme::Stripe),
+        "twilio" => Some(Scheme::Twilio),
+        "github" => Some(Scheme::Github),
+        "shopify" => Some(Scheme::Shopify),
+        "slack" => Some(Scheme::Slack),
+        "standard" => Some(Scheme::Standard),
+        _ => None,
+    };
+    // The provider scheme first: it is what the provider sends; generic stays for the seed's callers.
+    specific.into_iter().chain([Scheme::Generic]).collect()
+}
+
+impl SourceConfig {
+    pub fn effective_route(&self, name: &str) -> String {
+        self.route
+            .clone()
+            .unwrap_or_else(|| format!("/webhooks/{name}"))
+    }
+
+    pub fn effective_schemes(&self, name: &str) -> Vec<Scheme> {
+        if self.schemes.is_empty() {
+            default_schemes(name)
+        } else {
+            self.schemes.clone()
+        }
+    }
+
+    /// A source without secrets cannot verify anything.
+    pub fn is_configured(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
+    fn validate(&self, name: &str, field: &str) -> Result<(), ConfigError> {
+        if self.tolerance_s == 0 || self.tolerance_s > MAX_TOLERANCE_S {
+            return Err(ConfigError::new(
+                format!("{field}.tolerance_s"),
+                format!("must be between 1 and {MAX_TOLERANCE_S} seconds"),
+            ));
+        }
+        if let Some(route) = &self.route {
+            if !route.starts_with('/') || route.contains('?') || route.contains('#') {
+                return Err(ConfigError::new(
+                    format!("{field}.route"),
+                    "must be a path starting with '/' without query or fragment",
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('#') {
+                return Err(ConfigError::new(
+                    format!("{field}.public_url"),
+                    "must be an absolute http(s) URL without fragment",
+                ));
+            }
+        }
+        for (i, secret) in self.secrets.iter().enumerate() {
+            if secret.expose().is_empty() {
+                return Err(ConfigError::new(
+                    format!("{field}.secrets[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        let schemes = self.effective_schemes(name);
+        for (i, scheme) in self.schemes.iter().enumerate() {
+            if self.schemes.get(..i).is_some_and(|s| s.contains(scheme)) {
+                return Err(ConfigError::new(
+                    format!("{field}.schemes[{i}]"),
+                    format!("duplicate scheme {:?}", scheme.as_str()),
+                ));
+            }
+        }
+        if schemes.contains(&Scheme::CloverApp) && schemes.len() > 1 {
+            // The app token travels in clear in every request; it must not double as an HMAC key.
+            return Err(ConfigError::new(
+                format!("{field}.schemes"),
+                "clover-app must be the only scheme of its source (use a separate source, e.g. clover-app)",
+            ));
+        }
+        if self.is_configured() && self.public_url.is_none() {
+            if let Some(s) = schemes.iter().find(|s| s.signs_url()) {
+                return Err(ConfigError::new(
+                    format!("{field}.public_url"),
+                    format!(
+                        "required by the {} scheme (set WEBHOOK_URL_{} or remove the scheme)",
+                        s.as_str(),
+                        env_suffix(name)
+                    ),
+                ));
+            }
+        }
+        if schemes.contains(&Scheme::Standard) {
+            for (i, secret) in self.secrets.iter().enumerate() {
+                if standard_webhooks_key(secret.expose()).is_none() {
+                    return Err(ConfigError::new(
+                        format!("{field}.secrets[{i}]"),
+                        "the standard scheme needs a base64 secret (whsec_<base64>)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Standard Webhooks key: base64 of the secret after `whsec_`; padding optional.
+pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
+    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+    base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
+        .decode(b64)
+        .ok()
+        .filter(|k| !k.is_empty())
+}
+
+/// How replayed deliveries are detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayMode {
+    /// Per-Envoy seen-set in proxy-wasm shared data (all workers of one Envoy).
+    #[default]
+    Local,
+    /// Fleet-wide, through the rate-limit service (limit 1 per key and window).
+    Ratelimit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    pub enabled: bool,
+    /// Bound of the local seen-set; the entry closest to expiry is evicted beyond it.
+    pub max_entries: u32,
+    pub mode: ReplayMode,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            enabled: true,
+            max_entries: DEFAULT_REPLAY_MAX_ENTRIES,
+            mode: ReplayMode::Local,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Merged over the seed's five sources, which always exist.
+    #[serde(deserialize_with = "sources_with_seed")]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Larger bodies are refused with 413 before any MAC is computed.
+    pub max_body_bytes: u64,
+    /// `false` restores the seed's UNSAFE fallback for the generic scheme: without
+    /// `X-Webhook-Timestamp` the body alone is signed, so a captured delivery replays forever
+    /// (only the local replay window stops it). Keep `true` unless a legacy sender cannot send it.
+    pub require_timestamp: bool,
+    pub replay: ReplayConfig,
+}
+
+fn seed_sources() -> BTreeMap<String, SourceConfig> {
+    SEED_SOURCES
+        .iter()
+        .map(|s| (s.to_string(), SourceConfig::default()))
+        .collect()
+}
+
+fn sources_with_seed<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<BTreeMap<String, SourceConfig>, D::Error> {
+    let mut map = BTreeMap::<String, SourceConfig>::deserialize(de)?;
+    for (name, source) in seed_sources() {
+        map.entry(name).or_insert(source);
+    }
+    Ok(map)
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            sources: seed_sources(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            require_timestamp: true,
+            replay: ReplayConfig::default(),
+        }
+    }
+}
+
+/// `stripe` -> `STRIPE`, `clover-app` -> `CLOVER_APP`.
+pub fn env_suffix(source: &str) -> String {
+    source.to_ascii_uppercase().replace('-', "_")
+}
+
+impl WebhookConfig {
+    /// Seed variables: `WEBHOOK_SECRET_<SOURCE>` (current), `WEBHOOK_SECRET_<SOURCE>_PREVIOUS`
+    /// (still accepted during a rotation), `WEBHOOK_URL_<SOURCE>` (public URL). Environment
+    /// secrets go before configured ones; a built-in source named only in the environment is
+    /// created with its defaults. Empty values are ignored, as the seed did.
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) {
+        let mut names: Vec<String> = BUILTIN_SOURCES.iter().map(|s| s.to_string()).collect();
+        for name in self.sources.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let get = |key: String| env(&key).filter(|v| !v.is_empty());
+        for name in names {
+            let suffix = env_suffix(&name);
+            let current = get(format!("WEBHOOK_SECRET_{suffix}"));
+            let previous = get(format!("WEBHOOK_SECRET_{suffix}_PREVIOUS"));
+            let url = get(format!("WEBHOOK_URL_{suffix}"));
+            if current.is_none() && previous.is_none() && url.is_none() {
+                continue;
+            }
+            let source = self.sources.entry(name).or_default();
+            let mut secrets: Vec<Secret> =
+                current.into_iter().chain(previous).map(Secret).collect();
+            for s in source.secrets.drain(..) {
+                if !secrets.contains(&s) {
+                    secrets.push(s);
+                }
+            }
+            source.secrets = secrets;
+            if url.is_some() {
+                source.public_url = url;
+            }
+        }
+    }
+
+    /// `field` is the path of this section (e.g. `webhook`); errors name the offending setting.
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new(
+                format!("{field}.max_body_bytes"),
+                "must be > 0",
+            ));
+        }
+        if self.replay.max_entries == 0 || self.replay.max_entries > MAX_REPLAY_MAX_ENTRIES {
+            return Err(ConfigError::new(
+                format!("{field}.replay.max_entries"),
+                format!("must be between 1 and {MAX_REPLAY_MAX_ENTRIES}"),
+            ));
+        }
+        let mut routes: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, source) in &self.sources {
+            let sfield = format!("{field}.sources.{name}");
+            let valid_name = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                })
+                && !name.ends_with("-previous")
+                && !name.ends_with("_previous");
+            if !valid_name {
+                return Err(ConfigError::new(
+                    sfield,
+                    "source names use a-z, 0-9, '-', '_' and must not end in -previous",
+                ));
+            }
+            source.validate(name, &sfield)?;
+            let route = source.effective_route(name);
+            if let Some(other) = routes.insert(route.clone(), name) {
+                return Err(ConfigError::new(
+                    format!("{sfield}.route"),
+                    format!("{route:?} is also the route of source {other:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The source guarding `path` (the request path without its query), if any.
+    pub fn source_for_path(&self, path: &str) -> Option<(&str, &SourceConfig)> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.sources
+            .iter()
+            .find(|(name, s)| s.effective_route(name) == path)
+            .map(|(name, s)| (name.as_str(), s))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn parse(json: &str) -> WebhookConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn secrets(s: &SourceConfig) -> Vec<&str> {
+        s.secrets.iter().map(Secret::expose).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = WebhookConfig::default();
+        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert!(c.require_timestamp);
+        assert!(c.replay.enabled);
+        assert_eq!(c.replay.max_entries, 10_000);
+        assert_eq!(c.replay.mode, ReplayMode::Local);
+        let names: Vec<&str> = c.sources.keys().map(String::as_str).collect();
+        assert_eq!(names, ["clover", "square", "stripe", "toast", "twilio"]);
+        let stripe = &c.sources["stripe"];
+        assert_eq!(stripe.tolerance_s, 300);
+        assert_eq!(stripe.effective_route("stripe"), "/webhooks/stripe");
+        assert_eq!(
+            stripe.effective_schemes("stripe"),
+            [Scheme::Stripe, Scheme::Generic]
+        );
+        assert_eq!(default_schemes("custom"), [Scheme::Generic]);
+        for name in BUILTIN_SOURCES {
+            assert!(default_schemes(name).contains(&Scheme::Generic), "{name}");
+        }
+        c.validate("webhook").unwrap();
+    }
+
+    #[test]
+    fn configured_sources_are_merged_over_the_seed_five() {
+        let c = parse(r#"{"sources": {"github": {"secrets": ["s"]}}}"#);
+        assert!(c.sources.contains_key("github"));
+        assert!(c.sources.contains_key("square"));
+        assert_eq!(c.sources.len(), 6);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(serde_json::from_str::<WebhookConfig>(r#"{"bogus": 1}"#).is_err());
+        assert!(
+            serde_json::from_str::<WebhookConfig>(r#"{"sources": {"x": {"secret": "a"}}}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<WebhookConfig>(
+            r#"{"sources": {"x": {"schemes": ["nope"]}}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn scheme_names_parse_in_kebab_case() {
+        let c = parse(
+            r#"{"sources": {"x": {"schemes": ["generic","stripe","square","square-sha1","twilio","github","github-sha1","shopify","slack","standard","toast","clover"]},
+                             "clover-app": {"schemes": ["clover-app"]}}}"#,
+        );
+        assert_eq!(c.sources["x"].schemes.len(), 12);
+        assert_eq!(c.sources["clover-app"].schemes, [Scheme::CloverApp]);
+        for s in &c.sources["x"].schemes {
+            let parsed: Scheme = serde_json::from_str(&format!("{:?}", s.as_str())).unwrap();
+            assert_eq!(parsed, *s);
+        }
+    }
+
+    #[test]
+    fn env_secrets_come_first_then_previous_then_config() {
+        let mut c = parse(r#"{"sources": {"stripe": {"secrets": ["from-config", "cur"]}}}"#);
+        c.apply_env(&env_of(&[
+            ("WEBHOOK_SECRET_STRIPE", "cur"),
+            ("WEBHOOK_SECRET_STRIPE_PREVIOUS", "prev"),
+        ]));
+        assert_eq!(
+            secrets(&c.sources["stripe"]),
+            ["cur", "prev", "from-config"]
+        );
+    }
+
+    #[test]
+    fn env_creates_builtin_and_custom_sources_and_sets_the_url() {
+        let mut c = parse(r#"{"sources": {"clover-app": {"schemes": ["clover-app"]}}}"#);
+        c.apply_env(&env_of(&[
+            ("WEBHOOK_SECRET_GITHUB", "gh"),
+            ("WEBHOOK_SECRET_CLOVER_APP", "tok"),
+            ("WEBHOOK_SECRET_SQUARE", "sq"),
+            (
+                "WEBHOOK_URL_SQUARE",
+                "https://api.example.com/webhooks/square",
+            ),
+            ("WEBHOOK_SECRET_SLACK", ""),
+        ]));
+        assert_eq!(secrets(&c.sources["github"]), ["gh"]);
+        assert_eq!(secrets(&c.sources["clover-app"]), ["tok"]);
+        assert_eq!(
+            c.sources["square"].public_url.as_deref(),
+            Some("https://api.example.com/webhooks/square")
+        );
+        assert!(!c.sources.contains_key("slack"), "empty value ignored");
+        c.validate("webhook").unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = |json: &str| parse(json).validate("webhook").unwrap_err().field;
+        assert_eq!(err(r#"{"max_body_bytes": 0}"#), "webhook.max_body_bytes");
+        assert_eq!(
+            err(r#"{"replay": {"max_entries": 0}}"#),
+            "webhook.replay.max_entries"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"stripe": {"tolerance_s": 0}}}"#),
+            "webhook.sources.stripe.tolerance_s"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"stripe": {"route": "webhooks/stripe"}}}"#),
+            "webhook.sources.stripe.route"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"a": {"route": "/webhooks/stripe"}}}"#),
+            "webhook.sources.stripe.route"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"square": {"secrets": ["k"]}}}"#),
+            "webhook.sources.square.public_url"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"twilio": {"secrets": ["k"], "public_url": "ftp://x"}}}"#),
+            "webhook.sources.twilio.public_url"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"stripe": {"secrets": ["a", ""]}}}"#),
+            "webhook.sources.stripe.secrets[1]"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"standard": {"secrets": ["whsec_!!!"]}}}"#),
+            "webhook.sources.standard.secrets[0]"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"clover": {"schemes": ["clover", "clover-app"]}}}"#),
+            "webhook.sources.clover.schemes"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"x": {"schemes": ["github", "github"]}}}"#),
+            "webhook.sources.x.schemes[1]"
+        );
+        assert_eq!(err(r#"{"sources": {"Bad": {}}}"#), "webhook.sources.Bad");
+        let msg = parse(r#"{"sources": {"stripe": {"tolerance_s": 0}}}"#)
+            .validate("webhook")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("webhook.sources.stripe.tolerance_s: "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn square_without_url_is_fine_when_it_only_uses_the_generic_scheme() {
+        parse(r#"{"sources": {"square": {"secrets": ["k"], "schemes": ["generic"]}}}"#)
+            .validate("webhook")
+            .unwrap();
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let mut c = parse(r#"{"sources": {"stripe": {"secrets": ["whsec_top_secret_1"]}}}"#);
+        c.apply_env(&env_of(&[("WEBHOOK_SECRET_GITHUB", "gh-very-secret-2")]));
+        let dbg = format!("{c:?} {:#?}", c);
+        assert!(!dbg.contains("top_secret_1"), "{dbg}");
+        assert!(!dbg.contains("very-secret-2"), "{dbg}");
+        assert!(dbg.contains("[REDACTED]"));
+        assert_eq!(format!("{:?}", Secret::new("x")), "[REDACTED]");
+    }
+
+    #[test]
+    fn source_for_path_matches_the_route_without_query() {
+        let c = parse(r#"{"sources": {"github": {"route": "/hooks/gh"}}}"#);
+        assert_eq!(c.source_for_path("/hooks/gh?x=1").unwrap().0, "github");
+        assert_eq!(c.source_for_path("/webhooks/stripe").unwrap().0, "stripe");
+        assert!(c.source_for_path("/webhooks/stripe/").is_none());
+        assert!(c.source_for_path("/webhooks/github").is_none());
+    }
+
+    #[test]
+    fn standard_key_accepts_missing_prefix_and_padding() {
+        let k = standard_webhooks_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            standard_webhooks_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            k
+        );
+        assert_eq!(standard_webhooks_key("whsec_AAAA").unwrap().len(), 3);
+        assert_eq!(standard_webhooks_key("whsec_AAA").unwrap().len(), 2);
+        assert!(standard_webhooks_key("whsec_").is_none());
+    }
+}

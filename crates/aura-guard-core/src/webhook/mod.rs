@@ -1,0 +1,188 @@
+//! Webhook signature verification: pure functions over the buffered request.
+//!
+//! The glue buffers the whole body (every scheme MACs the raw bytes), refuses bodies over
+//! `max_body_bytes` with 413, finds the source from the route ([`WebhookConfig::source_for_path`]),
+//! calls [`evaluate`] with the current time, and on success runs the replay check
+//! ([`replay::ReplaySet`] in shared data, or the rate-limit service) with
+//! [`Verified::replay_key`] and [`Verified::replay_ttl_s`].
+
+pub mod replay;
+mod schemes;
+mod sign;
+
+pub use crate::config::webhook::{Scheme, SourceConfig, WebhookConfig};
+pub use replay::ReplaySet;
+pub use sign::{sign, twilio_json_url, SignError, SignRequest};
+
+use crate::config::Environment;
+
+/// The request facts verification needs. Header names may be in any case.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    pub headers: &'a [(String, String)],
+    /// The raw body exactly as received: never re-encoded.
+    pub body: &'a [u8],
+    /// `:path` as received, query included (Twilio and Square sign the query).
+    pub path_and_query: &'a str,
+}
+
+impl WebhookRequest<'_> {
+    /// First header of that name with a non-blank value, trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .find(|v| !v.is_empty())
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.path_and_query
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or(q))
+    }
+}
+
+/// A delivery that carried a valid signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub scheme: Scheme,
+    /// `<source>:<32 hex>`: a digest of what the MAC covers (the signed `webhook-id` for
+    /// Standard Webhooks / Svix, else timestamp + URL + body as signed). Unsigned ids such as
+    /// `X-GitHub-Delivery` are not used: an attacker could change them to replay. `None` for
+    /// clover-app, whose body is not authenticated, so replays cannot be told apart.
+    pub replay_key: Option<String>,
+    /// How long the key must be remembered: until the signed timestamp leaves the window
+    /// (`ts + tolerance - now`), or `tolerance_s` for schemes without a timestamp.
+    pub replay_ttl_s: i64,
+    /// Provider delivery id for logs/audit (`webhook-id`, `X-GitHub-Delivery`, ...), if sent.
+    pub delivery_id: Option<String>,
+}
+
+/// Why a delivery is refused. `message()` is the seed's client-facing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    SourceNotConfigured,
+    MissingSignature,
+    InvalidSignature,
+    /// Required timestamp absent (generic with `require_timestamp`, Stripe, Slack, ...).
+    MissingTimestamp,
+    InvalidTimestamp,
+    /// Outside the tolerance window, in either direction.
+    TimestampTooOld,
+    Replay,
+    BodyTooLarge,
+}
+
+impl Failure {
+    pub fn status(self) -> u16 {
+        match self {
+            Failure::BodyTooLarge => 413,
+            _ => 401,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Failure::SourceNotConfigured => "Webhook source not configured",
+            Failure::MissingSignature => "Missing webhook signature",
+            Failure::InvalidSignature => "Invalid webhook signature",
+            Failure::MissingTimestamp | Failure::InvalidTimestamp => "Invalid webhook timestamp",
+            Failure::TimestampTooOld => "Webhook timestamp too old",
+            Failure::Replay => "Webhook delivery already processed",
+            Failure::BodyTooLarge => "Webhook body too large",
+        }
+    }
+
+    /// Short code for stats and audit.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::SourceNotConfigured => "source_not_configured",
+            Failure::MissingSignature => "missing_signature",
+            Failure::InvalidSignature => "invalid_signature",
+            Failure::MissingTimestamp => "missing_timestamp",
+            Failure::InvalidTimestamp => "invalid_timestamp",
+            Failure::TimestampTooOld => "timestamp_too_old",
+            Failure::Replay => "replay",
+            Failure::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+/// Verifies one delivery for one source. The scheme used is the first of the source's schemes
+/// whose signature header is present; none present is "Missing webhook signature".
+/// `require_timestamp = false` is the seed's unsafe generic fallback (body signed alone).
+pub fn verify(
+    source: &SourceConfig,
+    name: &str,
+    req: &WebhookRequest<'_>,
+    now_unix: i64,
+    require_timestamp: bool,
+) -> Result<Verified, Failure> {
+    if !source.is_configured() {
+        return Err(Failure::SourceNotConfigured);
+    }
+    let schemes = source.effective_schemes(name);
+    let scheme = schemes
+        .iter()
+        .copied()
+        .find(|s| schemes::signature_present(*s, req))
+        .ok_or(Failure::MissingSignature)?;
+    let ctx = schemes::Ctx {
+        name,
+        source,
+        req,
+        now: now_unix,
+        require_timestamp,
+    };
+    schemes::verify_scheme(scheme, &ctx)
+}
+
+/// What the glue does with a delivery that was not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Verified(Verified),
+    /// Development only: the source has no secret, so the delivery passes unverified. Log a
+    /// warning (the seed skipped verification in development altogether).
+    UnverifiedDevelopment,
+}
+
+/// 413 decision: the glue refuses a body over `max_body_bytes` before buffering more.
+pub fn check_body_size(config: &WebhookConfig, body_len: u64) -> Result<(), Failure> {
+    if body_len > config.max_body_bytes {
+        Err(Failure::BodyTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+/// The environment policy. Production and staging require a valid signature (an unknown or
+/// secret-less source is refused); development verifies where a secret is configured and lets
+/// an unconfigured source pass with [`Outcome::UnverifiedDevelopment`]. Replay is checked
+/// separately by the glue.
+pub fn evaluate(
+    config: &WebhookConfig,
+    env: Environment,
+    source_name: &str,
+    req: &WebhookRequest<'_>,
+    now_unix: i64,
+) -> Result<Outcome, Failure> {
+    check_body_size(config, u64::try_from(req.body.len()).unwrap_or(u64::MAX))?;
+    match config.sources.get(source_name) {
+        Some(source) if source.is_configured() => {
+            verify(source, source_name, req, now_unix, config.require_timestamp)
+                .map(Outcome::Verified)
+        }
+        _ if env == Environment::Development => Ok(Outcome::UnverifiedDevelopment),
+        _ => Err(Failure::SourceNotConfigured),
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests;

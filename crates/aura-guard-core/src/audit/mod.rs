@@ -311,7 +311,7 @@ mod tests {
     fn jwt(sub: &str, secret: &[u8]) -> String {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine;
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{sub}"}}"#));
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();

@@ -22,6 +22,7 @@ setup:
 build:
 	@bash scripts/setup.sh build
 	@bash scripts/build-wasm.sh
+	cargo build -p aura-collector
 	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
 
 run: build

@@ -2,9 +2,14 @@
 # `make run`: the whole local stack in the foreground. Starts the demo upstream and Envoy with
 # the freshly built module (and, where installed, the services later capabilities add), waits
 # until it is ready, prints a banner, and stops every child on Ctrl-C or SIGTERM.
-# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080), RATELIMIT_GRPC_PORT
-# (8081; Redis and the service's HTTP port are picked free). The seed's variables
-# (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, JWT_SECRET_KEY, ...) configure the filter.
+# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080), COLLECTOR_PORT (9300),
+# RATELIMIT_GRPC_PORT (8081; Redis and the rate-limit service's HTTP port are picked free).
+# The seed's variables (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, JWT_SECRET_KEY, ...)
+# configure the filter. The audit collector stores under AUDIT_LOG_DIR (./logs/audit) and
+# AUDIT_DATABASE_URL / DATABASE_URL (./data/audit.db). AUDIT_COLLECTOR_TOKEN, when unset, is a
+# fresh random token for this run only (given to the collector and Envoy, never printed).
+# Audit is on in staging/production; make run also turns it on in development
+# (AUDIT_LOG_ENABLED=true unless set) so the pipeline can be tried.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -17,6 +22,16 @@ RATELIMIT_GRPC_PORT="${RATELIMIT_GRPC_PORT:-8081}"
 # The demo upstream signs its tokens with this and the filter verifies refresh tokens with it;
 # a demo value unless set (production refuses to start without one).
 if [ -z "${JWT_SECRET_KEY:-}" ]; then export JWT_SECRET_KEY=demo-jwt-secret; JWT_NOTE=" (demo value)"; fi
+COLLECTOR_PORT="${COLLECTOR_PORT:-9300}"
+COLLECTOR_BIN="${AURA_COLLECTOR_BIN:-$ROOT/target/debug/aura-collector}"
+if [ -z "${AUDIT_COLLECTOR_TOKEN:-}" ]; then
+  AUDIT_COLLECTOR_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  TOKEN_NOTE="random for this run"
+else
+  TOKEN_NOTE="from AUDIT_COLLECTOR_TOKEN"
+fi
+export AUDIT_COLLECTOR_TOKEN
+export AUDIT_LOG_ENABLED="${AUDIT_LOG_ENABLED:-true}"
 RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 mkdir -p "$RUN_DIR"
 PY="$ROOT/.venv/bin/python"
@@ -54,8 +69,14 @@ for _ in $(seq 1 600); do
 done
 grep -q "ratelimit ready" "$RUN_DIR/ratelimit.log" || { echo "run: ratelimit not ready; see $RUN_DIR/ratelimit.log" >&2; exit 1; }
 
+# The audit collector (crates/aura-collector), before Envoy so the first batch finds it.
+"$COLLECTOR_BIN" serve --listen "127.0.0.1:$COLLECTOR_PORT" >"$RUN_DIR/collector.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$COLLECTOR_PORT/healthz" collector "${PIDS[-1]}"
+
 "$PY" scripts/render_envoy.py --out "$RUN_DIR/envoy.yaml" \
   --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" --upstream-port "$UPSTREAM_PORT" \
+  --collector-port "$COLLECTOR_PORT" \
   --ratelimit-port "$RATELIMIT_GRPC_PORT" \
   ${AURA_GUARD_CONFIG:+--plugin-config "$AURA_GUARD_CONFIG"}
 "$(envoy_bin)" -c "$RUN_DIR/envoy.yaml" --disable-hot-restart --log-level info \
@@ -63,12 +84,19 @@ grep -q "ratelimit ready" "$RUN_DIR/ratelimit.log" || { echo "run: ratelimit not
 PIDS+=($!)
 wait_http "http://127.0.0.1:$ADMIN_PORT/ready" envoy "${PIDS[-1]}"
 
+# Never print a database URL: it may hold a password.
+if [ -n "${AUDIT_DATABASE_URL:-}" ]; then DB_NOTE='$AUDIT_DATABASE_URL'
+elif [ -n "${DATABASE_URL:-}" ]; then DB_NOTE='$DATABASE_URL'
+else DB_NOTE=./data/audit.db; fi
+
 cat <<BANNER
 
   aura-guard is running (environment: ${ENVIRONMENT:-development})
     proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
     admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)
     upstream  http://127.0.0.1:$UPSTREAM_PORT   (demo)
+    collector http://127.0.0.1:$COLLECTOR_PORT   (audit; token $TOKEN_NOTE; audit enabled: $AUDIT_LOG_ENABLED)
+              files ${AUDIT_LOG_DIR:-./logs/audit}, database $DB_NOTE
     ratelimit $(grep -o 'grpc=[^ ]*' "$RUN_DIR/ratelimit.log" | head -1) $(grep -o 'redis=[^ ]*' "$RUN_DIR/ratelimit.log" | head -1)   (envoyproxy/ratelimit + Redis, envoy/ratelimit/config.yaml)
     jwt       JWT_SECRET_KEY${JWT_NOTE:-}
     logs      $RUN_DIR/*.log
@@ -78,6 +106,9 @@ cat <<BANNER
     curl -si -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=demo&password=demo-password'
     for i in \$(seq 6); do curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=test&password=wrong'; done
     curl -s  http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom
+    curl -si -X POST http://127.0.0.1:$LISTEN_PORT/api/v1/payments/refund -H 'content-type: application/json' -d '{"amount":5,"card_token":"tok_x"}'
+    $COLLECTOR_BIN query --type payment_refund      # audit records (after ~1 s)
+    $COLLECTOR_BIN verify                           # hash chain check
 
   Ctrl-C stops everything.
 BANNER

@@ -3,9 +3,12 @@
 //! `Result` handled: a failed host call is logged, never unwrapped) and forwards callbacks to
 //! the core's per-request pipeline.
 
+mod audit_service;
+
+use audit_service::AuditService;
 use aura_guard_core::config::Config;
 use aura_guard_core::filter::{Action as CoreAction, HttpFilter, Policy};
-use aura_guard_core::host::{GrpcCall, Host, Level};
+use aura_guard_core::host::{GrpcCall, Host, Level, SharedDataError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
@@ -21,7 +24,7 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(LogLevel::Critical, &format!("aura-guard panic: {info}"));
     }));
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(AuraRoot { context_id, policy: None })
+        Box::new(AuraRoot { context_id, policy: None, audit_service: None })
     });
 }}
 
@@ -29,9 +32,23 @@ struct AuraRoot {
     /// Fire-and-forget gRPC calls are made on the root context so they outlive the request.
     context_id: u32,
     policy: Option<Rc<Policy>>,
+    /// Set in the audit shipper's service VM (root_id `aura-guard-audit`).
+    audit_service: Option<AuditService>,
 }
 
-impl Context for AuraRoot {}
+impl Context for AuraRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_http_call_response(token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for AuraRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -45,6 +62,10 @@ impl RootContext for AuraRoot {
                 return false;
             }
         };
+        if audit_service::is_service_root() {
+            self.audit_service = AuditService::configure(&raw);
+            return self.audit_service.is_some();
+        }
         // WASI environ: Envoy passes what `vm_config.environment_variables` names.
         let env = |key: &str| std::env::var(key).ok();
         match Config::load(&raw, &env) {
@@ -69,6 +90,13 @@ impl RootContext for AuraRoot {
                             config.ratelimit.jwt_secret_env
                         ),
                     );
+                }
+                if config.webhook.replay.enabled {
+                    // Before this worker serves requests (see init_replay_store).
+                    aura_guard_core::filter::init_replay_store(&mut WasmHost {
+                        context_id: self.context_id,
+                        root_context_id: self.context_id,
+                    });
                 }
                 self.policy = Some(Rc::new(Policy::new(config)));
                 true
@@ -97,6 +125,18 @@ impl RootContext for AuraRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_tick();
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_queue_ready(queue_id);
+        }
     }
 }
 
@@ -164,6 +204,10 @@ impl HttpContext for AuraHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.filter.on_response_headers(&mut self.host))
     }
+
+    fn on_log(&mut self) {
+        self.filter.on_log(&mut self.host);
+    }
 }
 
 fn log_line(level: LogLevel, message: &str) {
@@ -174,6 +218,8 @@ fn log_line(level: LogLevel, message: &str) {
 thread_local! {
     /// Counter ids by name, defined on first use (one VM per worker, so per thread).
     static COUNTERS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Shared queue ids by (vm_id, name), resolved on first use.
+    static QUEUES: RefCell<HashMap<(String, String), u32>> = RefCell::new(HashMap::new());
 }
 
 /// `Host` over proxy-wasm host calls. Every failure is logged and turned into "absent".
@@ -257,10 +303,15 @@ impl Host for WasmHost {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).unwrap_or_else(|status| {
-            Self::warn_failed("get_http_request_header", status);
-            None
-        })
+        // Bytes, converted lossily: the String variant unwraps UTF-8 (a client could trap
+        // the VM with an obs-text value).
+        match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(status) => {
+                Self::warn_failed("get_http_request_header", status);
+                None
+            }
+        }
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) {
@@ -272,10 +323,15 @@ impl Host for WasmHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).unwrap_or_else(|status| {
-            Self::warn_failed("get_http_response_header", status);
-            None
-        })
+        // Bytes, converted lossily: the String variant unwraps UTF-8 (a client could trap
+        // the VM with an obs-text value).
+        match hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(status) => {
+                Self::warn_failed("get_http_response_header", status);
+                None
+            }
+        }
     }
 
     fn set_response_header(&mut self, name: &str, value: &str) {
@@ -312,12 +368,36 @@ impl Host for WasmHost {
         }
     }
 
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // The bytes variant: the SDK's String variant unwraps UTF-8 and would trap the VM on
+        // an obs-text header value a client can send at will.
+        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+            Err(status) => {
+                Self::warn_failed("get_http_request_headers", status);
+                Vec::new()
+            }
+        }
+    }
+
     fn downstream_address(&self) -> Option<String> {
         match hostcalls::get_property(vec!["source", "address"]) {
-            Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
-            Ok(None) => None,
+            Ok(v) => v.and_then(|b| String::from_utf8(b).ok()),
             Err(status) => {
                 Self::warn_failed("get_property(source.address)", status);
+                None
+            }
+        }
+    }
+
+    fn response_code(&self) -> Option<u32> {
+        match hostcalls::get_property(vec!["response", "code"]) {
+            Ok(v) => v.and_then(|b| aura_guard_core::audit::parse_response_code(&b)),
+            Err(status) => {
+                Self::warn_failed("get_property(response.code)", status);
                 None
             }
         }
@@ -339,6 +419,64 @@ impl Host for WasmHost {
             Err(status) => {
                 Self::warn_failed("dispatch_grpc_call", status);
                 None
+            }
+        }
+    }
+
+    fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+        let key = (vm_id.to_string(), queue.to_string());
+        // Resolved once per worker; resolved again if the queue went away (service reload).
+        for attempt in 0..2 {
+            let id = QUEUES.with(|q| q.borrow().get(&key).copied());
+            let id = match id {
+                Some(id) => id,
+                None => match hostcalls::resolve_shared_queue(vm_id, queue) {
+                    Ok(Some(id)) => {
+                        QUEUES.with(|q| q.borrow_mut().insert(key.clone(), id));
+                        id
+                    }
+                    Ok(None) => return false,
+                    Err(status) => {
+                        Self::warn_failed("resolve_shared_queue", status);
+                        return false;
+                    }
+                },
+            };
+            match hostcalls::enqueue_shared_queue(id, Some(data)) {
+                Ok(()) => return true,
+                Err(status) => {
+                    QUEUES.with(|q| q.borrow_mut().remove(&key));
+                    if attempt == 1 {
+                        Self::warn_failed("enqueue_shared_queue", status);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn get_shared_data(
+        &self,
+        key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<u32>), SharedDataError> {
+        hostcalls::get_shared_data(key).map_err(|status| {
+            Self::warn_failed("get_shared_data", status);
+            SharedDataError::Unavailable
+        })
+    }
+
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(proxy_wasm::types::Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(status) => {
+                Self::warn_failed("set_shared_data", status);
+                Err(SharedDataError::Unavailable)
             }
         }
     }

@@ -3,6 +3,7 @@
 //! they exist. Parsing is strict (`deny_unknown_fields`) and `Config::load` validates
 //! everything, so a bad configuration is refused at `on_configure` with an error naming the field.
 
+pub mod audit;
 pub mod debug;
 pub mod headers;
 pub mod ratelimit;
@@ -12,6 +13,7 @@ pub mod webhook;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use audit::AuditConfig;
 pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
 pub use ratelimit::{RateLimitConfig, ResolvedRateLimitConfig};
@@ -101,14 +103,17 @@ pub struct Config {
     /// Overridden by `ENVIRONMENT`.
     pub environment: Environment,
     pub headers: HeadersConfig,
-    /// Largest request body the filter buffers when a stage needs the whole body (webhooks,
-    /// auth identities, audited operations); larger gets 413. Envoy's own buffer limit
-    /// (1 MiB by default) must not be smaller.
+    /// Largest request body the filter buffers when a stage needs the whole body (auth
+    /// identities, audited operations); larger gets 413. Webhook routes use
+    /// `webhook.max_body_bytes` instead. Envoy's own buffer limit (1 MiB by default) must not
+    /// be smaller than either.
     pub max_body_bytes: usize,
     /// Debug-endpoint protection (seed §1); `DEBUG_ENDPOINTS_*` override it.
     pub debug: DebugConfig,
     /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
     pub versions: VersionsConfig,
+    /// Audit records (seed §3); `AUDIT_LOG_ENABLED` overrides `audit.enabled`.
+    pub audit: AuditConfig,
     /// Webhook signature verification (seed §2 and the providers' schemes).
     pub webhook: WebhookConfig,
     /// Auth rate limiting (seed §4) through envoyproxy/ratelimit; docs/ratelimit.md.
@@ -126,6 +131,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             debug: DebugConfig::default(),
             versions: VersionsConfig::default(),
+            audit: AuditConfig::default(),
             webhook: WebhookConfig::default(),
             ratelimit: RateLimitConfig::default(),
             ratelimit_resolved: None,
@@ -172,6 +178,7 @@ impl Config {
         }
         self.debug.apply_env_overrides(env);
         self.versions.apply_env_overrides(env);
+        self.audit.apply_env(env)?;
         self.webhook.apply_env(env);
         Ok(())
     }
@@ -183,6 +190,7 @@ impl Config {
         self.headers.validate("headers")?;
         self.debug.validate()?;
         self.versions.validate()?;
+        self.audit.validate()?;
         self.webhook.validate("webhook")?;
         self.ratelimit.validate()
     }

@@ -615,6 +615,8 @@ mod tests {
             "6.6.6.6, 10.0.0.7,192.0.2.2".into(),
         ));
         assert_eq!(f.client_ip(&host), parse_ip("10.0.0.7"));
+        // Audit reads the raw header with the same rule: one more hop for Envoy's own entry.
+        assert_eq!(f.policy().audit.trusted_hops, 2);
         let f = filter_in("production", "{}");
         assert_eq!(f.client_ip(&host), parse_ip("127.0.0.1"));
     }

@@ -21,15 +21,19 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -50,6 +54,15 @@ BENCH_ENV = {"JWT_SECRET_KEY": "bench-only-jwt-secret-0123456789abcdef"}
 # saturated 2-core machine the service sometimes needs longer; a timeout would turn into a
 # fast fail-open (or a 503) and flatter or spoil the numbers, so both get the same 1 s.
 RLS_TIMEOUT_MS = 1000
+# The webhook case: a test secret and a ~1 KB delivery, signed once here (GitHub's scheme,
+# HMAC-SHA256 of the body). Replay protection is off for this case only, because wrk repeats
+# the same delivery and each would otherwise be refused as a replay after the first.
+WEBHOOK_SECRET = "bench-only-webhook-secret"
+WEBHOOK_BODY = json.dumps({"action": "bench", "zen": "x" * 900, "repository": {"id": 1}})
+WEBHOOK_SIGNATURE = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), WEBHOOK_BODY.encode(),
+                                         hashlib.sha256).hexdigest()
+WRK_ENV = {"BENCH_WRK_DIR": str(BENCH / "wrk"), "BENCH_WEBHOOK_BODY": WEBHOOK_BODY,
+           "BENCH_WEBHOOK_SIGNATURE": WEBHOOK_SIGNATURE}
 
 ROUTER = {
     "name": "envoy.filters.http.router",
@@ -133,6 +146,12 @@ AURA_RATELIMIT_CONFIG = {
     "ratelimit": {"enabled": True, "timeout_ms": RLS_TIMEOUT_MS, "trusted_hops": 1},
 }
 
+AURA_WEBHOOK_CONFIG = {
+    "environment": "production",
+    "webhook": {"replay": {"enabled": False},
+                "sources": {"github": {"secrets": [WEBHOOK_SECRET], "schemes": ["github"]}}},
+}
+
 # Each case: the filters before the router, the wrk script (request shape), the case whose
 # throughput is its 1.0 (same request shape), and what it needs.
 CASES = [
@@ -145,14 +164,24 @@ CASES = [
      "filters": [lambda: aura_filter({"environment": "production"})],
      "wrk": "ping.lua", "baseline": "bare"},
     {"id": "bare-login", "label": "bare Envoy, POST /auth/login", "filters": [],
-     "wrk": "login.lua", "baseline": "bare-login"},
+     "wrk": "login.lua", "baseline": "bare-login", "upstream": True},
     {"id": "native-ratelimit", "label": "Envoy ratelimit filter + envoyproxy/ratelimit + Redis",
-     "filters": [native_ratelimit_filter], "rate_limits": NATIVE_RATE_LIMITS,
+     "filters": [native_ratelimit_filter], "rate_limits": NATIVE_RATE_LIMITS, "upstream": True,
      "wrk": "login.lua", "baseline": "bare-login", "rls": True},
     {"id": "aura-ratelimit", "label": "aura-guard production, auth route rate limit",
-     "filters": [lambda: aura_filter(AURA_RATELIMIT_CONFIG)],
+     "filters": [lambda: aura_filter(AURA_RATELIMIT_CONFIG)], "upstream": True,
      "wrk": "login.lua", "baseline": "bare-login", "rls": True, "optional": True},
+    {"id": "bare-webhook", "label": "bare Envoy, POST /webhooks/github", "filters": [],
+     "wrk": "webhook.lua", "baseline": "bare-webhook"},
+    {"id": "aura-webhook", "label": "aura-guard production, webhook signature (GitHub)",
+     "filters": [lambda: aura_filter(AURA_WEBHOOK_CONFIG)],
+     "wrk": "webhook.lua", "baseline": "bare-webhook", "optional": True,
+     # An unsigned delivery must be refused; if it is not, the stage is not in this build.
+     "probe": ("POST", "/webhooks/github", {"Content-Type": "application/json"}, WEBHOOK_BODY)},
 ]
+
+REQUESTS = {"ping.lua": "GET /api/v2/ping", "login.lua": "POST /auth/login (new client each)",
+            "webhook.lua": "POST /webhooks/github (1 KB, signed)"}
 
 
 def envoy_bin() -> str:
@@ -170,9 +199,34 @@ def clean_env(extra: dict | None = None) -> dict:
     return env
 
 
-def envoy_config(case: dict, listen_port: int, admin_port: int, rls_port: int) -> dict:
-    """envoy/envoy.yaml's listener and HCM settings, with a direct_response route, the case's
-    filters and only the ratelimit cluster (the upstream and collector are never called)."""
+def upstream_config(listen_port: int, admin_port: int) -> dict:
+    """The login group's upstream: another Envoy that answers every request itself, so it is
+    fast and the same for every case of the group."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "upstream",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": DIRECT_RESPONSE}]}]},
+        "http_filters": [ROUTER],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {"listeners": [{
+            "name": "upstream",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}],
+        }]},
+    }
+
+
+DIRECT_RESPONSE = {"status": 200, "body": {"inline_string": "{\"ok\":true}\n"}}
+
+
+def envoy_config(case: dict, listen_port: int, admin_port: int, rls_port: int,
+                 upstream_port: int) -> dict:
+    """envoy/envoy.yaml's listener and HCM settings, with a direct_response route (or, for the
+    login group, a route to the bench upstream), the case's filters, and the clusters."""
     with open(ROOT / "envoy" / "envoy.yaml") as f:
         cfg = yaml.safe_load(f)
     cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": admin_port}
@@ -180,15 +234,19 @@ def envoy_config(case: dict, listen_port: int, admin_port: int, rls_port: int) -
     listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": listen_port}
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["stat_prefix"] = "bench"
-    route = {"match": {"prefix": "/"},
-             "direct_response": {"status": 200, "body": {"inline_string": "{\"ok\":true}\n"}}}
+    if case.get("upstream"):
+        route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "15s"}}
+    else:
+        route = {"match": {"prefix": "/"}, "direct_response": DIRECT_RESPONSE}
     vhost = {"name": "bench", "domains": ["*"], "routes": [route]}
     if case.get("rate_limits"):
         vhost["rate_limits"] = case["rate_limits"]
     hcm["route_config"] = {"name": "bench", "virtual_hosts": [vhost]}
     hcm["http_filters"] = [make() for make in case["filters"]] + [ROUTER]
-    clusters = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "ratelimit"]
-    render_envoy.set_cluster_port({"static_resources": {"clusters": clusters}}, "ratelimit", rls_port)
+    clusters = [c for c in cfg["static_resources"]["clusters"] if c["name"] in ("ratelimit", "upstream")]
+    holder = {"static_resources": {"clusters": clusters}}
+    render_envoy.set_cluster_port(holder, "ratelimit", rls_port)
+    render_envoy.set_cluster_port(holder, "upstream", upstream_port)
     cfg["static_resources"]["clusters"] = clusters
     return cfg
 
@@ -199,7 +257,7 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 class EnvoyCase:
-    def __init__(self, case: dict, workdir: Path, rls_port: int):
+    def __init__(self, case: dict, workdir: Path, rls_port: int, upstream_port: int):
         self.case = case
         self.id = case["id"]
         self.listen_port = free_port()
@@ -207,9 +265,12 @@ class EnvoyCase:
         self.dir = workdir / self.id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "envoy.yaml"
+        if case.get("is_upstream"):
+            cfg = upstream_config(self.listen_port, self.admin_port)
+        else:
+            cfg = envoy_config(case, self.listen_port, self.admin_port, rls_port, upstream_port)
         with open(self.config_path, "w") as f:
-            yaml.safe_dump(envoy_config(case, self.listen_port, self.admin_port, rls_port), f,
-                           sort_keys=False)
+            yaml.safe_dump(cfg, f, sort_keys=False)
         self.log = self.dir / "envoy.log"
         self.proc: subprocess.Popen | None = None
 
@@ -247,6 +308,20 @@ class EnvoyCase:
             time.sleep(0.1)
         raise RuntimeError(f"envoy for {self.id} not ready after {timeout}s; see {self.log}")
 
+    def probe_status(self) -> int | None:
+        """Status of the case's probe request (None when it has none)."""
+        probe = self.case.get("probe")
+        if not probe:
+            return None
+        method, path, headers, body = probe
+        req = urllib.request.Request(f"http://127.0.0.1:{self.listen_port}{path}", method=method,
+                                     headers=headers, data=body.encode())
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
     def counter(self, name: str) -> int:
         _, body = http_get(self.admin_port, "/stats?format=json&filter=^" + name + "$")
         for s in json.loads(body).get("stats", []):
@@ -274,7 +349,7 @@ def tail(path: Path, n: int = 20) -> str:
 def run_wrk(port: int, script: str, duration: float, connections: int) -> dict:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
            "-s", str(BENCH / "wrk" / script), f"http://127.0.0.1:{port}"]
-    env = dict(os.environ, BENCH_WRK_DIR=str(BENCH / "wrk"))
+    env = dict(os.environ, **WRK_ENV)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
     for line in r.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
@@ -290,8 +365,7 @@ def summarise(case: dict, runs: list[dict], rls_calls: int) -> dict:
     return {
         "id": case["id"],
         "label": case["label"],
-        "request": "GET /api/v2/ping" if case["wrk"] == "ping.lua"
-                   else "POST /auth/login (new client each)",
+        "request": REQUESTS[case["wrk"]],
         "baseline": case["baseline"],
         "rounds": len(runs),
         "rps_median": statistics.median(r["rps"] for r in runs) if runs else 0.0,
@@ -318,10 +392,12 @@ def add_ratios(rows: list[dict]) -> None:
 def markdown(result: dict) -> str:
     p = result["params"]
     out = [
-        f"Run {result['started']} on {result['machine']} ({result['cpus']} CPUs), Envoy "
-        f"{result['envoy']}: 1 Envoy worker, wrk -t1 -c{p['connections']}, {p['rounds']} "
-        f"interleaved rounds of {p['duration_s']} s per case after {p['warmup_s']} s warm-up, "
-        "direct_response route.",
+        f"Run {result['started']} on {result['machine']} ({result['cpus']} CPUs, load average "
+        f"{result['loadavg']} at the start), Envoy {result['envoy']}: 1 Envoy worker, "
+        f"wrk -t1 -c{p['connections']}, {p['rounds']} interleaved round(s) of {p['duration_s']:g} s "
+        f"per case after {p['warmup_s']:g} s warm-up. Routes answer with direct_response; the "
+        "POST /auth/login group goes through a second Envoy that answers directly. Ratios are "
+        "to the bare Envoy case of the same request.",
         "",
         "| case | request | req/s (median) | min–max | vs baseline | p99 ms | non-2xx | RLS calls/req |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -345,9 +421,9 @@ def markdown(result: dict) -> str:
 def envoy_version() -> str:
     try:
         v = subprocess.run([envoy_bin(), "--version"], capture_output=True, text=True, timeout=30)
-        for word in v.stdout.split():
-            if word.count("/") >= 2:
-                return word.split("/")[0]
+        m = re.search(r"/(\d+\.\d+\.\d+)/", v.stdout + v.stderr)
+        if m:
+            return m.group(1)
     except (OSError, subprocess.SubprocessError):
         pass
     return "unknown"
@@ -386,7 +462,9 @@ def main() -> int:
         cases = [c for c in CASES if c["id"] in wanted]
     for need, what in ((AURA_WASM, "make build"),
                        (NOOP_WASM, "bash scripts/build-wasm.sh -p noop-filter")):
-        if not need.is_file():
+        used = any(c["id"].startswith("aura-") if need == AURA_WASM else c["id"] == "noop-wasm"
+                   for c in cases)
+        if used and not need.is_file():
             print(f"bench: {need} is missing: run `{what}` (make bench does both)", file=sys.stderr)
             return 2
     if not shutil.which("wrk"):
@@ -394,9 +472,12 @@ def main() -> int:
         return 2
 
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Recorded because the machine may be shared: a busy one lowers every case.
+    loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     a.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aura-bench-"))
     rls = None
+    upstream = None
     envoys: list[EnvoyCase] = []
     rows: dict[str, dict] = {}
     try:
@@ -408,8 +489,14 @@ def main() -> int:
             conf_dir.mkdir(parents=True)
             shutil.copy(BENCH / "ratelimit" / "bench.yaml", conf_dir / "bench.yaml")
             rls = RateLimitService(work / "ratelimit", grpc_port=rls_port).start()
+        upstream = None
+        if any(c.get("upstream") for c in cases):
+            upstream = EnvoyCase({"id": "upstream", "is_upstream": True}, work, 0, 0)
+            upstream.start()
+            upstream.wait_ready()
+        upstream_port = upstream.listen_port if upstream else free_port()
         for c in cases:
-            e = EnvoyCase(c, work, rls_port)
+            e = EnvoyCase(c, work, rls_port, upstream_port)
             # A case for a stage this build may not have yet: run it only if Envoy (and the
             # filter's configuration check) accepts its config. Others fail loudly at start.
             problem = e.validate() if c.get("optional") else None
@@ -421,8 +508,14 @@ def main() -> int:
                 continue
             e.start()
             envoys.append(e)
+        probe_notes = {}
         for e in envoys:
             e.wait_ready()
+            status = e.probe_status()
+            if status == 200:
+                probe_notes[e.id] = ("an unsigned probe request got 200: this build does not "
+                                     "verify this route yet, so the row measures the filter "
+                                     "without that stage")
         print(f"bench: {len(envoys)} cases, {a.rounds} rounds x {a.duration:g}s, "
               f"warm-up {a.warmup:g}s, wrk -t1 -c{a.connections}", flush=True)
         if a.warmup > 0:
@@ -439,6 +532,8 @@ def main() -> int:
         for e in envoys:
             calls = e.counter("cluster.ratelimit.upstream_rq_total") - rls_before[e.id]
             row = summarise(e.case, runs[e.id], calls)
+            if e.id in probe_notes:
+                row["note"] = probe_notes[e.id]
             if e.case.get("rls") and row["requests"] and calls == 0:
                 row["note"] = ("no rate-limit service calls: this build does not rate-limit "
                                "the route yet, so the row measures the filter without it")
@@ -448,6 +543,8 @@ def main() -> int:
     finally:
         for e in envoys:
             e.stop()
+        if upstream is not None:
+            upstream.stop()
         if rls is not None:
             rls.stop()
 
@@ -457,8 +554,10 @@ def main() -> int:
         "started": started,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "loadavg": loadavg,
         "envoy": envoy_version(),
-        "upstream": "direct_response",
+        "upstream": "direct_response; the login group routes to a second Envoy that answers "
+                    "directly (Envoy's ratelimit filter skips direct_response routes)",
         "params": {"duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
                    "connections": a.connections, "wrk_threads": 1, "envoy_workers": 1},
         "cases": ordered,

@@ -282,7 +282,10 @@ class EnvoyCase:
         if r.returncode == 0:
             return None
         lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-        return " | ".join(lines[-3:])[-400:]
+        # The filter's own reason (e.g. "invalid configuration: unknown field `ratelimit`")
+        # says more than Envoy's generic "Unable to create Wasm plugin".
+        why = [ln for ln in lines if "invalid configuration" in ln] or lines[-2:]
+        return " | ".join(ln.split("] ")[-1] for ln in why)[-400:]
 
     def start(self) -> None:
         logf = open(self.log, "ab")
@@ -502,7 +505,8 @@ def main() -> int:
             problem = e.validate() if c.get("optional") else None
             if problem is not None:
                 rows[c["id"]] = {"id": c["id"], "label": c["label"], "baseline": c["baseline"],
-                                 "skipped": "this build refuses the config (stage not in it)",
+                                 "skipped": "this build refuses the case's plugin config "
+                                            "(stage not in it yet)",
                                  "detail": problem}
                 print(f"bench: skipping {c['id']}: {problem}", file=sys.stderr)
                 continue

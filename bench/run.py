@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """`make bench`: what aura-guard costs, measured side by side in one run.
 
-Every case is the same Envoy (one worker, the HCM settings of envoy/envoy.yaml, a
-`direct_response` route) with a different HTTP filter in front of the router; wrk sends the
-same load to each. Cases are run in interleaved rounds (a b c ... a b c ...) so that drift on a
-shared machine spreads over all of them, and the table reports per case the median req/s, the
-median p99 latency and the ratio to bare Envoy under the same request.
+Every case is the same Envoy (one worker, the HCM settings of envoy/envoy.yaml, a route that
+answers by itself) with a different HTTP filter in front of the router; wrk sends the same load
+to each. Cases run in interleaved rounds (a b c ..., then b c ... a, ...) so that drift on a
+shared machine spreads over all of them; the table reports per case the median req/s, the
+median p99 latency and the ratio to bare Envoy sending the same request.
 
 Why direct_response: the demo upstream is a Python server that tops out at a few thousand
 requests per second; behind it every case would measure Python. A direct_response route answers
-from Envoy itself, so the differences between cases are the filters' own cost.
+from Envoy itself, so the differences between cases are the filters' own cost. The auth group
+(bare-login, native-ratelimit, aura-ratelimit) routes to a second Envoy that answers directly
+instead, because Envoy's ratelimit filter skips routes without a route entry. See
+docs/benchmarks.md.
 
 Usage: bench/run.py [--duration S] [--rounds N] [--warmup S] [--connections N]
                     [--cases a,b,...] [--out-dir DIR] [--list]
@@ -492,7 +495,6 @@ def main() -> int:
             conf_dir.mkdir(parents=True)
             shutil.copy(BENCH / "ratelimit" / "bench.yaml", conf_dir / "bench.yaml")
             rls = RateLimitService(work / "ratelimit", grpc_port=rls_port).start()
-        upstream = None
         if any(c.get("upstream") for c in cases):
             upstream = EnvoyCase({"id": "upstream", "is_upstream": True}, work, 0, 0)
             upstream.start()
@@ -528,7 +530,10 @@ def main() -> int:
         rls_before = {e.id: e.counter("cluster.ratelimit.upstream_rq_total") for e in envoys}
         runs: dict[str, list[dict]] = {e.id: [] for e in envoys}
         for rnd in range(a.rounds):
-            for e in envoys:
+            # Each round starts one case later, so no case always runs first or right after
+            # the same neighbour.
+            shift = rnd % len(envoys) if envoys else 0
+            for e in envoys[shift:] + envoys[:shift]:
                 r = run_wrk(e.listen_port, e.case["wrk"], a.duration, a.connections)
                 runs[e.id].append(r)
                 print(f"  round {rnd + 1}/{a.rounds} {e.id:18} {r['rps']:>10,.0f} req/s  "

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Demo upstream for `make run` and the end-to-end tests (a demo, not product).
 
-Every request gets 200 JSON {"upstream":"demo","method","path","headers","body_sha256"},
+Every request gets 200 JSON {"upstream":"demo","method","path","headers","body_sha256"} (or the
+status named by an `X-Demo-Status` request header),
 except GET /health (200 {"status":"ok"}) and POST /auth/login (form or JSON username/password):
 200 with a bearer token for demo / demo-password, else 401 {"detail":"Incorrect username or
 password"}. With --record FILE, every request is appended to FILE as one JSON line, so tests
@@ -100,8 +101,11 @@ class Handler(BaseHTTPRequestHandler):
                                         "token_type": "bearer"})
             return self._send(401, {"detail": "Incorrect username or password"},
                               [("WWW-Authenticate", "Bearer")])
-        return self._send(200, {"upstream": "demo", "method": self.command, "path": self.path,
-                                "headers": headers, "body_sha256": record["body_sha256"]})
+        # Tests make the upstream fail on purpose (e.g. a webhook provider's retry after a 5xx).
+        status = int(headers.get("x-demo-status", "200") or 200)
+        return self._send(status, {"upstream": "demo", "method": self.command,
+                                   "path": self.path, "headers": headers,
+                                   "body_sha256": record["body_sha256"]})
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 

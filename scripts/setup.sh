@@ -47,7 +47,7 @@ step_envoy() {
 
 step_python_test_deps() { # pytest for the tests, PyYAML for scripts/render_envoy.py
   if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-  if ! .venv/bin/python -c 'import pytest, xdist' 2>/dev/null; then
+  if ! .venv/bin/python -c "import pytest, xdist, h2" 2>/dev/null; then
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
   fi
   step "python deps: $(.venv/bin/python -m pytest --version 2>&1 | head -1)"

@@ -5,7 +5,7 @@
 
 use aura_guard_core::config::Config;
 use aura_guard_core::filter::{Action as CoreAction, HttpFilter, Policy};
-use aura_guard_core::host::{Host, Level};
+use aura_guard_core::host::{Host, Level, SharedDataError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
@@ -53,6 +53,10 @@ impl RootContext for AuraRoot {
                         config.environment.as_str()
                     ),
                 );
+                if config.webhook.replay.enabled {
+                    // Before this worker serves requests (see init_replay_store).
+                    aura_guard_core::filter::init_replay_store(&mut WasmHost);
+                }
                 self.policy = Some(Rc::new(Policy::new(config)));
                 true
             }
@@ -206,10 +210,15 @@ impl Host for WasmHost {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).unwrap_or_else(|status| {
-            Self::warn_failed("get_http_request_header", status);
-            None
-        })
+        // Bytes, converted lossily: the String variant unwraps UTF-8 (a client could trap
+        // the VM with an obs-text value).
+        match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(status) => {
+                Self::warn_failed("get_http_request_header", status);
+                None
+            }
+        }
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) {
@@ -221,10 +230,15 @@ impl Host for WasmHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).unwrap_or_else(|status| {
-            Self::warn_failed("get_http_response_header", status);
-            None
-        })
+        // Bytes, converted lossily: the String variant unwraps UTF-8 (a client could trap
+        // the VM with an obs-text value).
+        match hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(status) => {
+                Self::warn_failed("get_http_response_header", status);
+                None
+            }
+        }
     }
 
     fn set_response_header(&mut self, name: &str, value: &str) {
@@ -258,6 +272,57 @@ impl Host for WasmHost {
     fn resume_request(&mut self) {
         if let Err(status) = hostcalls::resume_http_request() {
             Self::warn_failed("resume_http_request", status);
+        }
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // The bytes variant: the SDK's String variant unwraps UTF-8 and would trap the VM on
+        // an obs-text header value a client can send at will.
+        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+            Err(status) => {
+                Self::warn_failed("get_http_request_headers", status);
+                Vec::new()
+            }
+        }
+    }
+
+    fn downstream_address(&self) -> Option<String> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(v) => v.and_then(|b| String::from_utf8(b).ok()),
+            Err(status) => {
+                Self::warn_failed("get_property(source.address)", status);
+                None
+            }
+        }
+    }
+
+    fn get_shared_data(
+        &self,
+        key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<u32>), SharedDataError> {
+        hostcalls::get_shared_data(key).map_err(|status| {
+            Self::warn_failed("get_shared_data", status);
+            SharedDataError::Unavailable
+        })
+    }
+
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(proxy_wasm::types::Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(status) => {
+                Self::warn_failed("set_shared_data", status);
+                Err(SharedDataError::Unavailable)
+            }
         }
     }
 }

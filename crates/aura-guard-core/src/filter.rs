@@ -10,6 +10,11 @@ use crate::path::{normalise, NormalisedPath};
 use crate::versions::{self, VersionDecision};
 use std::rc::Rc;
 
+mod webhook;
+pub use webhook::{
+    init_replay_store, replay_insert, replay_remove, sanitised_headers, stat_name, ReplayStoreError,
+};
+
 /// What the glue tells Envoy after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -59,6 +64,8 @@ pub struct HttpFilter {
     events: Vec<SecurityEvent>,
     /// Response headers decided on the request path (e.g. deprecation warnings).
     extra_response_headers: Vec<(String, String)>,
+    /// The webhook replay key this request recorded, released unless the upstream answers 2xx.
+    webhook_replay: Option<webhook::RecordedReplay>,
     #[cfg(test)]
     pub(crate) force_hold_for_body: bool,
 }
@@ -75,6 +82,7 @@ impl HttpFilter {
             replied: false,
             events: Vec::new(),
             extra_response_headers: Vec::new(),
+            webhook_replay: None,
             #[cfg(test)]
             force_hold_for_body: false,
         }
@@ -93,6 +101,14 @@ impl HttpFilter {
         if !self.hold_for_body {
             return Action::Continue;
         }
+        // A declared length over the limit is refused before anything is buffered.
+        let declared = host
+            .request_header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.body_limit()) {
+            self.body_too_large(host);
+            return Action::Pause;
+        }
         if end_of_stream {
             return self.finish_body(host);
         }
@@ -110,13 +126,8 @@ impl HttpFilter {
             return Action::Continue;
         }
         self.body_size = body_size;
-        if body_size > self.policy.config.max_body_bytes {
-            self.reply_json(
-                host,
-                413,
-                &serde_json::json!({"detail": "Request body too large"}),
-                &[],
-            );
+        if u64::try_from(body_size).unwrap_or(u64::MAX) > self.body_limit() {
+            self.body_too_large(host);
             return Action::Pause;
         }
         if !end_of_stream {
@@ -135,6 +146,10 @@ impl HttpFilter {
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Action {
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        self.webhook_release_unless_2xx(host, status);
         for h in self.policy.security_headers.headers() {
             if h.overwrite || host.response_header(&h.name).is_none() {
                 host.set_response_header(&h.name, &h.value);
@@ -245,7 +260,41 @@ impl HttpFilter {
         if self.force_hold_for_body {
             return true;
         }
+        if self.webhook_source().is_some() {
+            return true;
+        }
         false
+    }
+
+    /// Largest body held: a webhook route uses `webhook.max_body_bytes`, any other held
+    /// request the global `max_body_bytes`.
+    fn body_limit(&self) -> u64 {
+        let cfg = &self.policy.config;
+        if self.webhook_source().is_some() {
+            cfg.webhook.max_body_bytes
+        } else {
+            u64::try_from(cfg.max_body_bytes).unwrap_or(u64::MAX)
+        }
+    }
+
+    /// 413: on a webhook route as a webhook failure (event, stat, its own message).
+    fn body_too_large(&mut self, host: &mut dyn Host) {
+        if let Some(source) = self.webhook_source() {
+            let headers = host.request_headers();
+            self.webhook_refuse(
+                host,
+                &source,
+                crate::webhook::Failure::BodyTooLarge,
+                &headers,
+            );
+            return;
+        }
+        self.reply_json(
+            host,
+            413,
+            &serde_json::json!({"detail": "Request body too large"}),
+            &[],
+        );
     }
 
     /// Runs the body stages once the whole body is buffered.
@@ -271,7 +320,12 @@ impl HttpFilter {
         self.body_stages(host, &body)
     }
 
-    fn body_stages(&mut self, _host: &mut dyn Host, _body: &[u8]) -> Action {
+    fn body_stages(&mut self, host: &mut dyn Host, body: &[u8]) -> Action {
+        if let Some(source) = self.webhook_source() {
+            if !self.webhook_stage(host, &source, body) {
+                return Action::Pause;
+            }
+        }
         Action::Continue
     }
 
@@ -340,6 +394,8 @@ impl HttpFilter {
         body: &[u8],
         extra_headers: &[(String, String)],
     ) {
+        // A later stage refusing a verified delivery: it was not processed, so a retry must pass.
+        self.webhook_release_unless_2xx(host, Some(status));
         let id = self.ensure_request_id(host);
         let mut headers: Vec<(String, String)> = self
             .policy

@@ -1,6 +1,15 @@
 //! The host behind a trait: everything the pipeline needs from Envoy. The glue implements it
 //! with proxy-wasm host calls (handling every `Result`); tests implement it with `MockHost`.
 
+/// Why a shared-data write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedDataError {
+    /// Another worker changed the value since it was read: read it again and retry.
+    CasMismatch,
+    /// Any other host failure.
+    Unavailable,
+}
+
 /// Log levels, mirroring proxy-wasm's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -29,12 +38,32 @@ pub trait Host {
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Lets a paused request continue to the upstream (after an asynchronous decision).
     fn resume_request(&mut self);
+
+    /// Every request header in order, pseudo-headers included (values that are not UTF-8
+    /// are converted lossily).
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Envoy's downstream peer address (`source.address`, "ip:port").
+    fn downstream_address(&self) -> Option<String> {
+        None
+    }
+    /// Proxy-wasm shared data, shared by all workers of one Envoy (per `vm_id`): the value
+    /// (None when the key does not exist) and its compare-and-swap token.
+    fn get_shared_data(&self, key: &str)
+        -> Result<(Option<Vec<u8>>, Option<u32>), SharedDataError>;
+    /// Writes shared data; with `cas` the write fails with `CasMismatch` if the value changed
+    /// since the read that returned that token.
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedDataError>;
 }
 
 #[cfg(test)]
 pub mod mock {
     //! An in-memory host for unit tests of the pipeline.
-    use super::{Host, Level};
+    use super::{Host, Level, SharedDataError};
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -56,6 +85,13 @@ pub mod mock {
         pub resumed: u32,
         pub counters: BTreeMap<String, u64>,
         pub logs: RefCell<Vec<(Level, String)>>,
+        pub downstream_address: Option<String>,
+        /// Shared data: value and CAS token per key.
+        pub shared: BTreeMap<String, (Vec<u8>, u32)>,
+        /// The next this many CAS writes fail with a mismatch (another worker won the race).
+        pub cas_conflicts: u32,
+        /// Every shared-data call fails.
+        pub shared_unavailable: bool,
     }
 
     fn get(list: &[(String, String)], name: &str) -> Option<String> {
@@ -108,6 +144,47 @@ pub mod mock {
         }
         fn resume_request(&mut self) {
             self.resumed += 1;
+        }
+        fn request_headers(&self) -> Vec<(String, String)> {
+            self.request_headers.clone()
+        }
+        fn downstream_address(&self) -> Option<String> {
+            self.downstream_address.clone()
+        }
+        fn get_shared_data(
+            &self,
+            key: &str,
+        ) -> Result<(Option<Vec<u8>>, Option<u32>), SharedDataError> {
+            if self.shared_unavailable {
+                return Err(SharedDataError::Unavailable);
+            }
+            Ok(match self.shared.get(key) {
+                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+                None => (None, None),
+            })
+        }
+        fn set_shared_data(
+            &mut self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), SharedDataError> {
+            if self.shared_unavailable {
+                return Err(SharedDataError::Unavailable);
+            }
+            let current = self.shared.get(key).map(|(_, c)| *c);
+            if let (Some(want), Some(have)) = (cas, current) {
+                if self.cas_conflicts > 0 {
+                    self.cas_conflicts -= 1;
+                    return Err(SharedDataError::CasMismatch);
+                }
+                if want != have {
+                    return Err(SharedDataError::CasMismatch);
+                }
+            }
+            let next = current.unwrap_or(0).wrapping_add(1);
+            self.shared.insert(key.to_string(), (value.to_vec(), next));
+            Ok(())
         }
     }
 }

@@ -100,9 +100,10 @@ pub struct Config {
     /// Overridden by `ENVIRONMENT`.
     pub environment: Environment,
     pub headers: HeadersConfig,
-    /// Largest request body the filter buffers when a stage needs the whole body (webhooks,
-    /// auth identities, audited operations); larger gets 413. Envoy's own buffer limit
-    /// (1 MiB by default) must not be smaller.
+    /// Largest request body the filter buffers when a stage needs the whole body (auth
+    /// identities, audited operations); larger gets 413. Webhook routes use
+    /// `webhook.max_body_bytes` instead. Envoy's own buffer limit (1 MiB by default) must not
+    /// be smaller than either.
     pub max_body_bytes: usize,
     /// Debug-endpoint protection (seed §1); `DEBUG_ENDPOINTS_*` override it.
     pub debug: DebugConfig,

@@ -187,6 +187,22 @@ impl SourceConfig {
                     "must be a path starting with '/' without query or fragment",
                 ));
             }
+            // Routes are matched against the normalised request path, so only a canonical
+            // route can ever match.
+            let canonical = crate::path::normalise(route).ok();
+            if canonical.as_ref().map(|p| p.as_str()) != Some(route.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{field}.route"),
+                    format!(
+                        "must be canonical (lower case, no trailing slash, dot or empty \
+                         segments, no escapes): {}",
+                        canonical
+                            .as_ref()
+                            .map(|p| format!("use {:?}", p.as_str()))
+                            .unwrap_or_else(|| "not a valid path".to_string())
+                    ),
+                ));
+            }
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('#') {
@@ -375,6 +391,13 @@ impl WebhookConfig {
             return Err(ConfigError::new(
                 format!("{field}.max_body_bytes"),
                 "must be > 0",
+            ));
+        }
+        if self.replay.mode == ReplayMode::Ratelimit {
+            return Err(ConfigError::new(
+                format!("{field}.replay.mode"),
+                "\"ratelimit\" (fleet-wide replay check) is not implemented by the filter yet; \
+                 use \"local\"",
             ));
         }
         if self.replay.max_entries == 0 || self.replay.max_entries > MAX_REPLAY_MAX_ENTRIES {
@@ -589,6 +612,18 @@ mod tests {
             "webhook.sources.x.schemes[1]"
         );
         assert_eq!(err(r#"{"sources": {"Bad": {}}}"#), "webhook.sources.Bad");
+        assert_eq!(
+            err(r#"{"sources": {"x": {"route": "/Hooks/X"}}}"#),
+            "webhook.sources.x.route"
+        );
+        assert_eq!(
+            err(r#"{"sources": {"x": {"route": "/hooks/x/"}}}"#),
+            "webhook.sources.x.route"
+        );
+        assert_eq!(
+            err(r#"{"replay": {"mode": "ratelimit"}}"#),
+            "webhook.replay.mode"
+        );
         let msg = parse(r#"{"sources": {"stripe": {"tolerance_s": 0}}}"#)
             .validate("webhook")
             .unwrap_err()

@@ -1,0 +1,715 @@
+//! The webhook stage of the pipeline: the glue between [`crate::webhook`]'s pure verdicts and
+//! the host. A request whose normalised path is a webhook route is held until its whole body
+//! is buffered; then the signature is verified, the replay key is recorded in the seen-set in
+//! proxy-wasm shared data (compare-and-swap, shared by all workers of one Envoy), and the key
+//! is released again when the upstream does not answer 2xx, so the provider's retry passes.
+
+use super::HttpFilter;
+use crate::events::{SecurityEvent, Severity};
+use crate::host::{Host, Level, SharedDataError};
+use crate::ratelimit::client_ip::parse_ip;
+use crate::webhook::{self, Failure, Outcome, ReplaySet, WebhookRequest};
+use std::rc::Rc;
+
+/// Security event emitted for every refused delivery (the seed's event type).
+pub const EVENT_TYPE: &str = "webhook_validation_failure";
+/// Shared-data key of the replay seen-set.
+pub const REPLAY_SHARED_KEY: &str = "aura_guard.webhook.replay";
+/// Compare-and-swap attempts before the replay store counts as unavailable.
+pub const CAS_ATTEMPTS: u32 = 16;
+/// Answer when the replay store cannot be updated: the delivery is refused (fail closed) with a
+/// status providers retry on.
+pub const STORE_ERROR_STATUS: u32 = 503;
+pub const STORE_ERROR_MESSAGE: &str = "Webhook replay check unavailable";
+/// Longest header value kept in a security event.
+const MAX_EVENT_HEADER_CHARS: usize = 256;
+
+/// The replay store could not be read or updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStoreError {
+    /// Every compare-and-swap attempt lost a race with another worker.
+    Contended,
+    /// The host refused a shared-data call.
+    Unavailable,
+}
+
+/// A replay key this request recorded, released again if the delivery is not processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RecordedReplay {
+    source: String,
+    key: String,
+}
+
+/// `aura_guard.webhook.<source>.<what>`, shown by Envoy as `wasmcustom.aura_guard.webhook...`.
+pub fn stat_name(source: &str, what: &str) -> String {
+    format!("aura_guard.webhook.{source}.{what}")
+}
+
+impl HttpFilter {
+    /// The webhook source whose route is this request's normalised path, if any. Matching the
+    /// normalised path means no spelling of a webhook route (`/Webhooks//stripe/`,
+    /// `/webhooks/%73tripe`) reaches the upstream unverified.
+    pub(super) fn webhook_source(&self) -> Option<String> {
+        let path = self.path.as_ref()?;
+        self.policy
+            .config
+            .webhook
+            .source_for_path(path.as_str())
+            .map(|(name, _)| name.to_string())
+    }
+
+    /// Verifies the buffered delivery and records its replay key. Returns false when the
+    /// request was answered.
+    pub(super) fn webhook_stage(&mut self, host: &mut dyn Host, source: &str, body: &[u8]) -> bool {
+        let policy = Rc::clone(&self.policy);
+        let cfg = &policy.config.webhook;
+        let headers = host.request_headers();
+        let target = self
+            .path
+            .as_ref()
+            .map(|p| p.raw().to_string())
+            .unwrap_or_default();
+        let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+        let req = WebhookRequest {
+            headers: &headers,
+            body,
+            path_and_query: &target,
+        };
+        let verified = match webhook::evaluate(cfg, policy.config.environment, source, &req, now) {
+            Err(failure) => {
+                self.webhook_refuse(host, source, failure, &headers);
+                return false;
+            }
+            Ok(Outcome::UnverifiedDevelopment) => {
+                host.count(&stat_name(source, "unverified"));
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "aura-guard: webhook source {source} has no secret: delivery passed \
+                         UNVERIFIED (development only; production and staging refuse it)"
+                    ),
+                );
+                return true;
+            }
+            Ok(Outcome::Verified(v)) => v,
+        };
+        if cfg.replay.enabled {
+            if let Some(key) = verified.replay_key {
+                let max = usize::try_from(cfg.replay.max_entries).unwrap_or(usize::MAX);
+                match replay_insert(host, max, &key, now, verified.replay_ttl_s) {
+                    Ok(true) => {
+                        self.webhook_replay = Some(RecordedReplay {
+                            source: source.to_string(),
+                            key,
+                        })
+                    }
+                    Ok(false) => {
+                        self.webhook_refuse(host, source, Failure::Replay, &headers);
+                        return false;
+                    }
+                    Err(e) => {
+                        host.count(&stat_name(source, "replay_store_error"));
+                        host.log(
+                            Level::Error,
+                            &format!(
+                                "aura-guard: webhook replay store {e:?} for source {source}: \
+                                 delivery refused with {STORE_ERROR_STATUS}"
+                            ),
+                        );
+                        self.reply_json(
+                            host,
+                            STORE_ERROR_STATUS,
+                            &serde_json::json!({"detail": STORE_ERROR_MESSAGE}),
+                            &[],
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+        host.count(&stat_name(source, "verified"));
+        host.log(
+            Level::Debug,
+            &format!(
+                "aura-guard: webhook from {source} verified ({}, delivery {})",
+                verified.scheme.as_str(),
+                verified.delivery_id.as_deref().unwrap_or("-")
+            ),
+        );
+        true
+    }
+
+    /// Refuses a delivery: stat per source and reason, `webhook_validation_failure` event
+    /// (sanitised), JSON reply with the seed's message.
+    pub(super) fn webhook_refuse(
+        &mut self,
+        host: &mut dyn Host,
+        source: &str,
+        failure: Failure,
+        headers: &[(String, String)],
+    ) {
+        host.count(&stat_name(source, failure.reason()));
+        let path = self
+            .path
+            .as_ref()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let client_ip = host
+            .downstream_address()
+            .and_then(|a| parse_ip(&a))
+            .map(|ip| ip.to_string());
+        let event = SecurityEvent::new(
+            EVENT_TYPE,
+            Severity::Medium,
+            format!(
+                "Webhook validation failed for {source}: {}",
+                failure.message()
+            ),
+            serde_json::json!({
+                "source": source,
+                "reason": failure.reason(),
+                "path": path,
+                "client_ip": client_ip,
+                "headers": sanitised_headers(headers),
+            }),
+        );
+        self.emit(host, event);
+        self.reply_json(
+            host,
+            u32::from(failure.status()),
+            &serde_json::json!({"detail": failure.message()}),
+            &[],
+        );
+    }
+
+    /// Releases the recorded replay key unless the delivery was processed (2xx), so the
+    /// provider's retry after a failure is not refused as a replay.
+    pub(super) fn webhook_release_unless_2xx(&mut self, host: &mut dyn Host, status: Option<u32>) {
+        if status.is_some_and(|s| (200..300).contains(&s)) {
+            self.webhook_replay = None;
+            return;
+        }
+        let Some(recorded) = self.webhook_replay.take() else {
+            return;
+        };
+        let max =
+            usize::try_from(self.policy.config.webhook.replay.max_entries).unwrap_or(usize::MAX);
+        match replay_remove(host, max, &recorded.key) {
+            Ok(_) => host.count(&stat_name(&recorded.source, "replay_released")),
+            Err(e) => {
+                host.count(&stat_name(&recorded.source, "replay_store_error"));
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "aura-guard: cannot release webhook replay key of {} ({e:?}): the \
+                         provider's retry will be refused until the key expires",
+                        recorded.source
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Request headers for a security event: signature, token, secret and credential values are
+/// replaced by `[REDACTED]` (the name stays, to show the header was sent); `:path` is left out
+/// (the event carries the normalised path) and long values are cut.
+pub fn sanitised_headers(headers: &[(String, String)]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(':') && lower != ":method" && lower != ":authority" {
+            continue;
+        }
+        let value = if is_sensitive_header(&lower) {
+            "[REDACTED]".to_string()
+        } else {
+            value.chars().take(MAX_EVENT_HEADER_CHARS).collect()
+        };
+        out.entry(lower).or_insert(serde_json::Value::String(value));
+    }
+    serde_json::Value::Object(out)
+}
+
+fn is_sensitive_header(lower_name: &str) -> bool {
+    const MARKERS: [&str; 9] = [
+        "signature",
+        "hmac",
+        "token",
+        "secret",
+        "auth",
+        "cookie",
+        "key",
+        "password",
+        "session",
+    ];
+    MARKERS.iter().any(|m| lower_name.contains(m))
+}
+
+/// One compare-and-swap update of the seen-set: read with its token, change, write with the
+/// token; on a mismatch another worker wrote in between, so read again. `f` returns the
+/// caller's answer and whether the set changed (nothing is written when it did not).
+fn update_replay_set<T>(
+    host: &mut dyn Host,
+    max_entries: usize,
+    mut f: impl FnMut(&mut ReplaySet) -> (T, bool),
+) -> Result<T, ReplayStoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = host
+            .get_shared_data(REPLAY_SHARED_KEY)
+            .map_err(|_| ReplayStoreError::Unavailable)?;
+        let mut set = ReplaySet::decode(bytes.as_deref().unwrap_or(&[]), max_entries);
+        let (answer, changed) = f(&mut set);
+        if !changed {
+            return Ok(answer);
+        }
+        match host.set_shared_data(REPLAY_SHARED_KEY, &set.encode(), cas) {
+            Ok(()) => return Ok(answer),
+            Err(SharedDataError::CasMismatch) => continue,
+            Err(SharedDataError::Unavailable) => return Err(ReplayStoreError::Unavailable),
+        }
+    }
+    Err(ReplayStoreError::Contended)
+}
+
+/// Records `key` until `now + ttl_s`; `Ok(false)` when it is already there (a replay).
+pub fn replay_insert(
+    host: &mut dyn Host,
+    max_entries: usize,
+    key: &str,
+    now: i64,
+    ttl_s: i64,
+) -> Result<bool, ReplayStoreError> {
+    update_replay_set(host, max_entries, |set| {
+        let new = set.check_and_insert(key, now, ttl_s);
+        (new, new)
+    })
+}
+
+/// Forgets `key`; `Ok(false)` when it was not there (expired or evicted meanwhile).
+pub fn replay_remove(
+    host: &mut dyn Host,
+    max_entries: usize,
+    key: &str,
+) -> Result<bool, ReplayStoreError> {
+    update_replay_set(host, max_entries, |set| {
+        let removed = set.remove(key);
+        (removed, removed)
+    })
+}
+
+/// Creates the empty seen-set when it does not exist yet. Called when a worker is configured,
+/// before it serves requests: a write with a CAS token to a key that does not exist always
+/// succeeds, so two workers racing on the very first delivery could otherwise overwrite each
+/// other's entry.
+pub fn init_replay_store(host: &mut dyn Host) {
+    match host.get_shared_data(REPLAY_SHARED_KEY) {
+        Ok((Some(_), _)) => {}
+        Ok((None, _)) => {
+            if let Err(e) =
+                host.set_shared_data(REPLAY_SHARED_KEY, &ReplaySet::new(1).encode(), None)
+            {
+                host.log(
+                    Level::Error,
+                    &format!("aura-guard: cannot create the webhook replay store: {e:?}"),
+                );
+            }
+        }
+        Err(e) => host.log(
+            Level::Error,
+            &format!("aura-guard: cannot read the webhook replay store: {e:?}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::field_reassign_with_default
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::config::webhook::Scheme;
+    use crate::config::Config;
+    use crate::filter::{Action, Policy};
+    use crate::host::mock::MockHost;
+    use crate::webhook::{sign, SignRequest};
+    use std::collections::BTreeMap;
+
+    const NOW: i64 = 1_700_000_000;
+    const SECRET: &str = "stripe-test-secret";
+
+    fn policy(json: &str, env: &[(&str, &str)]) -> Rc<Policy> {
+        let map: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        Rc::new(Policy::new(Config::load(json.as_bytes(), &lookup).unwrap()))
+    }
+
+    fn prod() -> Rc<Policy> {
+        policy(
+            "{}",
+            &[
+                ("ENVIRONMENT", "production"),
+                ("WEBHOOK_SECRET_STRIPE", SECRET),
+            ],
+        )
+    }
+
+    fn delivery(path: &str, body: &[u8], scheme: Scheme, secret: &str) -> MockHost {
+        let mut host = MockHost::default();
+        host.now_ms = u64::try_from(NOW).unwrap() * 1000;
+        host.downstream_address = Some("[2001:db8::7]:55123".into());
+        host.request_headers.push((":method".into(), "POST".into()));
+        host.request_headers.push((":path".into(), path.into()));
+        host.request_headers
+            .push(("content-type".into(), "application/json".into()));
+        let signed = sign(&SignRequest {
+            scheme,
+            secret,
+            body,
+            now: NOW,
+            url: None,
+            msg_id: None,
+        })
+        .unwrap();
+        host.request_headers.extend(signed);
+        host.request_body = body.to_vec();
+        host
+    }
+
+    /// Headers, then the whole body in one callback.
+    fn run(f: &mut HttpFilter, host: &mut MockHost) -> Action {
+        let len = host.request_body.len();
+        match f.on_request_headers(host, false) {
+            Action::Continue => Action::Continue,
+            Action::Pause if host.reply.is_some() => Action::Pause,
+            Action::Pause => f.on_request_body(host, len, true),
+        }
+    }
+
+    fn reply(host: &MockHost) -> (u32, serde_json::Value) {
+        let r = host.reply.clone().expect("a local reply");
+        (r.status, serde_json::from_slice(&r.body).unwrap())
+    }
+
+    #[test]
+    fn valid_delivery_is_held_then_passes_and_is_counted() {
+        let p = prod();
+        let mut host = delivery("/webhooks/stripe", b"{\"a\":1}", Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(p);
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 3, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 7, true), Action::Continue);
+        assert!(host.reply.is_none());
+        assert_eq!(
+            host.counters.get("aura_guard.webhook.stripe.verified"),
+            Some(&1)
+        );
+        assert!(host.shared.contains_key(REPLAY_SHARED_KEY));
+    }
+
+    #[test]
+    fn invalid_signature_is_401_with_a_sanitised_event_and_a_stat() {
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, "wrong-secret");
+        host.request_headers
+            .push(("authorization".into(), "Bearer abc.def".into()));
+        host.request_headers
+            .push(("x-request-source".into(), "tests".into()));
+        let mut f = HttpFilter::new(prod());
+        assert_eq!(run(&mut f, &mut host), Action::Pause);
+        assert_eq!(
+            reply(&host),
+            (
+                401,
+                serde_json::json!({"detail": "Invalid webhook signature"})
+            )
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.webhook.stripe.invalid_signature"),
+            Some(&1)
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.events.webhook_validation_failure"),
+            Some(&1)
+        );
+        let event = &f.events()[0];
+        assert_eq!(event.event_type, EVENT_TYPE);
+        let m = &event.metadata;
+        assert_eq!(m["source"], "stripe");
+        assert_eq!(m["reason"], "invalid_signature");
+        assert_eq!(m["path"], "/webhooks/stripe");
+        assert_eq!(m["client_ip"], "2001:db8::7");
+        assert_eq!(m["headers"]["stripe-signature"], "[REDACTED]");
+        assert_eq!(m["headers"]["authorization"], "[REDACTED]");
+        assert_eq!(m["headers"]["x-request-source"], "tests");
+        assert_eq!(m["headers"][":method"], "POST");
+        assert!(m["headers"].get(":path").is_none());
+        let text = event.metadata.to_string();
+        let sig = host.request_header("stripe-signature").unwrap();
+        let v1 = sig.split("v1=").nth(1).unwrap();
+        assert!(!text.contains(v1), "signature leaked: {text}");
+        assert!(!text.contains("abc.def"), "token leaked: {text}");
+    }
+
+    #[test]
+    fn every_spelling_of_a_webhook_route_is_verified() {
+        for path in [
+            "/webhooks/stripe",
+            "/Webhooks//STRIPE/",
+            "/webhooks/./stripe?x=1",
+            "/webhooks/%73tripe",
+        ] {
+            let mut host = delivery(path, b"{}", Scheme::Stripe, "wrong-secret");
+            let mut f = HttpFilter::new(prod());
+            run(&mut f, &mut host);
+            assert_eq!(reply(&host).0, 401, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_replay_is_refused_with_its_own_message() {
+        let p = prod();
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut host),
+            Action::Continue
+        );
+        let mut again = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        again.shared = host.shared.clone();
+        let mut f = HttpFilter::new(p);
+        assert_eq!(run(&mut f, &mut again), Action::Pause);
+        assert_eq!(
+            reply(&again),
+            (
+                401,
+                serde_json::json!({"detail": "Webhook delivery already processed"})
+            )
+        );
+        assert_eq!(
+            again.counters.get("aura_guard.webhook.stripe.replay"),
+            Some(&1)
+        );
+        assert_eq!(f.events()[0].metadata["reason"], "replay");
+    }
+
+    fn respond(f: &mut HttpFilter, host: &mut MockHost, status: &str) {
+        host.response_headers
+            .push((":status".into(), status.into()));
+        f.on_response_headers(host);
+    }
+
+    #[test]
+    fn upstream_failure_releases_the_key_so_the_retry_passes() {
+        let p = prod();
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(p.clone());
+        run(&mut f, &mut host);
+        respond(&mut f, &mut host, "503");
+        assert_eq!(
+            host.counters
+                .get("aura_guard.webhook.stripe.replay_released"),
+            Some(&1)
+        );
+        let mut retry = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        retry.shared = host.shared.clone();
+        let mut f = HttpFilter::new(p.clone());
+        assert_eq!(run(&mut f, &mut retry), Action::Continue);
+        respond(&mut f, &mut retry, "200");
+        // Processed now: a further copy is a replay.
+        let mut third = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        third.shared = retry.shared.clone();
+        run(&mut HttpFilter::new(p), &mut third);
+        assert_eq!(reply(&third).0, 401);
+    }
+
+    #[test]
+    fn a_later_local_reply_releases_the_key() {
+        let p = prod();
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(p.clone());
+        run(&mut f, &mut host);
+        f.reply_json(&mut host, 429, &serde_json::json!({}), &[]);
+        let mut retry = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        retry.shared = host.shared.clone();
+        assert_eq!(run(&mut HttpFilter::new(p), &mut retry), Action::Continue);
+    }
+
+    #[test]
+    fn cas_conflicts_are_retried() {
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        init_replay_store(&mut host);
+        host.cas_conflicts = CAS_ATTEMPTS - 1;
+        assert_eq!(
+            run(&mut HttpFilter::new(prod()), &mut host),
+            Action::Continue
+        );
+        assert_eq!(host.cas_conflicts, 0);
+    }
+
+    #[test]
+    fn a_replay_store_that_cannot_be_updated_fails_closed_with_503() {
+        for contended in [true, false] {
+            let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+            init_replay_store(&mut host);
+            if contended {
+                host.cas_conflicts = CAS_ATTEMPTS;
+            } else {
+                host.shared_unavailable = true;
+            }
+            assert_eq!(run(&mut HttpFilter::new(prod()), &mut host), Action::Pause);
+            assert_eq!(
+                reply(&host),
+                (503, serde_json::json!({"detail": STORE_ERROR_MESSAGE}))
+            );
+            assert_eq!(
+                host.counters
+                    .get("aura_guard.webhook.stripe.replay_store_error"),
+                Some(&1)
+            );
+        }
+    }
+
+    #[test]
+    fn replay_check_can_be_disabled() {
+        let p = policy(
+            r#"{"webhook": {"replay": {"enabled": false}}}"#,
+            &[("WEBHOOK_SECRET_STRIPE", SECRET)],
+        );
+        for _ in 0..2 {
+            let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+            host.shared_unavailable = true;
+            assert_eq!(
+                run(&mut HttpFilter::new(p.clone()), &mut host),
+                Action::Continue
+            );
+        }
+    }
+
+    #[test]
+    fn unconfigured_source_passes_in_development_with_a_warning_only() {
+        let p = policy("{}", &[]);
+        let mut host = delivery("/webhooks/toast", b"{}", Scheme::Generic, "x");
+        let mut f = HttpFilter::new(p);
+        assert_eq!(run(&mut f, &mut host), Action::Continue);
+        assert!(host
+            .logs
+            .borrow()
+            .iter()
+            .any(|(l, m)| *l == Level::Warn && m.contains("UNVERIFIED")));
+        assert_eq!(
+            host.counters.get("aura_guard.webhook.toast.unverified"),
+            Some(&1)
+        );
+        assert!(f.events().is_empty());
+    }
+
+    #[test]
+    fn unconfigured_source_is_refused_in_production() {
+        let mut host = delivery("/webhooks/toast", b"{}", Scheme::Generic, "x");
+        run(&mut HttpFilter::new(prod()), &mut host);
+        assert_eq!(
+            reply(&host),
+            (
+                401,
+                serde_json::json!({"detail": "Webhook source not configured"})
+            )
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.webhook.toast.source_not_configured"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn webhook_routes_use_their_own_body_limit() {
+        let p = policy(
+            r#"{"max_body_bytes": 8, "webhook": {"max_body_bytes": 16}}"#,
+            &[("WEBHOOK_SECRET_STRIPE", SECRET)],
+        );
+        // 12 bytes: over the global limit, within the webhook one.
+        let body = b"{\"a\":123456}";
+        let mut host = delivery("/webhooks/stripe", body, Scheme::Stripe, SECRET);
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut host),
+            Action::Continue
+        );
+        // Streaming past the webhook limit.
+        let body = b"{\"a\":\"0123456789abcdef\"}";
+        let mut host = delivery("/webhooks/stripe", body, Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(p.clone());
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 16, false), Action::Pause);
+        assert!(host.reply.is_none());
+        assert_eq!(f.on_request_body(&mut host, 17, false), Action::Pause);
+        assert_eq!(
+            reply(&host),
+            (413, serde_json::json!({"detail": "Webhook body too large"}))
+        );
+        assert_eq!(f.events()[0].metadata["reason"], "body_too_large");
+        assert_eq!(
+            host.counters
+                .get("aura_guard.webhook.stripe.body_too_large"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_is_refused_at_the_headers() {
+        let p = policy(
+            r#"{"webhook": {"max_body_bytes": 16}}"#,
+            &[("WEBHOOK_SECRET_STRIPE", SECRET)],
+        );
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        host.request_headers
+            .push(("content-length".into(), "17".into()));
+        assert_eq!(
+            HttpFilter::new(p).on_request_headers(&mut host, false),
+            Action::Pause
+        );
+        assert_eq!(reply(&host).0, 413);
+    }
+
+    #[test]
+    fn trailers_end_a_webhook_body() {
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(prod());
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(f.on_request_body(&mut host, 2, false), Action::Pause);
+        assert_eq!(f.on_request_trailers(&mut host), Action::Continue);
+        assert!(host.reply.is_none());
+    }
+
+    #[test]
+    fn other_paths_are_not_held() {
+        let mut host = delivery("/webhooks/stripe-x", b"{}", Scheme::Stripe, "wrong");
+        assert_eq!(
+            HttpFilter::new(prod()).on_request_headers(&mut host, false),
+            Action::Continue
+        );
+    }
+
+    #[test]
+    fn init_creates_the_store_once() {
+        let mut host = MockHost::default();
+        init_replay_store(&mut host);
+        let first = host.shared[REPLAY_SHARED_KEY].clone();
+        assert!(replay_insert(&mut host, 10, "k", NOW, 300).unwrap());
+        init_replay_store(&mut host);
+        assert_ne!(host.shared[REPLAY_SHARED_KEY], first, "not reset");
+        assert!(!replay_insert(&mut host, 10, "k", NOW, 300).unwrap());
+        assert!(replay_remove(&mut host, 10, "k").unwrap());
+        assert!(!replay_remove(&mut host, 10, "k").unwrap());
+    }
+}

@@ -113,6 +113,14 @@ def test_deploy_filter_reads_every_variable_the_local_stack_does():
     assert not missing, f"add to deploy/envoy.yaml host_env_keys (and compose): {missing}"
 
 
+def test_listener_buffer_limit_matches_the_local_stack():
+    # The body stages depend on it (docs/webhooks.md, "Body limits").
+    def limit(cfg):
+        return cfg["static_resources"]["listeners"][0].get("per_connection_buffer_limit_bytes")
+
+    assert limit(load(DEPLOY_ENVOY)) == limit(load(os.path.join(ROOT, "envoy", "envoy.yaml")))
+
+
 def test_clusters_point_at_the_compose_services(compose):
     cfg = load(DEPLOY_ENVOY)
     ports = {}

@@ -23,6 +23,7 @@ setup:
 build:
 	@bash scripts/setup.sh build
 	@bash scripts/build-wasm.sh
+	cargo build -p aura-collector
 	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
 
 # The bench's no-op proxy-wasm filter (crates/noop-filter): the cost of a wasm filter itself.

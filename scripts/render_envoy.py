@@ -5,7 +5,7 @@ source of truth for `make run`, the end-to-end tests and the benchmark.
 
 Usage: render_envoy.py --out FILE [--listen-port N] [--admin-port N] [--upstream-port N]
        [--ratelimit-port N] [--collector-port N] [--wasm PATH] [--plugin-config JSON]
-       [--template FILE]
+       [--audit-config JSON] [--template FILE]
 """
 import argparse
 import json
@@ -27,6 +27,15 @@ def find_wasm_config(cfg):
     raise SystemExit("render_envoy: no aura-guard filter in the template")
 
 
+def find_audit_service(cfg):
+    for ext in cfg.get("bootstrap_extensions", []):
+        tc = ext.get("typed_config", {})
+        if ext.get("name") == "envoy.bootstrap.wasm" and \
+                tc.get("config", {}).get("root_id") == "aura-guard-audit":
+            return tc["config"]
+    return None
+
+
 def set_cluster_port(cfg, name, port):
     for c in cfg["static_resources"]["clusters"]:
         if c["name"] == name:
@@ -37,7 +46,8 @@ def set_cluster_port(cfg, name, port):
 
 
 def render(template, listen_port=None, admin_port=None, upstream_port=None,
-           ratelimit_port=None, collector_port=None, wasm=None, plugin_config=None):
+           ratelimit_port=None, collector_port=None, wasm=None, plugin_config=None,
+           audit_config=None):
     with open(template) as f:
         cfg = yaml.safe_load(f)
     if listen_port:
@@ -49,8 +59,16 @@ def render(template, listen_port=None, admin_port=None, upstream_port=None,
         if port:
             set_cluster_port(cfg, name, port)
     wasm_cfg = find_wasm_config(cfg)
-    wasm_cfg["vm_config"]["code"]["local"]["filename"] = os.path.abspath(
+    wasm_path = os.path.abspath(
         wasm or os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm"))
+    wasm_cfg["vm_config"]["code"]["local"]["filename"] = wasm_path
+    audit_cfg = find_audit_service(cfg)
+    if audit_cfg is not None:
+        audit_cfg["vm_config"]["code"]["local"]["filename"] = wasm_path
+        if audit_config is not None:
+            if not isinstance(audit_config, str):
+                audit_config = json.dumps(audit_config)
+            audit_cfg["configuration"]["value"] = audit_config
     if plugin_config is not None:
         if not isinstance(plugin_config, str):
             plugin_config = json.dumps(plugin_config)
@@ -66,9 +84,10 @@ def main():
         p.add_argument("--" + name)
     p.add_argument("--wasm")
     p.add_argument("--plugin-config")
+    p.add_argument("--audit-config", help="the audit shipper's configuration (JSON)")
     a = p.parse_args()
     cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port, a.ratelimit_port,
-                 a.collector_port, a.wasm, a.plugin_config)
+                 a.collector_port, a.wasm, a.plugin_config, a.audit_config)
     with open(a.out, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return 0

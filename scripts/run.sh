@@ -2,8 +2,13 @@
 # `make run`: the whole local stack in the foreground. Starts the demo upstream and Envoy with
 # the freshly built module (and, where installed, the services later capabilities add), waits
 # until it is ready, prints a banner, and stops every child on Ctrl-C or SIGTERM.
-# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080). The seed's variables
-# (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, ...) configure the filter.
+# Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080), COLLECTOR_PORT (9300).
+# The seed's variables (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, ...) configure the
+# filter. The audit collector stores under AUDIT_LOG_DIR (./logs/audit) and
+# AUDIT_DATABASE_URL / DATABASE_URL (./data/audit.db). AUDIT_COLLECTOR_TOKEN, when unset, is a
+# fresh random token for this run only (given to the collector and Envoy, never printed).
+# Audit is on in staging/production; make run also turns it on in development
+# (AUDIT_LOG_ENABLED=true unless set) so the pipeline can be tried.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,6 +17,16 @@ cd "$ROOT"
 LISTEN_PORT="${LISTEN_PORT:-8000}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-8080}"
+COLLECTOR_PORT="${COLLECTOR_PORT:-9300}"
+COLLECTOR_BIN="${AURA_COLLECTOR_BIN:-$ROOT/target/debug/aura-collector}"
+if [ -z "${AUDIT_COLLECTOR_TOKEN:-}" ]; then
+  AUDIT_COLLECTOR_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  TOKEN_NOTE="random for this run"
+else
+  TOKEN_NOTE="from AUDIT_COLLECTOR_TOKEN"
+fi
+export AUDIT_COLLECTOR_TOKEN
+export AUDIT_LOG_ENABLED="${AUDIT_LOG_ENABLED:-true}"
 RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 mkdir -p "$RUN_DIR"
 PY="$ROOT/.venv/bin/python"
@@ -38,13 +53,24 @@ wait_http() { # wait_http URL WHAT PID
 PIDS+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/health" upstream "${PIDS[-1]}"
 
+# The audit collector (crates/aura-collector), before Envoy so the first batch finds it.
+"$COLLECTOR_BIN" serve --listen "127.0.0.1:$COLLECTOR_PORT" >"$RUN_DIR/collector.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$COLLECTOR_PORT/healthz" collector "${PIDS[-1]}"
+
 "$PY" scripts/render_envoy.py --out "$RUN_DIR/envoy.yaml" \
   --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" --upstream-port "$UPSTREAM_PORT" \
+  --collector-port "$COLLECTOR_PORT" \
   ${AURA_GUARD_CONFIG:+--plugin-config "$AURA_GUARD_CONFIG"}
 "$(envoy_bin)" -c "$RUN_DIR/envoy.yaml" --disable-hot-restart --log-level info \
   >"$RUN_DIR/envoy.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$ADMIN_PORT/ready" envoy "${PIDS[-1]}"
+
+# Never print a database URL: it may hold a password.
+if [ -n "${AUDIT_DATABASE_URL:-}" ]; then DB_NOTE='$AUDIT_DATABASE_URL'
+elif [ -n "${DATABASE_URL:-}" ]; then DB_NOTE='$DATABASE_URL'
+else DB_NOTE=./data/audit.db; fi
 
 cat <<BANNER
 
@@ -52,12 +78,17 @@ cat <<BANNER
     proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
     admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)
     upstream  http://127.0.0.1:$UPSTREAM_PORT   (demo)
+    collector http://127.0.0.1:$COLLECTOR_PORT   (audit; token $TOKEN_NOTE; audit enabled: $AUDIT_LOG_ENABLED)
+              files ${AUDIT_LOG_DIR:-./logs/audit}, database $DB_NOTE
     logs      $RUN_DIR/*.log
 
   try:
     curl -si http://127.0.0.1:$LISTEN_PORT/api/v2/ping
     curl -si -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=demo&password=demo-password'
     curl -s  http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom
+    curl -si -X POST http://127.0.0.1:$LISTEN_PORT/api/v1/payments/refund -H 'content-type: application/json' -d '{"amount":5,"card_token":"tok_x"}'
+    $COLLECTOR_BIN query --type payment_refund      # audit records (after ~1 s)
+    $COLLECTOR_BIN verify                           # hash chain check
 
   Ctrl-C stops everything.
 BANNER

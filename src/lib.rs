@@ -3,6 +3,9 @@
 //! `Result` handled: a failed host call is logged, never unwrapped) and forwards callbacks to
 //! the core's per-request pipeline.
 
+mod audit_service;
+
+use audit_service::AuditService;
 use aura_guard_core::config::Config;
 use aura_guard_core::filter::{Action as CoreAction, HttpFilter, Policy};
 use aura_guard_core::host::{Host, Level, SharedDataError};
@@ -26,9 +29,23 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct AuraRoot {
     policy: Option<Rc<Policy>>,
+    /// Set in the audit shipper's service VM (root_id `aura-guard-audit`).
+    audit_service: Option<AuditService>,
 }
 
-impl Context for AuraRoot {}
+impl Context for AuraRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_http_call_response(token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for AuraRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -42,6 +59,10 @@ impl RootContext for AuraRoot {
                 return false;
             }
         };
+        if audit_service::is_service_root() {
+            self.audit_service = AuditService::configure(&raw);
+            return self.audit_service.is_some();
+        }
         // WASI environ: Envoy passes what `vm_config.environment_variables` names.
         let env = |key: &str| std::env::var(key).ok();
         match Config::load(&raw, &env) {
@@ -82,6 +103,18 @@ impl RootContext for AuraRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+
+    fn on_tick(&mut self) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_tick();
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_queue_ready(queue_id);
+        }
+    }
 }
 
 struct AuraHttp {
@@ -120,6 +153,10 @@ impl HttpContext for AuraHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.filter.on_response_headers(&mut self.host))
     }
+
+    fn on_log(&mut self) {
+        self.filter.on_log(&mut self.host);
+    }
 }
 
 fn log_line(level: LogLevel, message: &str) {
@@ -130,6 +167,8 @@ fn log_line(level: LogLevel, message: &str) {
 thread_local! {
     /// Counter ids by name, defined on first use (one VM per worker, so per thread).
     static COUNTERS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Shared queue ids by (vm_id, name), resolved on first use.
+    static QUEUES: RefCell<HashMap<(String, String), u32>> = RefCell::new(HashMap::new());
 }
 
 /// `Host` over proxy-wasm host calls. Every failure is logged and turned into "absent".
@@ -298,6 +337,48 @@ impl Host for WasmHost {
                 None
             }
         }
+    }
+
+    fn response_code(&self) -> Option<u32> {
+        match hostcalls::get_property(vec!["response", "code"]) {
+            Ok(v) => v.and_then(|b| aura_guard_core::audit::parse_response_code(&b)),
+            Err(status) => {
+                Self::warn_failed("get_property(response.code)", status);
+                None
+            }
+        }
+    }
+
+    fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+        let key = (vm_id.to_string(), queue.to_string());
+        // Resolved once per worker; resolved again if the queue went away (service reload).
+        for attempt in 0..2 {
+            let id = QUEUES.with(|q| q.borrow().get(&key).copied());
+            let id = match id {
+                Some(id) => id,
+                None => match hostcalls::resolve_shared_queue(vm_id, queue) {
+                    Ok(Some(id)) => {
+                        QUEUES.with(|q| q.borrow_mut().insert(key.clone(), id));
+                        id
+                    }
+                    Ok(None) => return false,
+                    Err(status) => {
+                        Self::warn_failed("resolve_shared_queue", status);
+                        return false;
+                    }
+                },
+            };
+            match hostcalls::enqueue_shared_queue(id, Some(data)) {
+                Ok(()) => return true,
+                Err(status) => {
+                    QUEUES.with(|q| q.borrow_mut().remove(&key));
+                    if attempt == 1 {
+                        Self::warn_failed("enqueue_shared_queue", status);
+                    }
+                }
+            }
+        }
+        false
     }
 
     fn get_shared_data(

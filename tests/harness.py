@@ -18,6 +18,12 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import render_envoy  # noqa: E402
 
 WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm")
+# `make build` builds it (cargo build -p aura-collector); AURA_COLLECTOR_BIN overrides.
+COLLECTOR_BIN = os.environ.get("AURA_COLLECTOR_BIN") or os.path.join(
+    ROOT, "target/debug/aura-collector")
+# Token the tests give both the collector and Envoy's audit shipper.
+TEST_COLLECTOR_TOKEN = "e2e-collector-token-5f1d9c0a7b3e"
+
 # The seed's variables: never inherited from the outer environment, so tests are hermetic.
 SEED_ENV_PREFIXES = ("ENVIRONMENT", "DEBUG_ENDPOINTS_", "DEPRECATED_API_VERSIONS",
                      "DISABLED_API_VERSIONS", "JWT_SECRET_KEY", "WEBHOOK_", "AUDIT_")
@@ -132,7 +138,7 @@ class Stack:
     """Envoy + demo upstream (+ optional services). Use `Stack(...).start()` via the fixture."""
 
     def __init__(self, log_dir, plugin_config=None, env=None, concurrency=1,
-                 ratelimit_port=None, collector_port=None):
+                 ratelimit_port=None, collector_port=None, audit_config=None):
         self.log_dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.plugin_config = plugin_config if plugin_config is not None else {}
@@ -143,6 +149,7 @@ class Stack:
         self.upstream_port = free_port()
         self.ratelimit_port = ratelimit_port or free_port()
         self.collector_port = collector_port or free_port()
+        self.audit_config = audit_config
         self.record = os.path.join(log_dir, "upstream-requests.jsonl")
         self.procs = []
         self.envoy = None
@@ -164,7 +171,7 @@ class Stack:
         cfg = render_envoy.render(
             os.path.join(ROOT, "envoy/envoy.yaml"), self.listen_port, self.admin_port,
             self.upstream_port, self.ratelimit_port, self.collector_port, WASM,
-            self.plugin_config)
+            self.plugin_config, self.audit_config)
         import yaml
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
@@ -208,3 +215,71 @@ class Stack:
     def envoy_log(self):
         with open(self.envoy.log, errors="replace") as f:
             return f.read()
+
+
+class Collector:
+    """The real aura-collector (crates/aura-collector) on a fixed free port, storing into
+    files and SQLite (or `database_url`) under its own directory. It can be stopped and started
+    again on the same port (Envoy's cluster points at it)."""
+
+    def __init__(self, base_dir, token=TEST_COLLECTOR_TOKEN, port=None, database_url=None):
+        if not os.path.exists(COLLECTOR_BIN):
+            raise RuntimeError(f"{COLLECTOR_BIN} missing: run `make build`")
+        self.dir = base_dir
+        self.log_dir = os.path.join(base_dir, "audit")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.db_path = os.path.join(base_dir, "audit.db")
+        self.database_url = database_url or f"sqlite://{self.db_path}"
+        self.token = token
+        self.port = port or free_port()
+        self.proc = None
+        self.starts = 0
+
+    def env(self):
+        return clean_env({"AUDIT_COLLECTOR_TOKEN": self.token, "AUDIT_LOG_DIR": self.log_dir,
+                          "AUDIT_DATABASE_URL": self.database_url})
+
+    def start(self):
+        self.starts += 1
+        self.proc = Process(f"collector{self.starts}",
+                            [COLLECTOR_BIN, "serve", "--listen", f"127.0.0.1:{self.port}"],
+                            self.dir, env=self.env())
+        wait_until(lambda: request(self.port, "GET", "/healthz").status == 200, 20,
+                   "aura-collector", self.proc.proc, self.proc.log)
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def lines(self):
+        """Every stored line of the JSONL files, parsed, in file order."""
+        out = []
+        for name in sorted(os.listdir(self.log_dir)):
+            if name.endswith(".jsonl"):
+                with open(os.path.join(self.log_dir, name)) as f:
+                    out.extend(json.loads(line) for line in f if line.strip())
+        return out
+
+    def files_text(self):
+        text = ""
+        for name in sorted(os.listdir(self.log_dir)):
+            with open(os.path.join(self.log_dir, name), errors="replace") as f:
+                text += f.read()
+        return text
+
+    def db_rows(self):
+        import sqlite3
+        con = sqlite3.connect(self.db_path)
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(
+                "SELECT * FROM audit_records ORDER BY stream, seq")]
+        finally:
+            con.close()
+
+    def run(self, *args):
+        """Runs a collector subcommand (query, verify) against this collector's stores."""
+        return subprocess.run([COLLECTOR_BIN, *args], capture_output=True, text=True,
+                              env=self.env(), timeout=60)

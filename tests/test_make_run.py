@@ -11,7 +11,11 @@ CSP_START = "default-src 'self'; script-src"
 
 
 def start_run(tmp_path, env):
-    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": free_port()}
+    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": free_port(),
+             "COLLECTOR_PORT": free_port()}
+    # The audit collector keeps its files and database in the test's directory.
+    env = {"AUDIT_LOG_DIR": str(tmp_path / "audit"),
+           "AUDIT_DATABASE_URL": f"sqlite://{tmp_path}/audit.db", **env}
     env = clean_env({**{k: str(v) for k, v in ports.items()}, **env})
     log = open(tmp_path / "run.log", "wb")
     proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
@@ -37,7 +41,20 @@ def test_run_serves_headers_and_stops_every_child_on_sigterm(tmp_path):
         assert r.header("content-security-policy").startswith(CSP_START)
         assert r.header("strict-transport-security")
         assert r.header("x-frame-options") == "DENY"
-        assert len(children_of(proc.pid)) >= 3  # bash, upstream, envoy
+        assert len(children_of(proc.pid)) >= 4  # bash, upstream, collector, envoy
+        assert f"http://127.0.0.1:{ports['COLLECTOR_PORT']}" in banner
+        # Audit runs end to end (make run enables it): a refund reaches the collector's file,
+        # and the run's random collector token is never printed.
+        r = request(ports["LISTEN_PORT"], "POST", "/api/v1/payments/refund",
+                    headers={"content-type": "application/json"},
+                    body='{"amount": 1, "card_token": "tok_make_run_secret"}')
+        assert r.status == 200
+
+        def audit_text():
+            d = tmp_path / "audit"
+            return "".join(p.read_text() for p in d.glob("*.jsonl")) if d.exists() else ""
+        wait_until(lambda: "payment_refund" in audit_text(), 15, "audit record", proc, log)
+        assert "tok_make_run_secret" not in audit_text()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

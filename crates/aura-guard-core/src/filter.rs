@@ -1,6 +1,8 @@
 //! The per-request pipeline. The glue forwards each proxy-wasm callback here with a `Host`;
 //! every decision is taken in this crate, so the whole flow is tested natively with `MockHost`.
 
+use crate::audit::record::Completion;
+use crate::audit::{AuditPolicy, RequestAudit};
 use crate::config::Config;
 use crate::debug::{self, DebugDecision};
 use crate::events::{SecurityEvent, Severity};
@@ -29,14 +31,17 @@ pub enum Action {
 pub struct Policy {
     pub config: Config,
     pub security_headers: SecurityHeaders,
+    pub audit: AuditPolicy,
 }
 
 impl Policy {
     pub fn new(config: Config) -> Self {
         let security_headers = SecurityHeaders::new(&config.headers, config.environment);
+        let audit = AuditPolicy::new(&config.audit, config.environment);
         Policy {
             config,
             security_headers,
+            audit,
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct HttpFilter {
     events: Vec<SecurityEvent>,
     /// Response headers decided on the request path (e.g. deprecation warnings).
     extra_response_headers: Vec<(String, String)>,
+    /// Audit facts of this request (None when audit is off).
+    audit: Option<RequestAudit>,
     /// The webhook replay key this request recorded, released unless the upstream answers 2xx.
     webhook_replay: Option<webhook::RecordedReplay>,
     #[cfg(test)]
@@ -82,6 +89,7 @@ impl HttpFilter {
             replied: false,
             events: Vec::new(),
             extra_response_headers: Vec::new(),
+            audit: None,
             webhook_replay: None,
             #[cfg(test)]
             force_hold_for_body: false,
@@ -93,7 +101,9 @@ impl HttpFilter {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
-        self.ensure_request_id(host);
+        let request_id = self.ensure_request_id(host);
+        // Before the stages that may answer, so their security events are recorded too.
+        self.audit = RequestAudit::begin(&self.policy.audit, host, host.now_ms(), &request_id);
         if !self.path_stage(host) || !self.debug_stage(host) || !self.versions_stage(host) {
             return Action::Pause;
         }
@@ -260,7 +270,9 @@ impl HttpFilter {
         if self.force_hold_for_body {
             return true;
         }
-        if self.webhook_source().is_some() {
+        if self.audit.as_ref().is_some_and(RequestAudit::wants_body)
+            || self.webhook_source().is_some()
+        {
             return true;
         }
         false
@@ -321,6 +333,10 @@ impl HttpFilter {
     }
 
     fn body_stages(&mut self, host: &mut dyn Host, body: &[u8]) -> Action {
+        // Audit capture first, so a request a later stage refuses is recorded with its body.
+        if let Some(audit) = self.audit.as_mut() {
+            audit.capture(&self.policy.audit, body);
+        }
         if let Some(source) = self.webhook_source() {
             if !self.webhook_stage(host, &source, body) {
                 return Action::Pause;
@@ -343,6 +359,39 @@ impl HttpFilter {
         );
         host.count(&format!("aura_guard.events.{}", event.event_type));
         self.events.push(event);
+    }
+
+    /// End of the stream (proxy-wasm `on_log`): the audit entries of this request (its
+    /// sensitive operation and its security events) go to the shipper's queue. Enqueueing
+    /// never waits; if the shipper is missing the entries are dropped and counted.
+    pub fn on_log(&mut self, host: &mut dyn Host) {
+        let Some(audit) = self.audit.take() else {
+            return;
+        };
+        let done = Completion {
+            status: host.response_code(),
+            end_ms: host.now_ms(),
+            replied_locally: self.replied,
+        };
+        let cfg = &self.policy.audit.config;
+        for entry in audit.finish(&self.policy.audit, &self.events, &done) {
+            let queued = serde_json::to_vec(&entry)
+                .map(|bytes| host.enqueue_shared(&cfg.queue_vm_id, &cfg.queue_name, &bytes))
+                .unwrap_or(false);
+            if queued {
+                host.count("aura_guard.audit.enqueued");
+            } else {
+                host.count("aura_guard.audit.enqueue_failed");
+                host.count("aura_guard.audit.dropped");
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "aura-guard: audit record {} {} dropped: shipper queue {}/{} unavailable",
+                        entry.kind, entry.record_type, cfg.queue_vm_id, cfg.queue_name
+                    ),
+                );
+            }
+        }
     }
 
     pub fn events(&self) -> &[SecurityEvent] {
@@ -711,5 +760,111 @@ mod tests {
         assert!(has("x-request-id"));
         assert!(has("content-type"));
         assert!(!has("content-security-policy"));
+    }
+
+    fn audit_host(method: &str, path: &str, body: &[u8]) -> MockHost {
+        let mut host = MockHost::default();
+        host.request_headers.push((":method".into(), method.into()));
+        host.request_headers.push((":path".into(), path.into()));
+        host.request_headers
+            .push(("content-type".into(), "application/json".into()));
+        host.request_body = body.to_vec();
+        host.queues.insert(
+            ("aura-guard-audit".into(), "aura_guard_audit".into()),
+            Vec::new(),
+        );
+        host
+    }
+
+    fn queued(host: &MockHost) -> Vec<serde_json::Value> {
+        host.queues[&(
+            "aura-guard-audit".to_string(),
+            "aura_guard_audit".to_string(),
+        )]
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn audited_operation_holds_the_body_and_enqueues_one_sanitised_record_at_the_end() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let body = br#"{"amount":10,"card_token":"tok_123","password":"pw"}"#;
+        let mut host = audit_host("POST", "/api/v1/payments/refund", body);
+        host.now_ms = 1000;
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(
+            f.on_request_body(&mut host, body.len(), true),
+            Action::Continue
+        );
+        assert!(
+            queued(&host).is_empty(),
+            "nothing before the end of the stream"
+        );
+        host.now_ms = 1040;
+        host.response_code = Some(200);
+        f.on_log(&mut host);
+        let q = queued(&host);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0]["type"], "payment_refund");
+        assert_eq!(q[0]["status"], 200);
+        assert_eq!(q[0]["duration_ms"], 40);
+        assert_eq!(
+            q[0]["request_body"],
+            serde_json::json!({"amount":10,"card_token":"[REDACTED]","password":"[REDACTED]"})
+        );
+        assert_eq!(host.counters.get("aura_guard.audit.enqueued"), Some(&1));
+        // on_log runs once per stream; a second call adds nothing.
+        f.on_log(&mut host);
+        assert_eq!(queued(&host).len(), 1);
+    }
+
+    #[test]
+    fn ordinary_request_is_not_held_and_not_recorded() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = audit_host("POST", "/api/v1/orders", b"{}");
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
+        f.on_log(&mut host);
+        assert!(queued(&host).is_empty());
+    }
+
+    #[test]
+    fn audit_is_off_in_development_by_default() {
+        let mut f = filter(Environment::Development, Conflict::Overwrite);
+        let mut host = audit_host("POST", "/api/v1/payments/refund", b"{}");
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
+        f.on_log(&mut host);
+        assert!(queued(&host).is_empty());
+    }
+
+    #[test]
+    fn security_events_of_a_request_become_records() {
+        // The debug stage blocks /debug/token in production and emits its event.
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = audit_host("GET", "/debug/token", b"");
+        assert_eq!(f.on_request_headers(&mut host, true), Action::Pause);
+        assert_eq!(host.reply.as_ref().unwrap().status, 404);
+        host.response_code = Some(404);
+        f.on_log(&mut host);
+        let q = queued(&host);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0]["kind"], "security_event");
+        assert_eq!(q[0]["type"], "debug_endpoint_blocked");
+        assert_eq!(q[0]["outcome"], "blocked");
+        assert_eq!(q[0]["severity"], "medium");
+    }
+
+    #[test]
+    fn missing_shipper_queue_drops_and_counts_without_delaying_the_request() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = audit_host("POST", "/api/v1/payments/refund", b"{}");
+        host.queues.clear();
+        f.on_request_headers(&mut host, true);
+        f.on_log(&mut host);
+        assert_eq!(host.counters.get("aura_guard.audit.dropped"), Some(&1));
+        assert_eq!(
+            host.counters.get("aura_guard.audit.enqueue_failed"),
+            Some(&1)
+        );
     }
 }

@@ -46,6 +46,15 @@ pub trait Host {
     fn downstream_address(&self) -> Option<String> {
         None
     }
+    /// The final response status (`response.code`), known at the end of the stream.
+    fn response_code(&self) -> Option<u32> {
+        None
+    }
+    /// Enqueues `data` on the shared queue `queue` registered by the VM `vm_id` (the audit
+    /// shipper); false when the queue does not exist or the host refused.
+    fn enqueue_shared(&mut self, _vm_id: &str, _queue: &str, _data: &[u8]) -> bool {
+        false
+    }
     /// Proxy-wasm shared data, shared by all workers of one Envoy (per `vm_id`): the value
     /// (None when the key does not exist) and its compare-and-swap token.
     fn get_shared_data(&self, key: &str)
@@ -86,6 +95,9 @@ pub mod mock {
         pub counters: BTreeMap<String, u64>,
         pub logs: RefCell<Vec<(Level, String)>>,
         pub downstream_address: Option<String>,
+        pub response_code: Option<u32>,
+        /// Shared queues that exist, by (vm_id, name); enqueued items land here.
+        pub queues: BTreeMap<(String, String), Vec<Vec<u8>>>,
         /// Shared data: value and CAS token per key.
         pub shared: BTreeMap<String, (Vec<u8>, u32)>,
         /// The next this many CAS writes fail with a mismatch (another worker won the race).
@@ -144,6 +156,18 @@ pub mod mock {
         }
         fn resume_request(&mut self) {
             self.resumed += 1;
+        }
+        fn response_code(&self) -> Option<u32> {
+            self.response_code
+        }
+        fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+            match self.queues.get_mut(&(vm_id.to_string(), queue.to_string())) {
+                Some(q) => {
+                    q.push(data.to_vec());
+                    true
+                }
+                None => false,
+            }
         }
         fn request_headers(&self) -> Vec<(String, String)> {
             self.request_headers.clone()

@@ -2,6 +2,7 @@
 //! The cdylib glue (`src/lib.rs` at the workspace root) is the only code touching the host:
 //! it implements [`host::Host`] and forwards each callback to [`filter::HttpFilter`].
 
+pub mod audit;
 pub mod config;
 pub mod debug;
 pub mod events;

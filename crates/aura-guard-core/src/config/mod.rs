@@ -3,6 +3,7 @@
 //! they exist. Parsing is strict (`deny_unknown_fields`) and `Config::load` validates
 //! everything, so a bad configuration is refused at `on_configure` with an error naming the field.
 
+pub mod audit;
 pub mod debug;
 pub mod headers;
 pub mod ratelimit;
@@ -12,6 +13,7 @@ pub mod webhook;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use audit::AuditConfig;
 pub use debug::DebugConfig;
 pub use headers::HeadersConfig;
 pub use versions::VersionsConfig;
@@ -109,6 +111,8 @@ pub struct Config {
     pub debug: DebugConfig,
     /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
     pub versions: VersionsConfig,
+    /// Audit records (seed §3); `AUDIT_LOG_ENABLED` overrides `audit.enabled`.
+    pub audit: AuditConfig,
     /// Webhook signature verification (seed §2 and the providers' schemes).
     pub webhook: WebhookConfig,
 }
@@ -121,6 +125,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             debug: DebugConfig::default(),
             versions: VersionsConfig::default(),
+            audit: AuditConfig::default(),
             webhook: WebhookConfig::default(),
         }
     }
@@ -163,6 +168,7 @@ impl Config {
         }
         self.debug.apply_env_overrides(env);
         self.versions.apply_env_overrides(env);
+        self.audit.apply_env(env)?;
         self.webhook.apply_env(env);
         Ok(())
     }
@@ -174,6 +180,7 @@ impl Config {
         self.headers.validate("headers")?;
         self.debug.validate()?;
         self.versions.validate()?;
+        self.audit.validate()?;
         self.webhook.validate("webhook")
     }
 }

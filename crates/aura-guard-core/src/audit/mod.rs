@@ -1,0 +1,377 @@
+//! Audit (seed §3): one record per sensitive operation and per security event, sanitised,
+//! handed to the shipper without delaying the request.
+//!
+//! - [`sanitize`]: redaction of sensitive keys, query parameters, headers and card numbers.
+//! - [`record`]: the record format (docs/audit.md §2) and how requests become records.
+//! - [`shipper`]: the single shipper's pure logic (chain, buffer, batches, back-off, gaps).
+//!
+//! Flow: at the request headers [`RequestAudit::begin`] gathers the facts and classifies the
+//! operation; a sensitive operation with a JSON body holds the body (the pipeline's
+//! body-holding stage) and [`RequestAudit::capture`] keeps it sanitised; at the end of the
+//! stream [`RequestAudit::finish`] builds the entries, which the filter enqueues on the
+//! shipper's shared queue.
+
+pub mod record;
+pub mod sanitize;
+pub mod shipper;
+
+use crate::config::audit::AuditConfig;
+use crate::config::Environment;
+use crate::events::SecurityEvent;
+use crate::host::Host;
+use crate::ratelimit::client_ip::client_ip;
+use crate::ratelimit::jwt::verify_hs256_sub;
+use record::{Completion, Entry, RequestFacts};
+use sanitize::Sanitizer;
+use serde_json::Value;
+
+/// Audit settings derived once per configuration.
+#[derive(Debug, Clone)]
+pub struct AuditPolicy {
+    pub enabled: bool,
+    pub sanitizer: Sanitizer,
+    pub config: AuditConfig,
+    /// Proxies in front of Envoy that append to X-Forwarded-For (0: the peer address is the
+    /// client). The integrator sets it from the rate limiter's `trusted_hops`, so both use
+    /// the same client-IP rule.
+    pub trusted_hops: u32,
+}
+
+impl AuditPolicy {
+    pub fn new(config: &AuditConfig, env: Environment) -> Self {
+        AuditPolicy {
+            enabled: config.is_enabled(env),
+            sanitizer: Sanitizer::new(&config.redact_keys, config.redact_card_numbers),
+            config: config.clone(),
+            trusted_hops: 0,
+        }
+    }
+}
+
+/// One request's audit state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestAudit {
+    facts: RequestFacts,
+    operation: Option<String>,
+    wants_body: bool,
+    body: Value,
+    body_note: Option<&'static str>,
+}
+
+impl RequestAudit {
+    /// Gathers the request facts (None when audit is off). The client IP follows the shared
+    /// rule (`ratelimit::client_ip`: the peer address, or the X-Forwarded-For entry of the
+    /// outermost trusted proxy); the user id is the `sub` of a bearer JWT verified with the
+    /// application's HS256 secret, else null (an unverified claim is never recorded).
+    pub fn begin(
+        policy: &AuditPolicy,
+        host: &dyn Host,
+        start_ms: u64,
+        request_id: &str,
+    ) -> Option<Self> {
+        if !policy.enabled {
+            return None;
+        }
+        let method = host.request_header(":method").unwrap_or_default();
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        let path = record::record_path(&policy.sanitizer, &raw_path);
+        let canonical = path.split_once('?').map_or(path.as_str(), |(p, _)| p);
+        let operation =
+            record::classify(&policy.config.operations, &method, canonical).map(str::to_owned);
+        let json_body = host
+            .request_header("content-type")
+            .is_some_and(|ct| record::is_json_content_type(&ct));
+        let wants_body = operation.is_some() && policy.config.capture_body && json_body;
+        Some(RequestAudit {
+            facts: RequestFacts {
+                start_ms,
+                method,
+                path,
+                client_ip: host.downstream_address().and_then(|a| {
+                    let xff = host.request_header("x-forwarded-for");
+                    client_ip(&a, xff.as_deref(), policy.trusted_hops).map(|ip| ip.to_string())
+                }),
+                user_id: verified_user(policy, host, start_ms),
+                user_agent: host.request_header("user-agent"),
+                request_id: Some(request_id.to_owned()),
+            },
+            operation,
+            wants_body,
+            body: Value::Null,
+            body_note: None,
+        })
+    }
+
+    /// The sensitive operation type, if the request is one.
+    pub fn operation(&self) -> Option<&str> {
+        self.operation.as_deref()
+    }
+
+    /// A sensitive operation with a JSON body: the pipeline must hold the body for capture.
+    pub fn wants_body(&self) -> bool {
+        self.wants_body
+    }
+
+    /// Keeps the sanitised body (called with the whole body).
+    pub fn capture(&mut self, policy: &AuditPolicy, body: &[u8]) {
+        if !self.wants_body {
+            return;
+        }
+        let (value, note) = record::capture_body(
+            &policy.sanitizer,
+            body,
+            policy.config.max_captured_body_bytes,
+        );
+        self.body = value;
+        self.body_note = note;
+    }
+
+    /// The entries of this request: the operation (if sensitive) and one per security event.
+    pub fn finish(
+        &self,
+        policy: &AuditPolicy,
+        events: &[SecurityEvent],
+        done: &Completion,
+    ) -> Vec<Entry> {
+        let mut out = Vec::with_capacity(events.len() + 1);
+        if let Some(op) = &self.operation {
+            let metadata = match self.body_note {
+                Some(note) => serde_json::json!({ "request_body_omitted": note }),
+                None => Value::Object(serde_json::Map::new()),
+            };
+            out.push(record::operation_entry(
+                &self.facts,
+                op,
+                done,
+                self.body.clone(),
+                metadata,
+            ));
+        }
+        for ev in events {
+            out.push(record::event_entry(
+                &self.facts,
+                ev,
+                done,
+                &policy.sanitizer,
+            ));
+        }
+        out
+    }
+}
+
+/// The `sub` of the request's bearer JWT when it verifies (HS256, exp/nbf checked).
+fn verified_user(policy: &AuditPolicy, host: &dyn Host, now_ms: u64) -> Option<String> {
+    let secret = policy.config.jwt_secret.as_ref()?;
+    let auth = host.request_header("authorization")?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    verify_hs256_sub(token.trim(), secret.expose(), now_ms / 1000)
+        .ok()
+        .map(|sub| record::clip(&sub, 256))
+}
+
+/// Parses the `response.code` property: Envoy serialises integers as 8 little-endian bytes;
+/// a decimal string is accepted too.
+pub fn parse_response_code(raw: &[u8]) -> Option<u32> {
+    if let Ok(bytes) = <[u8; 8]>::try_from(raw) {
+        return u32::try_from(u64::from_le_bytes(bytes)).ok();
+    }
+    std::str::from_utf8(raw).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::host::mock::MockHost;
+
+    fn policy() -> AuditPolicy {
+        AuditPolicy::new(&AuditConfig::default(), Environment::Production)
+    }
+
+    fn host(method: &str, path: &str, ct: Option<&str>) -> MockHost {
+        let mut h = MockHost::default();
+        h.request_headers.push((":method".into(), method.into()));
+        h.request_headers.push((":path".into(), path.into()));
+        h.request_headers
+            .push(("user-agent".into(), "pytest".into()));
+        if let Some(ct) = ct {
+            h.request_headers.push(("content-type".into(), ct.into()));
+        }
+        h.downstream_address = Some("198.51.100.9:40000".into());
+        h
+    }
+
+    #[test]
+    fn disabled_audit_gathers_nothing() {
+        let p = AuditPolicy::new(&AuditConfig::default(), Environment::Development);
+        let h = host("POST", "/api/v1/payments/refund", None);
+        assert!(RequestAudit::begin(&p, &h, 0, "r").is_none());
+    }
+
+    #[test]
+    fn sensitive_json_operation_wants_the_body_and_records_it_sanitised() {
+        let p = policy();
+        let h = host(
+            "POST",
+            "/api/v1/payments/refund?api_key=k",
+            Some("application/json"),
+        );
+        let mut a = RequestAudit::begin(&p, &h, 5, "req-9").unwrap();
+        assert_eq!(a.operation(), Some("payment_refund"));
+        assert!(a.wants_body());
+        a.capture(
+            &p,
+            br#"{"amount":5,"card_token":"tok_live_x","password":"hunter2"}"#,
+        );
+        let entries = a.finish(
+            &p,
+            &[],
+            &Completion {
+                status: Some(200),
+                end_ms: 9,
+                replied_locally: false,
+            },
+        );
+        assert_eq!(entries.len(), 1);
+        let line = serde_json::to_string(&entries[0]).unwrap();
+        assert!(!line.contains("tok_live_x") && !line.contains("hunter2") && !line.contains("=k"));
+        let e = &entries[0];
+        assert_eq!(e.client_ip.as_deref(), Some("198.51.100.9"));
+        assert_eq!(e.request_id.as_deref(), Some("req-9"));
+        assert_eq!(e.user_agent.as_deref(), Some("pytest"));
+        assert_eq!(e.user_id, None);
+        assert_eq!(
+            e.path.as_deref(),
+            Some("/api/v1/payments/refund?api_key=[REDACTED]")
+        );
+        assert_eq!(e.request_body["amount"], 5);
+        assert_eq!(e.duration_ms, Some(4));
+    }
+
+    #[test]
+    fn non_json_body_is_not_held() {
+        let p = policy();
+        let h = host("POST", "/api/v1/payments/refund", Some("text/plain"));
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert!(!a.wants_body());
+        let e = a.finish(&p, &[], &Completion::default());
+        assert_eq!(e[0].request_body, Value::Null);
+    }
+
+    #[test]
+    fn unparsable_json_body_is_noted_not_recorded() {
+        let p = policy();
+        let h = host("POST", "/api/v1/payments/refund", Some("application/json"));
+        let mut a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        a.capture(&p, b"password=hunter2");
+        let e = a.finish(&p, &[], &Completion::default());
+        assert_eq!(e[0].request_body, Value::Null);
+        assert_eq!(e[0].metadata["request_body_omitted"], "not_json");
+    }
+
+    #[test]
+    fn ordinary_request_gives_no_entry_but_its_events_do() {
+        let p = policy();
+        let h = host("GET", "/debug/token", None);
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert!(!a.wants_body());
+        assert!(a.finish(&p, &[], &Completion::default()).is_empty());
+        let ev = SecurityEvent::new(
+            "debug_endpoint_blocked",
+            crate::events::Severity::Medium,
+            "blocked",
+            serde_json::json!({"endpoint": "token"}),
+        );
+        let e = a.finish(
+            &p,
+            &[ev],
+            &Completion {
+                status: Some(404),
+                end_ms: 0,
+                replied_locally: true,
+            },
+        );
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, "security_event");
+        assert_eq!(e[0].outcome, "blocked");
+        assert_eq!(e[0].status, Some(404));
+    }
+
+    fn jwt(sub: &str, secret: &[u8]) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use hmac::{Hmac, KeyInit, Mac};
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{sub}"}}"#));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(format!("{h}.{p}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{h}.{p}.{sig}")
+    }
+
+    fn policy_with_secret() -> AuditPolicy {
+        let mut cfg = AuditConfig::default();
+        cfg.apply_env(&|k| (k == "JWT_SECRET_KEY").then(|| "jwt-secret".to_owned()))
+            .unwrap();
+        AuditPolicy::new(&cfg, Environment::Production)
+    }
+
+    #[test]
+    fn user_id_is_the_sub_of_a_verified_bearer_jwt_only() {
+        let p = policy_with_secret();
+        let mut h = host("POST", "/api/v1/payments/refund", None);
+        h.request_headers.push((
+            "authorization".into(),
+            format!("Bearer {}", jwt("u42", b"jwt-secret")),
+        ));
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.user_id.as_deref(), Some("u42"));
+
+        let mut forged = host("POST", "/api/v1/payments/refund", None);
+        forged.request_headers.push((
+            "authorization".into(),
+            format!("Bearer {}", jwt("admin", b"guess")),
+        ));
+        let a = RequestAudit::begin(&p, &forged, 0, "r").unwrap();
+        assert_eq!(a.facts.user_id, None);
+
+        // Without a configured secret nothing is trusted.
+        let a = RequestAudit::begin(&policy(), &h, 0, "r").unwrap();
+        assert_eq!(a.facts.user_id, None);
+    }
+
+    #[test]
+    fn client_ip_is_the_peer_unless_proxies_are_trusted() {
+        let mut h = host("POST", "/api/v1/payments/refund", None);
+        h.request_headers
+            .push(("x-forwarded-for".into(), "6.6.6.6, 203.0.113.5".into()));
+        let mut p = policy();
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.client_ip.as_deref(), Some("198.51.100.9"));
+        p.trusted_hops = 1;
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.client_ip.as_deref(), Some("203.0.113.5"));
+        h.downstream_address = Some("[2001:db8::1]:443".into());
+        p.trusted_hops = 0;
+        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        assert_eq!(a.facts.client_ip.as_deref(), Some("2001:db8::1"));
+    }
+
+    #[test]
+    fn response_code_property_forms() {
+        assert_eq!(parse_response_code(&200u64.to_le_bytes()), Some(200));
+        assert_eq!(parse_response_code(b"503"), Some(503));
+        assert_eq!(parse_response_code(b""), None);
+    }
+}

@@ -35,8 +35,23 @@ def wasm_filter(cfg):
     raise AssertionError("no aura-guard filter")
 
 
+def wasm_services(cfg):
+    """The wasm bootstrap extensions (the audit shipper)."""
+    return [b["typed_config"]["config"] for b in cfg.get("bootstrap_extensions", [])
+            if b["name"] == "envoy.bootstrap.wasm"]
+
+
+def wasm_vms(cfg):
+    return [wasm_filter(cfg)] + wasm_services(cfg)
+
+
 def host_env_keys(cfg):
-    return wasm_filter(cfg)["vm_config"]["environment_variables"]["host_env_keys"]
+    keys = []
+    for vm in wasm_vms(cfg):
+        for k in vm["vm_config"].get("environment_variables", {}).get("host_env_keys", []):
+            if k not in keys:
+                keys.append(k)
+    return keys
 
 
 def mounts(service):
@@ -77,7 +92,15 @@ def test_envoy_mounts_the_built_module_and_its_config(compose):
     m = dict(mounts(compose["services"]["envoy"]))
     assert m.get(WASM_MOUNT_SOURCE) == WASM_IN_CONTAINER
     assert m.get("deploy/envoy.yaml") == "/etc/envoy/envoy.yaml"
-    assert wasm_filter(load(DEPLOY_ENVOY))["vm_config"]["code"]["local"]["filename"] == WASM_IN_CONTAINER
+    for vm in wasm_vms(load(DEPLOY_ENVOY)):
+        assert vm["vm_config"]["code"]["local"]["filename"] == WASM_IN_CONTAINER
+
+
+def test_deploy_ships_audit_like_the_local_stack():
+    local = wasm_services(load(os.path.join(ROOT, "envoy", "envoy.yaml")))
+    deploy = wasm_services(load(DEPLOY_ENVOY))
+    assert [s["root_id"] for s in deploy] == [s["root_id"] for s in local]
+    assert [s["configuration"] for s in deploy] == [s["configuration"] for s in local]
 
 
 def test_envoy_image_tag_is_the_projects_envoy_version(compose):
@@ -150,12 +173,14 @@ def test_collector_image_builds_from_the_repository(compose):
 def test_deploy_envoy_config_passes_envoy_validate(tmp_path, environment):
     cfg = load(DEPLOY_ENVOY)
     # The only change: the module path inside the container becomes the local build output.
-    wasm_filter(cfg)["vm_config"]["code"]["local"]["filename"] = WASM
+    for vm in wasm_vms(cfg):
+        vm["vm_config"]["code"]["local"]["filename"] = WASM
     path = tmp_path / "envoy.yaml"
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     r = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
                        capture_output=True, text=True, timeout=120,
-                       env=clean_env({"ENVIRONMENT": environment}))
+                       env=clean_env({"ENVIRONMENT": environment,
+                                      "AUDIT_COLLECTOR_TOKEN": "test-only-token-0123456789"}))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout + r.stderr

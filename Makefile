@@ -7,12 +7,13 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build run test test-unit test-wasm test-e2e lint clean
+.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e lint clean bench
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
 	@echo "make test   - lint, unit tests (native and wasm), end-to-end tests with real Envoy"
 	@echo "make build  - build $(WASM)"
+	@echo "make bench  - side-by-side throughput/latency: bare Envoy, no-op wasm, Lua, native ratelimit, aura-guard"
 	@echo "make lint   - rustfmt check + clippy -D warnings (no unwrap/expect/panic/indexing)"
 	@echo "make clean  - remove build outputs, run state and logs"
 
@@ -24,6 +25,16 @@ build:
 	@bash scripts/build-wasm.sh
 	cargo build -p aura-collector
 	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
+
+# The bench's no-op proxy-wasm filter (crates/noop-filter): the cost of a wasm filter itself.
+build-bench:
+	@bash scripts/build-wasm.sh -p noop-filter
+
+# Whole run < 5 min by default; BENCH_DURATION, BENCH_ROUNDS, BENCH_WARMUP, BENCH_CONNECTIONS,
+# BENCH_CASES override (see bench/run.py --help). Results: bench/results/latest.{md,json}.
+bench: build build-bench
+	@bash scripts/setup.sh bench
+	.venv/bin/python bench/run.py
 
 run: build
 	@bash scripts/setup.sh run
@@ -39,7 +50,7 @@ test-unit:
 test-wasm:
 	@bash scripts/test-wasm.sh
 
-test-e2e: build
+test-e2e: build build-bench
 	$(PYTEST) tests -n $(E2E_WORKERS) -p no:cacheprovider -rfE
 
 test: setup lint test-unit test-wasm test-e2e

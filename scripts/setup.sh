@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -70,6 +70,11 @@ step_native_rust() {
   step "native rust: $(cargo --version | cut -d' ' -f2) with clippy and rustfmt"
 }
 
+step_wrk() { # the HTTP load generator `make bench` (and its smoke test) drives
+  apt_install wrk
+  step "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2) (Debian)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   bash scripts/setup-ratelimit.sh
 }
@@ -79,6 +84,7 @@ case "$WHAT" in
   envoy) step_envoy ;;
   run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
+  bench) step_wasm_toolchain; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
   test|all)
     step_native_rust
     step_wasm_toolchain
@@ -86,6 +92,7 @@ case "$WHAT" in
     step_python_test_deps
     step_wasm_bindgen_runner
     step_ratelimit
+    step_wrk
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench]" >&2; exit 2 ;;
 esac

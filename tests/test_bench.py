@@ -1,0 +1,54 @@
+"""Smoke test of `make bench` (bench/run.py): with a tiny duration it starts every case's Envoy,
+drives each with wrk and writes a result row per case. It checks that the harness works, never
+how fast anything is: no timing or throughput assertions."""
+import json
+import os
+import subprocess
+import sys
+
+from harness import ROOT
+
+BENCH = os.path.join(ROOT, "bench", "run.py")
+
+
+def case_ids():
+    out = subprocess.run([sys.executable, BENCH, "--list"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_bench_lists_the_comparison_cases():
+    ids = case_ids()
+    for want in ("bare", "noop-wasm", "lua-headers", "native-ratelimit", "aura-headers",
+                 "aura-ratelimit", "bare-webhook", "aura-webhook"):
+        assert want in ids
+
+
+def test_bench_runs_every_case_and_writes_a_row_for_each(tmp_path):
+    # Cheap mode: one round of one second per case, no warm-up, few connections.
+    r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
+                        "--connections", "2", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(tmp_path / "latest.json") as f:
+        result = json.load(f)
+    rows = {row["id"]: row for row in result["cases"]}
+    assert list(rows) == case_ids()
+    assert result["upstream"].startswith("direct_response")
+    for cid, row in rows.items():
+        if "skipped" in row:
+            # Only a case for a stage this build may not have yet can be skipped.
+            assert cid == "aura-ratelimit", row
+            continue
+        assert row["rounds"] == 1
+        assert row["requests"] > 0, row  # traffic flowed; how much is not the test's business
+        assert row["socket_errors"] == 0, row
+        assert row["non_2xx"] == 0, row
+        assert row["ratio"] is not None
+        for key in ("rps_median", "p99_ms_median"):
+            assert isinstance(row[key], float)
+    # The Envoy ratelimit filter really called the service for every request.
+    assert rows["native-ratelimit"]["rls_calls_per_request"] > 0.9
+    md = (tmp_path / "latest.md").read_text()
+    for row in rows.values():
+        assert row["label"] in md

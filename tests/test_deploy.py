@@ -181,6 +181,9 @@ def test_deploy_envoy_config_passes_envoy_validate(tmp_path, environment):
     r = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
                        capture_output=True, text=True, timeout=120,
                        env=clean_env({"ENVIRONMENT": environment,
-                                      "AUDIT_COLLECTOR_TOKEN": "test-only-token-0123456789"}))
+                                      "AUDIT_COLLECTOR_TOKEN": "test-only-token-0123456789",
+                                      # Production refuses to start without it (auth rate
+                                      # limits verify refresh tokens with it).
+                                      "JWT_SECRET_KEY": "test-only-jwt-secret"}))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout + r.stderr

@@ -227,12 +227,6 @@ pub fn read_all(dir: &Path) -> Result<Vec<FileLine>, String> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 

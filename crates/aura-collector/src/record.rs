@@ -270,12 +270,6 @@ pub fn split_lines(body: &str) -> Result<Vec<(usize, &str)>, String> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 

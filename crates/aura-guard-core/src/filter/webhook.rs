@@ -323,13 +323,7 @@ pub fn init_replay_store(host: &mut dyn Host) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::field_reassign_with_default
-)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

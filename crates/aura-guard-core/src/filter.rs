@@ -62,10 +62,12 @@ impl Policy {
 /// State of one HTTP stream.
 ///
 /// Order of the stages (each may end the request with a local reply):
-/// request headers: request id → path normalisation → debug endpoints → API versions →
-/// decide whether the body is needed; then, with the whole body (held, never streamed to the
-/// upstream before the decision): webhook signature → auth rate limit (asynchronous) → audit
-/// capture. Response headers: security headers, request id, per-request extra headers.
+/// request headers: request id → audit start → path normalisation → debug endpoints → API
+/// versions → rate-limit route match → decide whether the body is needed (else the rate limit
+/// runs here); then, with the whole body (held, never streamed to the upstream before the
+/// decision): audit capture → webhook signature → auth rate limit (asynchronous, resumed by
+/// `on_grpc_response`). Response headers: security headers, request id, per-request extra
+/// headers, rate-limit headers and failure counting. `on_log`: audit records are enqueued.
 pub struct HttpFilter {
     policy: Rc<Policy>,
     request_id: Option<String>,

@@ -2,7 +2,8 @@
 """Demo upstream for `make run` and the end-to-end tests (a demo, not product).
 
 Every request gets 200 JSON {"upstream":"demo","method","path","headers","body_sha256"} (or the
-status named by an `X-Demo-Status` request header),
+status named by an `X-Demo-Status` request header; an `X-Demo-Response-Header: name: value`
+request header adds that header to the response, so tests can play an upstream that sets one),
 except GET /health (200 {"status":"ok"}) and POST /auth/login (form or JSON username/password):
 200 with a bearer token for demo / demo-password, else 401 {"detail":"Incorrect username or
 password"}. With --record FILE, every request is appended to FILE as one JSON line, so tests
@@ -103,9 +104,13 @@ class Handler(BaseHTTPRequestHandler):
                               [("WWW-Authenticate", "Bearer")])
         # Tests make the upstream fail on purpose (e.g. a webhook provider's retry after a 5xx).
         status = int(headers.get("x-demo-status", "200") or 200)
+        extra = []
+        name, sep, value = headers.get("x-demo-response-header", "").partition(":")
+        if sep:
+            extra.append((name.strip(), value.strip()))
         return self._send(status, {"upstream": "demo", "method": self.command,
                                    "path": self.path, "headers": headers,
-                                   "body_sha256": record["body_sha256"]})
+                                   "body_sha256": record["body_sha256"]}, extra)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 

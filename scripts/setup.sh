@@ -47,8 +47,10 @@ step_envoy() {
 
 step_python_test_deps() { # pytest for the tests, PyYAML for scripts/render_envoy.py
   if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-  if ! .venv/bin/python -c "import pytest, xdist, h2" 2>/dev/null; then
+  # Reinstall whenever tests/requirements.txt changes (a stamp holds the last one installed).
+  if ! cmp -s tests/requirements.txt .venv/.requirements-installed; then
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+    cp tests/requirements.txt .venv/.requirements-installed
   fi
   step "python deps: $(.venv/bin/python -m pytest --version 2>&1 | head -1)"
 }
@@ -75,6 +77,11 @@ step_wrk() { # the HTTP load generator `make bench` (and its smoke test) drives
   step "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2) (Debian)"
 }
 
+step_postgres() { # PostgreSQL server binaries: the audit tests start a throw-away cluster
+  apt_install postgresql
+  step "postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | head -1)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   bash scripts/setup-ratelimit.sh
 }
@@ -93,6 +100,7 @@ case "$WHAT" in
     step_wasm_bindgen_runner
     step_ratelimit
     step_wrk
+    step_postgres
     ;;
   *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench]" >&2; exit 2 ;;
 esac

@@ -2,15 +2,17 @@
 //! every decision is taken in this crate, so the whole flow is tested natively with `MockHost`.
 
 use crate::audit::record::Completion;
-use crate::audit::{AuditPolicy, RequestAudit};
+use crate::audit::{AuditPolicy, RequestAudit, RequestStart};
 use crate::config::Config;
 use crate::debug::{self, DebugDecision};
 use crate::events::{SecurityEvent, Severity};
 use crate::headers::{uuid_v4, valid_request_id, SecurityHeaders};
 use crate::host::{Host, Level};
-use crate::path::{normalise, NormalisedPath};
+use crate::path::{normalise, NormalisedPath, PathError};
 use crate::ratelimit::planner::RateLimiter;
 use crate::versions::{self, VersionDecision};
+use std::cell::OnceCell;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 mod webhook;
@@ -47,9 +49,7 @@ impl Policy {
             .clone()
             .filter(|r| r.config.enabled)
             .map(RateLimiter::new);
-        let mut audit = AuditPolicy::new(&config.audit, config.environment);
-        // One client-IP rule for every stage (docs/ratelimit.md, "Who is limited").
-        audit.trusted_hops = config.ratelimit.raw_xff_hops();
+        let audit = AuditPolicy::new(&config.audit, config.environment);
         Policy {
             config,
             security_headers,
@@ -71,8 +71,14 @@ impl Policy {
 pub struct HttpFilter {
     policy: Rc<Policy>,
     request_id: Option<String>,
+    /// `:method`, read once.
+    method: String,
     /// The one normalised path every decision uses (None until the headers arrive).
     path: Option<NormalisedPath>,
+    /// The client IP by the one rule every stage uses, computed on first use.
+    client_ip: OnceCell<Option<IpAddr>>,
+    /// The webhook source guarding this path, looked up once.
+    webhook_route: Option<String>,
     /// A stage needs the whole request body before the request may go upstream.
     hold_for_body: bool,
     /// Bytes of request body seen so far (Envoy reports the cumulative size).
@@ -99,7 +105,10 @@ impl HttpFilter {
         HttpFilter {
             policy,
             request_id: None,
+            method: String::new(),
             path: None,
+            client_ip: OnceCell::new(),
+            webhook_route: None,
             hold_for_body: false,
             body_size: 0,
             body_done: false,
@@ -120,12 +129,33 @@ impl HttpFilter {
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let request_id = self.ensure_request_id(host);
+        // The request line is read and normalised once; every stage uses the result.
+        self.method = host.request_header(":method").unwrap_or_default();
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        let normalised = normalise(&raw_path);
         // Before the stages that may answer, so their security events are recorded too.
-        self.audit = RequestAudit::begin(&self.policy.audit, host, host.now_ms(), &request_id);
-        if !self.path_stage(host) || !self.debug_stage(host) || !self.versions_stage(host) {
+        if self.policy.audit.enabled {
+            let start = RequestStart {
+                start_ms: host.now_ms(),
+                request_id: &request_id,
+                method: &self.method,
+                raw_path: &raw_path,
+                path: normalised.as_ref().ok(),
+                client_ip: self.client_ip(host),
+            };
+            self.audit = RequestAudit::begin(&self.policy.audit, host, &start);
+        }
+        if !self.path_stage(host, normalised)
+            || !self.debug_stage(host)
+            || !self.versions_stage(host)
+        {
             return Action::Pause;
         }
-        self.ratelimit_match(host);
+        self.webhook_route = self.path.as_ref().and_then(|p| {
+            let (name, _) = self.policy.config.webhook.source_for_path(p.as_str())?;
+            Some(name.to_string())
+        });
+        self.ratelimit_match();
         self.hold_for_body = self.body_needed(host);
         if !self.hold_for_body {
             return self.ratelimit_stage(host, None).unwrap_or(Action::Continue);
@@ -206,11 +236,14 @@ impl HttpFilter {
         self.path.as_ref()
     }
 
-    /// Normalises `:path`; an ambiguous path is refused with 400 rather than guessed.
-    /// Returns false when the request was answered.
-    fn path_stage(&mut self, host: &mut dyn Host) -> bool {
-        let raw = host.request_header(":path").unwrap_or_default();
-        match normalise(&raw) {
+    /// Keeps the normalised `:path`; an ambiguous path is refused with 400 rather than
+    /// guessed. Returns false when the request was answered.
+    fn path_stage(
+        &mut self,
+        host: &mut dyn Host,
+        normalised: Result<NormalisedPath, PathError>,
+    ) -> bool {
+        match normalised {
             Ok(p) => {
                 self.path = Some(p);
                 true
@@ -810,6 +843,41 @@ mod tests {
             .iter()
             .map(|b| serde_json::from_slice(b).unwrap())
             .collect()
+    }
+
+    /// The audit record's client IP after one refund request through the pipeline.
+    fn audited_client_ip(config_json: &str, peer: &str, xff: Option<&str>) -> serde_json::Value {
+        let config = Config::load(config_json.as_bytes(), &|k: &str| match k {
+            "ENVIRONMENT" => Some("production".to_string()),
+            "JWT_SECRET_KEY" => Some("test-secret".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        let mut f = filter_with(config);
+        let mut host = audit_host("POST", "/api/v1/payments/refund", b"{}");
+        host.downstream_address = Some(peer.into());
+        if let Some(xff) = xff {
+            host.request_headers
+                .push(("x-forwarded-for".into(), xff.into()));
+        }
+        f.on_request_headers(&mut host, false);
+        f.on_request_body(&mut host, 2, true);
+        f.on_log(&mut host);
+        queued(&host)[0]["client_ip"].clone()
+    }
+
+    #[test]
+    fn audit_records_use_the_pipelines_one_client_ip_rule() {
+        // No trusted proxy: the peer, whatever X-Forwarded-For claims.
+        let ip = audited_client_ip("{}", "198.51.100.9:40000", Some("6.6.6.6, 203.0.113.5"));
+        assert_eq!(ip, "198.51.100.9");
+        // One trusted proxy (Envoy appends no entry here): its X-Forwarded-For entry.
+        let cfg = r#"{"ratelimit": {"trusted_hops": 1, "xff_appended_by_envoy": false}}"#;
+        let ip = audited_client_ip(cfg, "198.51.100.9:40000", Some("6.6.6.6, 203.0.113.5"));
+        assert_eq!(ip, "203.0.113.5");
+        // IPv6 peers are recorded without brackets or port.
+        let ip = audited_client_ip("{}", "[2001:db8::1]:443", None);
+        assert_eq!(ip, "2001:db8::1");
     }
 
     #[test]

@@ -19,11 +19,12 @@ use crate::config::audit::AuditConfig;
 use crate::config::Environment;
 use crate::events::SecurityEvent;
 use crate::host::Host;
-use crate::ratelimit::client_ip::client_ip;
+use crate::path::NormalisedPath;
 use crate::ratelimit::jwt::verify_hs256_sub;
 use record::{Completion, Entry, RequestFacts};
 use sanitize::Sanitizer;
 use serde_json::Value;
+use std::net::IpAddr;
 
 /// Audit settings derived once per configuration.
 #[derive(Debug, Clone)]
@@ -31,10 +32,6 @@ pub struct AuditPolicy {
     pub enabled: bool,
     pub sanitizer: Sanitizer,
     pub config: AuditConfig,
-    /// Proxies in front of Envoy that append to X-Forwarded-For (0: the peer address is the
-    /// client). The integrator sets it from the rate limiter's `trusted_hops`, so both use
-    /// the same client-IP rule.
-    pub trusted_hops: u32,
 }
 
 impl AuditPolicy {
@@ -43,7 +40,6 @@ impl AuditPolicy {
             enabled: config.is_enabled(env),
             sanitizer: Sanitizer::new(&config.redact_keys, config.redact_card_numbers),
             config: config.clone(),
-            trusted_hops: 0,
         }
     }
 }
@@ -58,42 +54,45 @@ pub struct RequestAudit {
     body_note: Option<&'static str>,
 }
 
+/// What the pipeline already knows when a request starts: read from the host once and shared
+/// by every stage, so audit neither re-reads the request line nor re-derives the client IP.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStart<'a> {
+    pub start_ms: u64,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// `:path` as received (used when normalisation refused it).
+    pub raw_path: &'a str,
+    /// The pipeline's normalised path, when `raw_path` normalised.
+    pub path: Option<&'a NormalisedPath>,
+    /// The client IP by the pipeline's one rule (`HttpFilter::client_ip`).
+    pub client_ip: Option<IpAddr>,
+}
+
 impl RequestAudit {
-    /// Gathers the request facts (None when audit is off). The client IP follows the shared
-    /// rule (`ratelimit::client_ip`: the peer address, or the X-Forwarded-For entry of the
-    /// outermost trusted proxy); the user id is the `sub` of a bearer JWT verified with the
-    /// application's HS256 secret, else null (an unverified claim is never recorded).
-    pub fn begin(
-        policy: &AuditPolicy,
-        host: &dyn Host,
-        start_ms: u64,
-        request_id: &str,
-    ) -> Option<Self> {
+    /// Gathers the request facts (None when audit is off). The user id is the `sub` of a
+    /// bearer JWT verified with the configured secret.
+    pub fn begin(policy: &AuditPolicy, host: &dyn Host, start: &RequestStart<'_>) -> Option<Self> {
         if !policy.enabled {
             return None;
         }
-        let method = host.request_header(":method").unwrap_or_default();
-        let raw_path = host.request_header(":path").unwrap_or_default();
-        let path = record::record_path(&policy.sanitizer, &raw_path);
+        let path = record::record_path(&policy.sanitizer, start.raw_path, start.path);
         let canonical = path.split_once('?').map_or(path.as_str(), |(p, _)| p);
         let operation =
-            record::classify(&policy.config.operations, &method, canonical).map(str::to_owned);
+            record::classify(&policy.config.operations, start.method, canonical).map(str::to_owned);
         let json_body = host
             .request_header("content-type")
             .is_some_and(|ct| record::is_json_content_type(&ct));
         let wants_body = operation.is_some() && policy.config.capture_body && json_body;
         Some(RequestAudit {
             facts: RequestFacts {
-                start_ms,
-                method,
+                start_ms: start.start_ms,
+                method: start.method.to_owned(),
                 path,
-                client_ip: host.downstream_address().and_then(|a| {
-                    let xff = host.request_header("x-forwarded-for");
-                    client_ip(&a, xff.as_deref(), policy.trusted_hops).map(|ip| ip.to_string())
-                }),
-                user_id: verified_user(policy, host, start_ms),
+                client_ip: start.client_ip.map(|ip| ip.to_string()),
+                user_id: verified_user(policy, host, start.start_ms),
                 user_agent: host.request_header("user-agent"),
-                request_id: Some(request_id.to_owned()),
+                request_id: Some(start.request_id.to_owned()),
             },
             operation,
             wants_body,
@@ -189,6 +188,27 @@ mod tests {
     use super::*;
     use crate::host::mock::MockHost;
 
+    /// Starts a request the way the pipeline does: method, path and peer address from the
+    /// mock host (the client-IP rule itself is the pipeline's, tested in filter.rs).
+    fn begin(p: &AuditPolicy, h: &MockHost, start_ms: u64, id: &str) -> Option<RequestAudit> {
+        let method = h.request_header(":method").unwrap_or_default();
+        let raw = h.request_header(":path").unwrap_or_default();
+        let path = crate::path::normalise(&raw).ok();
+        let ip = h
+            .downstream_address
+            .as_deref()
+            .and_then(|a| crate::ratelimit::client_ip::client_ip(a, None, 0));
+        let start = RequestStart {
+            start_ms,
+            request_id: id,
+            method: &method,
+            raw_path: &raw,
+            path: path.as_ref(),
+            client_ip: ip,
+        };
+        RequestAudit::begin(p, h, &start)
+    }
+
     fn policy() -> AuditPolicy {
         AuditPolicy::new(&AuditConfig::default(), Environment::Production)
     }
@@ -210,7 +230,7 @@ mod tests {
     fn disabled_audit_gathers_nothing() {
         let p = AuditPolicy::new(&AuditConfig::default(), Environment::Development);
         let h = host("POST", "/api/v1/payments/refund", None);
-        assert!(RequestAudit::begin(&p, &h, 0, "r").is_none());
+        assert!(begin(&p, &h, 0, "r").is_none());
     }
 
     #[test]
@@ -221,7 +241,7 @@ mod tests {
             "/api/v1/payments/refund?api_key=k",
             Some("application/json"),
         );
-        let mut a = RequestAudit::begin(&p, &h, 5, "req-9").unwrap();
+        let mut a = begin(&p, &h, 5, "req-9").unwrap();
         assert_eq!(a.operation(), Some("payment_refund"));
         assert!(a.wants_body());
         a.capture(
@@ -257,7 +277,7 @@ mod tests {
     fn non_json_body_is_not_held() {
         let p = policy();
         let h = host("POST", "/api/v1/payments/refund", Some("text/plain"));
-        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        let a = begin(&p, &h, 0, "r").unwrap();
         assert!(!a.wants_body());
         let e = a.finish(&p, &[], &Completion::default());
         assert_eq!(e[0].request_body, Value::Null);
@@ -267,7 +287,7 @@ mod tests {
     fn unparsable_json_body_is_noted_not_recorded() {
         let p = policy();
         let h = host("POST", "/api/v1/payments/refund", Some("application/json"));
-        let mut a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        let mut a = begin(&p, &h, 0, "r").unwrap();
         a.capture(&p, b"password=hunter2");
         let e = a.finish(&p, &[], &Completion::default());
         assert_eq!(e[0].request_body, Value::Null);
@@ -278,7 +298,7 @@ mod tests {
     fn ordinary_request_gives_no_entry_but_its_events_do() {
         let p = policy();
         let h = host("GET", "/debug/token", None);
-        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        let a = begin(&p, &h, 0, "r").unwrap();
         assert!(!a.wants_body());
         assert!(a.finish(&p, &[], &Completion::default()).is_empty());
         let ev = SecurityEvent::new(
@@ -329,7 +349,7 @@ mod tests {
             "authorization".into(),
             format!("Bearer {}", jwt("u42", b"jwt-secret")),
         ));
-        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
+        let a = begin(&p, &h, 0, "r").unwrap();
         assert_eq!(a.facts.user_id.as_deref(), Some("u42"));
 
         let mut forged = host("POST", "/api/v1/payments/refund", None);
@@ -337,29 +357,12 @@ mod tests {
             "authorization".into(),
             format!("Bearer {}", jwt("admin", b"guess")),
         ));
-        let a = RequestAudit::begin(&p, &forged, 0, "r").unwrap();
+        let a = begin(&p, &forged, 0, "r").unwrap();
         assert_eq!(a.facts.user_id, None);
 
         // Without a configured secret nothing is trusted.
-        let a = RequestAudit::begin(&policy(), &h, 0, "r").unwrap();
+        let a = begin(&policy(), &h, 0, "r").unwrap();
         assert_eq!(a.facts.user_id, None);
-    }
-
-    #[test]
-    fn client_ip_is_the_peer_unless_proxies_are_trusted() {
-        let mut h = host("POST", "/api/v1/payments/refund", None);
-        h.request_headers
-            .push(("x-forwarded-for".into(), "6.6.6.6, 203.0.113.5".into()));
-        let mut p = policy();
-        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
-        assert_eq!(a.facts.client_ip.as_deref(), Some("198.51.100.9"));
-        p.trusted_hops = 1;
-        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
-        assert_eq!(a.facts.client_ip.as_deref(), Some("203.0.113.5"));
-        h.downstream_address = Some("[2001:db8::1]:443".into());
-        p.trusted_hops = 0;
-        let a = RequestAudit::begin(&p, &h, 0, "r").unwrap();
-        assert_eq!(a.facts.client_ip.as_deref(), Some("2001:db8::1"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::sanitize::Sanitizer;
 use crate::config::audit::OperationRule;
 use crate::events::SecurityEvent;
-use crate::path::normalise;
+use crate::path::NormalisedPath;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -82,12 +82,16 @@ pub fn classify<'a>(rules: &'a [OperationRule], method: &str, path: &str) -> Opt
         .map(|r| r.op_type.as_str())
 }
 
-/// The path as recorded: canonical (crate::path) when it normalises, else the raw path; the
-/// query sanitised in both cases; cut to the collector's limit.
-pub fn record_path(sanitizer: &Sanitizer, raw: &str) -> String {
-    let (path, query) = match normalise(raw) {
-        Ok(n) => (n.as_str().to_owned(), n.query().map(str::to_owned)),
-        Err(_) => {
+/// The path as recorded: the pipeline's canonical path (crate::path) when `raw` normalised,
+/// else the raw path; the query sanitised in both cases; cut to the collector's limit.
+pub fn record_path(
+    sanitizer: &Sanitizer,
+    raw: &str,
+    normalised: Option<&NormalisedPath>,
+) -> String {
+    let (path, query) = match normalised {
+        Some(n) => (n.as_str().to_owned(), n.query().map(str::to_owned)),
+        None => {
             let before_fragment = raw.split_once('#').map_or(raw, |(p, _)| p);
             match before_fragment.split_once('?') {
                 Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
@@ -279,6 +283,12 @@ mod tests {
     use crate::events::Severity;
     use serde_json::json;
 
+    /// As the pipeline calls it: with its normalisation of the raw path.
+    fn path_of(raw: &str) -> String {
+        let n = crate::path::normalise(raw).ok();
+        record_path(&san(), raw, n.as_ref())
+    }
+
     fn san() -> Sanitizer {
         Sanitizer::new(&default_redact_keys(), true)
     }
@@ -336,15 +346,12 @@ mod tests {
     #[test]
     fn recorded_path_is_canonical_with_a_sanitised_query() {
         assert_eq!(
-            record_path(&san(), "/API/v1//Payments/refund/?token=abc&x=1"),
+            path_of("/API/v1//Payments/refund/?token=abc&x=1"),
             "/api/v1/payments/refund?token=[REDACTED]&x=1"
         );
         // A path the normaliser refuses is still recorded (raw), query sanitised.
-        assert_eq!(
-            record_path(&san(), "/a/../b?password=p"),
-            "/a/../b?password=[REDACTED]"
-        );
-        assert_eq!(record_path(&san(), "/x?"), "/x");
+        assert_eq!(path_of("/a/../b?password=p"), "/a/../b?password=[REDACTED]");
+        assert_eq!(path_of("/x?"), "/x");
     }
 
     #[test]

@@ -211,17 +211,6 @@ fn is_name(s: &str) -> bool {
 }
 
 impl RateLimitConfig {
-    /// `trusted_hops` counted on the X-Forwarded-For the filter sees, i.e. including the
-    /// entry Envoy appends itself (`xff_appended_by_envoy`): the client is the entry that many
-    /// from the right. 0 still means "the peer address".
-    pub fn raw_xff_hops(&self) -> u32 {
-        if self.trusted_hops > 0 && self.xff_appended_by_envoy {
-            self.trusted_hops.saturating_add(1)
-        } else {
-            self.trusted_hops
-        }
-    }
-
     /// Structural validation; errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail =

@@ -50,12 +50,7 @@ impl HttpFilter {
     /// normalised path means no spelling of a webhook route (`/Webhooks//stripe/`,
     /// `/webhooks/%73tripe`) reaches the upstream unverified.
     pub(super) fn webhook_source(&self) -> Option<String> {
-        let path = self.path.as_ref()?;
-        self.policy
-            .config
-            .webhook
-            .source_for_path(path.as_str())
-            .map(|(name, _)| name.to_string())
+        self.webhook_route.clone()
     }
 
     /// Verifies the buffered delivery and records its replay key. Returns false when the

@@ -6,8 +6,8 @@
 //!
 //! The bearer token comes from `AUDIT_COLLECTOR_TOKEN` and is never logged.
 
+use aura_guard_core::audit::config::{check_token, ShipperConfig};
 use aura_guard_core::audit::shipper::{stream_id, BatchResult, Offer, Outcome, Shipper};
-use aura_guard_core::config::audit::{check_token, ShipperConfig};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType, MetricType};
 use std::cell::RefCell;

@@ -77,17 +77,13 @@ impl RootContext for AuraRoot {
                         config.environment.as_str()
                     ),
                 );
-                if config
-                    .ratelimit_resolved
-                    .as_ref()
-                    .is_some_and(|r| r.jwt_disabled())
-                {
+                if config.jwt_users_anonymous() {
                     log_line(
                         LogLevel::Warn,
                         &format!(
                             "aura-guard: {} is not set: rate-limited JWT users are anonymous \
                              (limited per IP only); production refuses to start without it",
-                            config.ratelimit.jwt_secret_env
+                            config.jwt.secret_env
                         ),
                     );
                 }

@@ -312,6 +312,6 @@ def test_invalid_ratelimit_config_or_missing_jwt_secret_in_production_is_refused
     assert code != 0 and "invalid configuration: ratelimit.routes[0].window_s" in out, out[-3000:]
     code, out = _validate(tmp_path, {}, {"ENVIRONMENT": "production"})
     assert code != 0, out[-3000:]
-    assert "invalid configuration: ratelimit.jwt_secret_env" in out, out[-3000:]
+    assert "invalid configuration: jwt.secret_env" in out, out[-3000:]
     code, out = _validate(tmp_path, {}, {"ENVIRONMENT": "production", "JWT_SECRET_KEY": "k"})
     assert code == 0, out[-3000:]

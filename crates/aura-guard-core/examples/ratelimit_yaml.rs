@@ -1,7 +1,7 @@
 //! Prints the envoyproxy/ratelimit YAML for the rate-limit config: the seed config, or the
 //! `ratelimit` JSON object given as the first argument (a file path).
 
-use aura_guard_core::config::ratelimit::RateLimitConfig;
+use aura_guard_core::ratelimit::config::RateLimitConfig;
 use aura_guard_core::ratelimit::service_yaml::render;
 
 fn main() -> Result<(), String> {

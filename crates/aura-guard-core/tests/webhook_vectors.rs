@@ -10,8 +10,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use aura_guard_core::config::webhook::{default_schemes, Scheme, Secret, SourceConfig};
-use aura_guard_core::config::{Environment, WebhookConfig};
+use aura_guard_core::config::Environment;
+use aura_guard_core::secret::Secret;
+use aura_guard_core::webhook::config::{default_schemes, SourceConfig};
+use aura_guard_core::webhook::scheme::Scheme;
+use aura_guard_core::webhook::WebhookConfig;
 use aura_guard_core::webhook::{evaluate, Outcome, WebhookRequest};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -141,7 +144,7 @@ fn check(v: &Vector) -> Result<(), String> {
     }
     let mut config = WebhookConfig::default();
     config.sources.insert(name.to_string(), source);
-    config.validate("webhook").map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| e.to_string())?;
 
     let headers: Vec<(String, String)> = v
         .headers

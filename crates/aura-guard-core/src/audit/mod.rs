@@ -11,16 +11,18 @@
 //! stream [`RequestAudit::finish`] builds the entries, which the filter enqueues on the
 //! shipper's shared queue.
 
+pub mod config;
 pub mod record;
 pub mod sanitize;
 pub mod shipper;
 
-use crate::config::audit::AuditConfig;
 use crate::config::Environment;
 use crate::events::SecurityEvent;
 use crate::host::Host;
+use crate::jwt::bearer_sub;
 use crate::path::NormalisedPath;
-use crate::ratelimit::jwt::verify_hs256_sub;
+use crate::secret::Secret;
+use config::AuditConfig;
 use record::{Completion, Entry, RequestFacts};
 use sanitize::Sanitizer;
 use serde_json::Value;
@@ -32,14 +34,18 @@ pub struct AuditPolicy {
     pub enabled: bool,
     pub sanitizer: Sanitizer,
     pub config: AuditConfig,
+    /// The application's JWT secret (`jwt.secret_env`): `user_id` is the `sub` of a bearer
+    /// token verified with it.
+    pub jwt_secret: Option<Secret>,
 }
 
 impl AuditPolicy {
-    pub fn new(config: &AuditConfig, env: Environment) -> Self {
+    pub fn new(config: &AuditConfig, env: Environment, jwt_secret: Option<Secret>) -> Self {
         AuditPolicy {
             enabled: config.is_enabled(env),
             sanitizer: Sanitizer::new(&config.redact_keys, config.redact_card_numbers),
             config: config.clone(),
+            jwt_secret,
         }
     }
 }
@@ -160,15 +166,9 @@ impl RequestAudit {
 
 /// The `sub` of the request's bearer JWT when it verifies (HS256, exp/nbf checked).
 fn verified_user(policy: &AuditPolicy, host: &dyn Host, now_ms: u64) -> Option<String> {
-    let secret = policy.config.jwt_secret.as_ref()?;
+    let secret = policy.jwt_secret.as_ref()?;
     let auth = host.request_header("authorization")?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    verify_hs256_sub(token.trim(), secret.expose(), now_ms / 1000)
-        .ok()
-        .map(|sub| record::clip(&sub, 256))
+    bearer_sub(&auth, secret, now_ms / 1000).map(|sub| record::clip(&sub, 256))
 }
 
 /// Parses the `response.code` property: Envoy serialises integers as 8 little-endian bytes;
@@ -197,7 +197,7 @@ mod tests {
         let ip = h
             .downstream_address
             .as_deref()
-            .and_then(|a| crate::ratelimit::client_ip::client_ip(a, None, 0));
+            .and_then(|a| crate::client_ip::client_ip(a, None, 0));
         let start = RequestStart {
             start_ms,
             request_id: id,
@@ -210,7 +210,7 @@ mod tests {
     }
 
     fn policy() -> AuditPolicy {
-        AuditPolicy::new(&AuditConfig::default(), Environment::Production)
+        AuditPolicy::new(&AuditConfig::default(), Environment::Production, None)
     }
 
     fn host(method: &str, path: &str, ct: Option<&str>) -> MockHost {
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn disabled_audit_gathers_nothing() {
-        let p = AuditPolicy::new(&AuditConfig::default(), Environment::Development);
+        let p = AuditPolicy::new(&AuditConfig::default(), Environment::Development, None);
         let h = host("POST", "/api/v1/payments/refund", None);
         assert!(begin(&p, &h, 0, "r").is_none());
     }
@@ -323,22 +323,19 @@ mod tests {
     }
 
     fn jwt(sub: &str, secret: &[u8]) -> String {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-        use hmac::{Hmac, KeyInit, Mac};
-        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{sub}"}}"#));
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-        mac.update(format!("{h}.{p}").as_bytes());
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{h}.{p}.{sig}")
+        crate::jwt::tests::make_token(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &format!(r#"{{"sub":"{sub}"}}"#),
+            secret,
+        )
     }
 
     fn policy_with_secret() -> AuditPolicy {
-        let mut cfg = AuditConfig::default();
-        cfg.apply_env(&|k| (k == "JWT_SECRET_KEY").then(|| "jwt-secret".to_owned()))
-            .unwrap();
-        AuditPolicy::new(&cfg, Environment::Production)
+        AuditPolicy::new(
+            &AuditConfig::default(),
+            Environment::Production,
+            Some(Secret::new("jwt-secret")),
+        )
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! event; the shipper adds `v`, `id`, `stream`, `seq` and `prev_hash` ([`super::shipper`]).
 
 use super::sanitize::Sanitizer;
-use crate::config::audit::OperationRule;
+use crate::audit::config::OperationRule;
 use crate::events::SecurityEvent;
 use crate::path::NormalisedPath;
 use serde::{Deserialize, Serialize};
@@ -230,7 +230,7 @@ pub fn event_entry(
         other => serde_json::json!({ "value": other }),
     };
     sanitizer.json(&mut metadata);
-    let record_type = if crate::config::audit::valid_type(&event.event_type) {
+    let record_type = if crate::audit::config::valid_type(&event.event_type) {
         event.event_type.clone()
     } else {
         "security_event".to_owned()
@@ -279,7 +279,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::config::audit::{default_operations, default_redact_keys};
+    use crate::audit::config::{default_operations, default_redact_keys};
     use crate::events::Severity;
     use serde_json::json;
 

@@ -160,7 +160,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::config::audit::default_redact_keys;
+    use crate::audit::config::default_redact_keys;
     use serde_json::json;
 
     fn s() -> Sanitizer {

@@ -14,7 +14,7 @@
 //! - One batch is in flight at a time, so records reach the collector in seq order.
 
 use super::record::{gap_entry, Entry};
-use crate::config::audit::ShipperConfig;
+use crate::audit::config::ShipperConfig;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;

@@ -1,24 +1,19 @@
-//! Every configuration type of the filter, in one place. The plugin configuration is JSON in
-//! Envoy's `PluginConfig.configuration`; the seed's environment variables override it where
-//! they exist. Parsing is strict (`deny_unknown_fields`) and `Config::load` validates
-//! everything, so a bad configuration is refused at `on_configure` with an error naming the field.
+//! The filter's configuration: [`Config`] gathers each capability's section (defined in that
+//! capability's `config.rs`). The plugin configuration is JSON in Envoy's
+//! `PluginConfig.configuration`; the original's environment variables override it where they
+//! exist (docs/original-behaviour.md). Parsing is strict (`deny_unknown_fields`) and
+//! `Config::load` validates everything and loads the secrets, so a bad configuration is
+//! refused at `on_configure` with an error naming the field.
 
-pub mod audit;
-pub mod debug;
-pub mod headers;
-pub mod ratelimit;
-pub mod versions;
-pub mod webhook;
-
+use crate::audit::config::AuditConfig;
+use crate::debug::config::DebugConfig;
+use crate::headers::config::HeadersConfig;
+use crate::jwt::JwtConfig;
+use crate::ratelimit::config::RateLimitConfig;
+use crate::versions::config::VersionsConfig;
+use crate::webhook::config::WebhookConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-pub use audit::AuditConfig;
-pub use debug::DebugConfig;
-pub use headers::HeadersConfig;
-pub use ratelimit::{RateLimitConfig, ResolvedRateLimitConfig};
-pub use versions::VersionsConfig;
-pub use webhook::WebhookConfig;
 
 /// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
 #[derive(
@@ -118,9 +113,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// Auth rate limiting (seed §4) through envoyproxy/ratelimit; docs/ratelimit.md.
     pub ratelimit: RateLimitConfig,
-    /// `ratelimit` validated with its secrets loaded (JWT_SECRET_KEY); set by `Config::load`.
-    #[serde(skip)]
-    pub ratelimit_resolved: Option<ResolvedRateLimitConfig>,
+    /// The application's JWT secret, read by rate limiting and audit alike.
+    pub jwt: JwtConfig,
 }
 
 impl Default for Config {
@@ -134,20 +128,18 @@ impl Default for Config {
             audit: AuditConfig::default(),
             webhook: WebhookConfig::default(),
             ratelimit: RateLimitConfig::default(),
-            ratelimit_resolved: None,
+            jwt: JwtConfig::default(),
         }
     }
 }
 
 impl Config {
     /// Parses the plugin configuration (empty means all defaults), applies the environment
-    /// variables, and validates. The error names the offending field.
+    /// variables (secrets included), and validates. The error names the offending field.
     pub fn load(json: &[u8], env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         let mut config = Config::parse(json)?;
         config.apply_env(env)?;
         config.validate()?;
-        let production = config.environment == Environment::Production;
-        config.ratelimit_resolved = Some(config.ratelimit.resolve_in(env, production)?);
         Ok(config)
     }
 
@@ -176,23 +168,46 @@ impl Config {
                 )
             })?;
         }
-        self.debug.apply_env_overrides(env);
-        self.versions.apply_env_overrides(env);
+        self.debug.apply_env(env)?;
+        self.versions.apply_env(env)?;
         self.audit.apply_env(env)?;
-        self.webhook.apply_env(env);
-        Ok(())
+        self.webhook.apply_env(env)?;
+        self.ratelimit.apply_env(env)?;
+        self.jwt.apply_env(env)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("max_body_bytes", "must be greater than 0"));
         }
-        self.headers.validate("headers")?;
+        self.headers.validate()?;
         self.debug.validate()?;
         self.versions.validate()?;
         self.audit.validate()?;
-        self.webhook.validate("webhook")?;
-        self.ratelimit.validate()
+        self.webhook.validate()?;
+        self.ratelimit.validate()?;
+        self.jwt.validate()?;
+        // Outside production a missing secret is tolerated: JWT users are then anonymous
+        // (limited per IP only), and the glue warns (`jwt_users_anonymous`).
+        if self.environment == Environment::Production
+            && self.ratelimit.reads_jwt()
+            && self.jwt.secret.is_none()
+        {
+            return Err(ConfigError::new(
+                "jwt.secret_env",
+                format!(
+                    "environment variable {} is not set (a rate-limit route takes the user from a JWT)",
+                    self.jwt.secret_env
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A rate-limit route takes the user from a JWT but no secret was found (tolerated
+    /// outside production): such users are anonymous. The glue logs a warning.
+    pub fn jwt_users_anonymous(&self) -> bool {
+        self.ratelimit.reads_jwt() && self.jwt.secret.is_none()
     }
 }
 
@@ -267,6 +282,40 @@ mod tests {
         assert!(c.debug.enabled);
         assert_eq!(c.debug.whitelist, vec!["token"]);
         assert_eq!(c.versions.disabled, vec!["v0"]);
+    }
+
+    #[test]
+    fn the_jwt_secret_is_loaded_once_and_never_printed() {
+        let c = Config::load(b"{}", &env_of(&[("JWT_SECRET_KEY", "s3cret-value")])).unwrap();
+        assert_eq!(c.jwt.secret.as_ref().unwrap().expose(), "s3cret-value");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret-value"), "{dbg}");
+        assert!(dbg.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn production_without_the_jwt_secret_fails_naming_the_setting_and_the_variable() {
+        let err = Config::load(b"{}", &env_of(&[("ENVIRONMENT", "production")])).unwrap_err();
+        assert!(
+            err.field == "jwt.secret_env" && err.message.contains("JWT_SECRET_KEY"),
+            "{err}"
+        );
+        // Without JWT routes the secret is optional.
+        let no_jwt_routes = br#"{"ratelimit": {"routes": [
+            {"name": "login", "path": "/auth/login", "requests": 5, "window_s": 300}]}}"#;
+        let c = Config::load(no_jwt_routes, &env_of(&[("ENVIRONMENT", "production")])).unwrap();
+        assert!(c.jwt.secret.is_none());
+        assert!(!c.jwt_users_anonymous());
+    }
+
+    #[test]
+    fn missing_jwt_secret_outside_production_makes_jwt_users_anonymous() {
+        let c = Config::load(b"{}", &env_of(&[])).unwrap();
+        assert!(c.jwt_users_anonymous());
+        let c = Config::load(b"{}", &env_of(&[("JWT_SECRET_KEY", "k")])).unwrap();
+        assert!(!c.jwt_users_anonymous());
+        let err = Config::load(br#"{"jwt": {"secret_env": " "}}"#, &env_of(&[])).unwrap_err();
+        assert_eq!(err.field, "jwt.secret_env");
     }
 
     #[test]

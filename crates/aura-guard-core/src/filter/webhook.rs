@@ -5,9 +5,9 @@
 //! is released again when the upstream does not answer 2xx, so the provider's retry passes.
 
 use super::HttpFilter;
+use crate::client_ip::parse_ip;
 use crate::events::{SecurityEvent, Severity};
 use crate::host::{Host, Level, SharedDataError};
-use crate::ratelimit::client_ip::parse_ip;
 use crate::webhook::{self, Failure, Outcome, ReplaySet, WebhookRequest};
 use std::rc::Rc;
 
@@ -324,10 +324,10 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::config::webhook::Scheme;
     use crate::config::Config;
     use crate::filter::{Action, Policy};
     use crate::host::mock::MockHost;
+    use crate::webhook::Scheme;
     use crate::webhook::{sign, SignRequest};
     use std::collections::BTreeMap;
 

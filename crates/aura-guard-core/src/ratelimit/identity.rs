@@ -5,8 +5,9 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use super::jwt::verify_hs256_sub;
-use crate::config::ratelimit::{IdentityConfig, Secret};
+use super::config::IdentityConfig;
+use crate::jwt::{bearer_sub, verify_hs256_sub};
+use crate::secret::Secret;
 
 /// How a request body is encoded, from its Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,16 +107,12 @@ pub fn extract_user(
         .jwt_body_fields
         .iter()
         .filter_map(|f| fields.get(f))
-        .find_map(|t| verify_hs256_sub(&t, secret.expose(), now_s).ok())
+        .find_map(|t| verify_hs256_sub(&t, secret.as_bytes(), now_s).ok())
     {
         return Some(sub);
     }
     if cfg.bearer_jwt {
-        let auth = input.authorization?.trim();
-        let (scheme, token) = auth.split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return verify_hs256_sub(token.trim(), secret.expose(), now_s).ok();
-        }
+        return bearer_sub(input.authorization?, secret, now_s);
     }
     None
 }
@@ -125,7 +122,7 @@ pub fn extract_user(
 /// is configured, else SHA-256 truncated to 16 hex chars like the original.
 pub fn hash_user(identifier: &str, key: Option<&Secret>) -> String {
     let norm = identifier.trim().to_lowercase();
-    match key.and_then(|k| Hmac::<Sha256>::new_from_slice(k.expose()).ok()) {
+    match key.and_then(|k| Hmac::<Sha256>::new_from_slice(k.as_bytes()).ok()) {
         Some(mut mac) => {
             mac.update(norm.as_bytes());
             let mut h = hex::encode(mac.finalize().into_bytes());
@@ -146,7 +143,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::ratelimit::jwt::tests::make_token;
+    use crate::jwt::tests::make_token;
 
     const NOW: u64 = 1_800_000_000;
 

@@ -1,10 +1,9 @@
 //! Auth-endpoint rate limiting through envoyproxy/ratelimit (RLS v3). See docs/ratelimit.md.
 
-pub mod client_ip;
-pub mod headers;
+pub mod config;
 pub mod identity;
-pub mod jwt;
 pub mod planner;
+pub mod response_headers;
 pub mod rls;
 pub mod service_yaml;
 pub mod window;

@@ -16,17 +16,17 @@
 
 use serde_json::json;
 
-use super::client_ip::{client_ip, ip_key};
-use super::headers::{
+use super::identity::{extract_user, hash_user, IdentityInput};
+use super::response_headers::{
     policy_header, ratelimit_header, PolicyState, RATELIMIT, RATELIMIT_POLICY, RETRY_AFTER,
 };
-use super::identity::{extract_user, hash_user, IdentityInput};
 use super::rls::{
     Code, DescriptorStatus, RateLimitDescriptor, RateLimitRequest, RateLimitResponse,
 };
 use super::window::{backoff_multiplier, bucket, BACKOFF_LEVELS};
-use crate::config::ratelimit::{ResolvedRateLimitConfig, RouteConfig};
+use crate::client_ip::{client_ip, ip_key};
 use crate::events::{SecurityEvent, Severity};
+use crate::ratelimit::config::{ResolvedRateLimitConfig, RouteConfig};
 
 /// Descriptor entry keys and fixed values; envoy/ratelimit/config.yaml must match them.
 pub const KEY_ROUTE: &str = "route";
@@ -604,8 +604,8 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::config::ratelimit::{FailureMode, RateLimitConfig};
-    use crate::ratelimit::jwt::tests::make_token;
+    use crate::jwt::tests::make_token;
+    use crate::ratelimit::config::{FailureMode, RateLimitConfig};
     use crate::ratelimit::rls::{RateLimit, RateLimitResponse};
     use crate::ratelimit::service_yaml::{COUNTER_LIMIT, COUNTER_UNIT};
     use crate::ratelimit::window::unit_for_span;
@@ -697,10 +697,7 @@ mod tests {
     const T0: u64 = 1_800_000_000;
 
     fn limiter_with(cfg: RateLimitConfig) -> RateLimiter {
-        RateLimiter::new(
-            cfg.resolve(&|k| (k == "JWT_SECRET_KEY").then(|| SECRET.to_string()))
-                .unwrap(),
-        )
+        RateLimiter::new(cfg.resolve(Some(crate::secret::Secret::new(SECRET))))
     }
 
     fn limiter() -> RateLimiter {

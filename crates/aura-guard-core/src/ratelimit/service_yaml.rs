@@ -9,7 +9,7 @@ use super::planner::{
     COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_COUNTER, KEY_LEVEL, KEY_ROUTE,
 };
 use super::window::{unit_for_span, Unit, BACKOFF_LEVELS};
-use crate::config::ratelimit::RateLimitConfig;
+use crate::ratelimit::config::RateLimitConfig;
 
 /// Limit of the failures/cleared counters: effectively unbounded, so a read (hits_addend 0)
 /// returns `count = requests_per_unit - limit_remaining`.

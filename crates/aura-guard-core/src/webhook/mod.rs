@@ -6,12 +6,15 @@
 //! ([`replay::ReplaySet`] in shared data, or the rate-limit service) with
 //! [`Verified::replay_key`] and [`Verified::replay_ttl_s`].
 
+pub mod config;
 pub mod replay;
+pub mod scheme;
 mod schemes;
 mod sign;
 
-pub use crate::config::webhook::{Scheme, SourceConfig, WebhookConfig};
+pub use config::{SourceConfig, WebhookConfig};
 pub use replay::ReplaySet;
+pub use scheme::Scheme;
 pub use sign::{sign, twilio_json_url, SignError, SignRequest};
 
 use crate::config::Environment;

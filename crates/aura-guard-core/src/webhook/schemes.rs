@@ -1,8 +1,9 @@
 //! Per-scheme signed-content construction and verification. Every comparison of a computed
 //! signature with a received one is constant time (`subtle`); every configured secret is tried.
 
+use super::config::SourceConfig;
+use super::scheme::{standard_webhooks_key, Scheme};
 use super::{Failure, Verified, WebhookRequest};
-use crate::config::webhook::{standard_webhooks_key, Scheme, SourceConfig};
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;

@@ -1,8 +1,8 @@
 //! Producing valid signature headers for each scheme: used by `scripts/sign-webhook` and by
 //! the tests (sign, then verify, must round-trip).
 
+use super::scheme::{standard_webhooks_key, Scheme};
 use super::schemes::{self, *};
-use crate::config::webhook::{standard_webhooks_key, Scheme};
 use sha2::{Digest, Sha256};
 use std::fmt;
 

@@ -3,7 +3,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::schemes::twilio_url_variants;
 use super::*;
-use crate::config::webhook::{Secret, SourceConfig};
+use crate::secret::Secret;
+use crate::webhook::config::SourceConfig;
 
 const NOW: i64 = 1_700_000_000;
 const ALL_SCHEMES: [Scheme; 13] = [
@@ -138,7 +139,7 @@ fn env_previous_secret_is_accepted_end_to_end() {
         "WEBHOOK_SECRET_STRIPE_PREVIOUS" => Some("whsec_old".to_string()),
         _ => None,
     };
-    config.apply_env(&env);
+    config.apply_env(&env).unwrap();
     let body = b"{}";
     let headers = signed(Scheme::Stripe, "whsec_old", body, NOW);
     let req = WebhookRequest {

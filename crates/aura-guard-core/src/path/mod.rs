@@ -404,10 +404,10 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::config::debug::DebugConfig;
-    use crate::config::versions::VersionsConfig;
     use crate::config::Environment;
+    use crate::debug::config::DebugConfig;
     use crate::debug::{self, DebugDecision};
+    use crate::versions::config::VersionsConfig;
     use crate::versions::{self, VersionDecision};
 
     fn canon(raw: &str) -> String {
@@ -624,7 +624,7 @@ mod tests {
     #[test]
     fn no_corpus_variant_slips_through() {
         let corpus: Vec<Variant> =
-            serde_json::from_str(include_str!("../tests/data/path_variants.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap();
         assert!(corpus.len() >= 60, "corpus has {} variants", corpus.len());
         let debug_cfg = DebugConfig::default();
         let versions_cfg = VersionsConfig {
@@ -663,7 +663,7 @@ mod tests {
     #[test]
     fn corpus_variants_that_normalise_reach_their_target() {
         let corpus: Vec<Variant> =
-            serde_json::from_str(include_str!("../tests/data/path_variants.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap();
         for v in &corpus {
             let Ok(p) = normalise(&v.path) else { continue };
             match v.target.as_str() {

@@ -11,9 +11,9 @@
 use std::net::IpAddr;
 
 use super::{Action, HttpFilter};
+use crate::client_ip::{client_ip, forwarded_for_before_envoy};
 use crate::config::Environment;
 use crate::host::{GrpcCall, Host, Level};
-use crate::ratelimit::client_ip::client_ip;
 use crate::ratelimit::identity::IdentityInput;
 use crate::ratelimit::planner::{AuthAttempt, AuthFacts, Check, Decision, RlsCall, RlsError, Step};
 use crate::ratelimit::rls::{RLS_METHOD, RLS_SERVICE};
@@ -38,21 +38,6 @@ enum Outcome {
     Proceed,
     /// Decided: the filter replied.
     Replied,
-}
-
-/// X-Forwarded-For as the proxies in front of Envoy sent it. With `use_remote_address: true`
-/// (envoy/envoy.yaml) Envoy appends one entry before any filter runs: the peer address, or
-/// its own address for a loopback peer. `trusted_hops` counts the proxies in front of Envoy,
-/// so with `envoy_appends` that rightmost entry is dropped first. Empty results become None.
-pub fn forwarded_for_before_envoy(xff: Option<&str>, envoy_appends: bool) -> Option<String> {
-    let xff = xff?.trim();
-    let kept = match (envoy_appends, xff.rsplit_once(',')) {
-        (false, _) => xff,
-        (true, Some((rest, _))) => rest,
-        (true, None) => "",
-    };
-    let kept = kept.trim();
-    (!kept.is_empty()).then(|| kept.to_string())
 }
 
 impl HttpFilter {
@@ -590,7 +575,7 @@ mod tests {
 
     #[test]
     fn client_ip_ignores_envoys_own_xff_entry_and_untrusted_entries() {
-        use crate::ratelimit::client_ip::parse_ip;
+        use crate::client_ip::parse_ip;
         assert_eq!(
             forwarded_for_before_envoy(Some("9.9.9.9, 10.0.0.7,192.0.2.2"), true).as_deref(),
             Some("9.9.9.9, 10.0.0.7")
@@ -628,6 +613,6 @@ mod tests {
             (k == "ENVIRONMENT").then(|| "production".to_string())
         })
         .unwrap_err();
-        assert_eq!(err.field, "ratelimit.jwt_secret_env");
+        assert_eq!(err.field, "jwt.secret_env");
     }
 }

@@ -48,6 +48,21 @@ pub fn client_ip(downstream: &str, xff: Option<&str>, trusted_hops: u32) -> Opti
     chosen.or(peer)
 }
 
+/// X-Forwarded-For as the proxies in front of Envoy sent it. With `use_remote_address: true`
+/// (envoy/envoy.yaml) Envoy appends one entry before any filter runs: the peer address, or
+/// its own address for a loopback peer. `trusted_hops` counts the proxies in front of Envoy,
+/// so with `envoy_appends` that rightmost entry is dropped first. Empty results become None.
+pub fn forwarded_for_before_envoy(xff: Option<&str>, envoy_appends: bool) -> Option<String> {
+    let xff = xff?.trim();
+    let kept = match (envoy_appends, xff.rsplit_once(',')) {
+        (false, _) => xff,
+        (true, Some((rest, _))) => rest,
+        (true, None) => "",
+    };
+    let kept = kept.trim();
+    (!kept.is_empty()).then(|| kept.to_string())
+}
+
 /// The value used as the `ip` descriptor entry: the canonical address, or for IPv6 the
 /// network of `v6_prefix_len` bits in CIDR form (one host can usually use a whole /64).
 pub fn ip_key(ip: IpAddr, v6_prefix_len: u8) -> String {

@@ -5,11 +5,11 @@
 //! (github, shopify, slack, standard) and custom sources exist once configured here or given a
 //! secret through the environment. Each source defaults its route and schemes from its name.
 
-use super::{ConfigError, EnvLookup};
-use base64::Engine;
+use super::scheme::{standard_webhooks_key, Scheme};
+use crate::config::{ConfigError, EnvLookup};
+use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// The seed's sources: they always exist so their routes stay guarded, as in the original.
 pub const SEED_SOURCES: [&str; 5] = ["square", "toast", "clover", "stripe", "twilio"];
@@ -25,86 +25,6 @@ pub const DEFAULT_REPLAY_MAX_ENTRIES: u32 = 10_000;
 pub const MAX_REPLAY_MAX_ENTRIES: u32 = 1_000_000;
 /// A tolerance beyond a day is almost certainly a unit mistake (ms instead of s).
 pub const MAX_TOLERANCE_S: u32 = 86_400;
-
-/// A secret string. Its `Debug` never shows the value, so configs can be logged safely.
-/// Deliberately no `Serialize` and no `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret's bytes, for MAC keys only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-/// A signature scheme a source accepts. Names are the serde (config) spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scheme {
-    /// The seed's `X-Webhook-Signature` = hex HMAC-SHA256 of `{X-Webhook-Timestamp}.{body}`.
-    Generic,
-    /// `Stripe-Signature: t=…,v1=…`.
-    Stripe,
-    /// `x-square-hmacsha256-signature`: base64 HMAC-SHA256 of public URL + body.
-    Square,
-    /// Legacy `x-square-signature` (HMAC-SHA1). Opt-in.
-    SquareSha1,
-    /// `X-Twilio-Signature`: base64 HMAC-SHA1 of URL + sorted form params.
-    Twilio,
-    /// `X-Hub-Signature-256: sha256=<hex>`.
-    Github,
-    /// Legacy `X-Hub-Signature: sha1=<hex>`. Opt-in.
-    GithubSha1,
-    /// `X-Shopify-Hmac-Sha256` / `shopify-hmac-sha256`: base64 HMAC-SHA256 of the body.
-    Shopify,
-    /// `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
-    Slack,
-    /// Standard Webhooks / Svix: `webhook-*` or `svix-*` headers.
-    Standard,
-    /// `Toast-Signature`: base64 HMAC-SHA256 of body + envelope `timestamp` (unconfirmed input).
-    Toast,
-    /// Clover Hosted Checkout `Clover-Signature: t=…,v1=<hex>`.
-    Clover,
-    /// Clover app webhooks: static `X-Clover-Auth` token. Does NOT authenticate the body.
-    CloverApp,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Generic => "generic",
-            Scheme::Stripe => "stripe",
-            Scheme::Square => "square",
-            Scheme::SquareSha1 => "square-sha1",
-            Scheme::Twilio => "twilio",
-            Scheme::Github => "github",
-            Scheme::GithubSha1 => "github-sha1",
-            Scheme::Shopify => "shopify",
-            Scheme::Slack => "slack",
-            Scheme::Standard => "standard",
-            Scheme::Toast => "toast",
-            Scheme::Clover => "clover",
-            Scheme::CloverApp => "clover-app",
-        }
-    }
-
-    /// Schemes that sign the public URL and so need `public_url`.
-    pub fn signs_url(self) -> bool {
-        matches!(self, Scheme::Square | Scheme::SquareSha1 | Scheme::Twilio)
-    }
-}
 
 /// One webhook source (provider or internal sender).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -262,15 +182,6 @@ impl SourceConfig {
     }
 }
 
-/// Standard Webhooks key: base64 of the secret after `whsec_`; padding optional.
-pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
-    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-    base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
-        .decode(b64)
-        .ok()
-        .filter(|k| !k.is_empty())
-}
-
 /// How replayed deliveries are detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -354,7 +265,7 @@ impl WebhookConfig {
     /// (still accepted during a rotation), `WEBHOOK_URL_<SOURCE>` (public URL). Environment
     /// secrets go before configured ones; a built-in source named only in the environment is
     /// created with its defaults. Empty values are ignored, as the seed did.
-    pub fn apply_env(&mut self, env: EnvLookup<'_>) {
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
         let mut names: Vec<String> = BUILTIN_SOURCES.iter().map(|s| s.to_string()).collect();
         for name in self.sources.keys() {
             if !names.contains(name) {
@@ -371,8 +282,11 @@ impl WebhookConfig {
                 continue;
             }
             let source = self.sources.entry(name).or_default();
-            let mut secrets: Vec<Secret> =
-                current.into_iter().chain(previous).map(Secret).collect();
+            let mut secrets: Vec<Secret> = current
+                .into_iter()
+                .chain(previous)
+                .map(Secret::new)
+                .collect();
             for s in source.secrets.drain(..) {
                 if !secrets.contains(&s) {
                     secrets.push(s);
@@ -383,10 +297,12 @@ impl WebhookConfig {
                 source.public_url = url;
             }
         }
+        Ok(())
     }
 
-    /// `field` is the path of this section (e.g. `webhook`); errors name the offending setting.
-    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+    /// Errors name the offending setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let field = "webhook";
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new(
                 format!("{field}.max_body_bytes"),
@@ -487,7 +403,7 @@ mod tests {
         for name in BUILTIN_SOURCES {
             assert!(default_schemes(name).contains(&Scheme::Generic), "{name}");
         }
-        c.validate("webhook").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]
@@ -531,7 +447,8 @@ mod tests {
         c.apply_env(&env_of(&[
             ("WEBHOOK_SECRET_STRIPE", "cur"),
             ("WEBHOOK_SECRET_STRIPE_PREVIOUS", "prev"),
-        ]));
+        ]))
+        .unwrap();
         assert_eq!(
             secrets(&c.sources["stripe"]),
             ["cur", "prev", "from-config"]
@@ -550,7 +467,8 @@ mod tests {
                 "https://api.example.com/webhooks/square",
             ),
             ("WEBHOOK_SECRET_SLACK", ""),
-        ]));
+        ]))
+        .unwrap();
         assert_eq!(secrets(&c.sources["github"]), ["gh"]);
         assert_eq!(secrets(&c.sources["clover-app"]), ["tok"]);
         assert_eq!(
@@ -558,12 +476,12 @@ mod tests {
             Some("https://api.example.com/webhooks/square")
         );
         assert!(!c.sources.contains_key("slack"), "empty value ignored");
-        c.validate("webhook").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]
     fn validation_names_the_field() {
-        let err = |json: &str| parse(json).validate("webhook").unwrap_err().field;
+        let err = |json: &str| parse(json).validate().unwrap_err().field;
         assert_eq!(err(r#"{"max_body_bytes": 0}"#), "webhook.max_body_bytes");
         assert_eq!(
             err(r#"{"replay": {"max_entries": 0}}"#),
@@ -619,7 +537,7 @@ mod tests {
             "webhook.replay.mode"
         );
         let msg = parse(r#"{"sources": {"stripe": {"tolerance_s": 0}}}"#)
-            .validate("webhook")
+            .validate()
             .unwrap_err()
             .to_string();
         assert!(
@@ -631,14 +549,15 @@ mod tests {
     #[test]
     fn square_without_url_is_fine_when_it_only_uses_the_generic_scheme() {
         parse(r#"{"sources": {"square": {"secrets": ["k"], "schemes": ["generic"]}}}"#)
-            .validate("webhook")
+            .validate()
             .unwrap();
     }
 
     #[test]
     fn debug_never_prints_secrets() {
         let mut c = parse(r#"{"sources": {"stripe": {"secrets": ["whsec_top_secret_1"]}}}"#);
-        c.apply_env(&env_of(&[("WEBHOOK_SECRET_GITHUB", "gh-very-secret-2")]));
+        c.apply_env(&env_of(&[("WEBHOOK_SECRET_GITHUB", "gh-very-secret-2")]))
+            .unwrap();
         let dbg = format!("{c:?} {:#?}", c);
         assert!(!dbg.contains("top_secret_1"), "{dbg}");
         assert!(!dbg.contains("very-secret-2"), "{dbg}");

@@ -1,8 +1,11 @@
 //! Security headers (seed §5) and the request id. Decides which headers a response gets;
 //! the pipeline applies them to upstream responses and to the filter's own local replies.
 
-use crate::config::headers::Conflict;
-use crate::config::{Environment, HeadersConfig};
+use crate::headers::config::Conflict;
+pub mod config;
+
+use crate::config::Environment;
+use config::HeadersConfig;
 
 /// A header to set on a response, and whether an existing upstream value may be replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +75,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::config::headers::{DEFAULT_CSP, DEFAULT_HSTS};
+    use crate::headers::config::{DEFAULT_CSP, DEFAULT_HSTS};
 
     fn names(env: Environment) -> Vec<String> {
         SecurityHeaders::new(&HeadersConfig::default(), env)
@@ -140,7 +143,7 @@ mod tests {
     fn invalid_header_name_is_refused_naming_it() {
         let mut cfg = HeadersConfig::default();
         cfg.production.insert("Bad Header".into(), "x".into());
-        let err = cfg.validate("headers").unwrap_err();
+        let err = cfg.validate().unwrap_err();
         assert_eq!(err.field, "headers.production.Bad Header");
     }
 
@@ -148,10 +151,7 @@ mod tests {
     fn header_value_with_newline_is_refused() {
         let mut cfg = HeadersConfig::default();
         cfg.common.insert("X-A".into(), "a\r\nSet-Cookie: x".into());
-        assert_eq!(
-            cfg.validate("headers").unwrap_err().field,
-            "headers.common.X-A"
-        );
+        assert_eq!(cfg.validate().unwrap_err().field, "headers.common.X-A");
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! API-version security settings (original: `DEPRECATED_API_VERSIONS={"v1"}`,
 //! `DISABLED_API_VERSIONS=set()`, hard-coded there; environment variables here).
 
-use super::{split_env_list, ConfigError};
-use crate::versions::canonical_version;
+use crate::config::{split_env_list, ConfigError, EnvLookup};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -52,19 +51,20 @@ impl VersionsConfig {
     /// Applies `DEPRECATED_API_VERSIONS` and `DISABLED_API_VERSIONS` (comma lists, trimmed,
     /// lower-cased, empty entries dropped). A set variable replaces the configured list, so
     /// `DEPRECATED_API_VERSIONS=` (empty) deprecates nothing; unset leaves the list alone.
-    pub fn apply_env_overrides(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
         let list = |v: String| -> Vec<String> {
             split_env_list(&v)
                 .into_iter()
                 .map(|s| s.to_lowercase())
                 .collect()
         };
-        if let Some(v) = lookup("DEPRECATED_API_VERSIONS") {
+        if let Some(v) = env("DEPRECATED_API_VERSIONS") {
             self.deprecated = list(v);
         }
-        if let Some(v) = lookup("DISABLED_API_VERSIONS") {
+        if let Some(v) = env("DISABLED_API_VERSIONS") {
             self.disabled = list(v);
         }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -120,6 +120,31 @@ impl VersionsConfig {
     }
 }
 
+/// Canonical form of a version string, or `None` if it is not one: trimmed, lower-cased,
+/// `v` + digits (+ `.digits`), leading zeros removed from each number.
+pub fn canonical_version(s: &str) -> Option<String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits = lower.strip_prefix('v')?;
+    let (major, minor) = match digits.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (digits, None),
+    };
+    let mut out = format!("v{}", canonical_number(major)?);
+    if let Some(minor) = minor {
+        out.push('.');
+        out.push_str(canonical_number(minor)?);
+    }
+    Some(out)
+}
+
+fn canonical_number(n: &str) -> Option<&str> {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let stripped = n.trim_start_matches('0');
+    Some(if stripped.is_empty() { "0" } else { stripped })
+}
+
 fn check_version(field: &str, v: &str) -> Result<(), ConfigError> {
     match canonical_version(v) {
         Some(c) if c == v => Ok(()),
@@ -172,11 +197,12 @@ mod tests {
     #[test]
     fn env_lists_are_trimmed_lower_cased_and_replace_config() {
         let mut cfg = VersionsConfig::default();
-        cfg.apply_env_overrides(|k| match k {
+        cfg.apply_env(&|k| match k {
             "DEPRECATED_API_VERSIONS" => Some(" V2 , v3,,".into()),
             "DISABLED_API_VERSIONS" => Some("v0 ,V1".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         assert_eq!(cfg.deprecated, vec!["v2", "v3"]);
         assert_eq!(cfg.disabled, vec!["v0", "v1"]);
         cfg.validate().unwrap();
@@ -185,10 +211,11 @@ mod tests {
     #[test]
     fn empty_env_list_clears_and_unset_keeps() {
         let mut cfg = VersionsConfig::default();
-        cfg.apply_env_overrides(|k| (k == "DEPRECATED_API_VERSIONS").then(String::new));
+        cfg.apply_env(&|k| (k == "DEPRECATED_API_VERSIONS").then(String::new))
+            .unwrap();
         assert!(cfg.deprecated.is_empty());
         let mut cfg = VersionsConfig::default();
-        cfg.apply_env_overrides(|_| None);
+        cfg.apply_env(&|_| None).unwrap();
         assert_eq!(cfg.deprecated, vec!["v1"]);
     }
 

@@ -1,8 +1,7 @@
 //! Audit settings: what the HTTP filter records (`audit` in the filter's configuration) and how
 //! the shipper service sends it (the service VM's own configuration, [`ShipperConfig`]).
 
-use super::ratelimit::Secret;
-use super::{ConfigError, Environment};
+use crate::config::{ConfigError, EnvLookup, Environment};
 use serde::Deserialize;
 
 /// One sensitive-operation rule: a request whose method is in `methods` and whose normalised
@@ -131,12 +130,6 @@ pub struct AuditConfig {
     /// vm_id of the shipper service and the name of its shared queue.
     pub queue_vm_id: String,
     pub queue_name: String,
-    /// Environment variable holding the HS256 secret of the application's JWTs (the same as
-    /// the rate limiter's): `user_id` is the `sub` of a bearer token verified with it.
-    pub jwt_secret_env: String,
-    /// Loaded from `jwt_secret_env`; never configured directly, never printed.
-    #[serde(skip)]
-    pub jwt_secret: Option<Secret>,
 }
 
 pub const DEFAULT_QUEUE_VM_ID: &str = "aura-guard-audit";
@@ -153,8 +146,6 @@ impl Default for AuditConfig {
             max_captured_body_bytes: 64 * 1024,
             queue_vm_id: DEFAULT_QUEUE_VM_ID.to_owned(),
             queue_name: DEFAULT_QUEUE_NAME.to_owned(),
-            jwt_secret_env: "JWT_SECRET_KEY".to_owned(),
-            jwt_secret: None,
         }
     }
 }
@@ -177,7 +168,7 @@ impl AuditConfig {
     }
 
     /// `AUDIT_LOG_ENABLED`: `true`/`false` (case-insensitive); anything else is refused.
-    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
         if let Some(v) = env("AUDIT_LOG_ENABLED") {
             self.enabled = match v.trim().to_ascii_lowercase().as_str() {
                 "true" => Some(true),
@@ -190,9 +181,6 @@ impl AuditConfig {
                 }
             };
         }
-        self.jwt_secret = env(&self.jwt_secret_env)
-            .filter(|s| !s.is_empty())
-            .map(|s| Secret::new(s.into_bytes()));
         Ok(())
     }
 

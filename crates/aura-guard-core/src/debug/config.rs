@@ -1,7 +1,7 @@
 //! Debug-endpoint protection settings (original: `@protect_debug_endpoint`,
 //! `DEBUG_ENDPOINTS_ENABLED`, `DEBUG_ENDPOINTS_WHITELIST`).
 
-use super::{split_env_list, ConfigError, Environment};
+use crate::config::{split_env_list, ConfigError, EnvLookup, Environment};
 use crate::path::normalise;
 use serde::{Deserialize, Serialize};
 
@@ -64,13 +64,14 @@ impl DebugConfig {
     /// as in the original, so a typo fails closed) and `DEBUG_ENDPOINTS_WHITELIST` (comma
     /// list, entries trimmed, empty entries dropped; replaces the configured list). Unset
     /// variables leave the configured values alone.
-    pub fn apply_env_overrides(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        if let Some(v) = lookup("DEBUG_ENDPOINTS_ENABLED") {
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        if let Some(v) = env("DEBUG_ENDPOINTS_ENABLED") {
             self.enabled = v.to_lowercase() == "true";
         }
-        if let Some(v) = lookup("DEBUG_ENDPOINTS_WHITELIST") {
+        if let Some(v) = env("DEBUG_ENDPOINTS_WHITELIST") {
             self.whitelist = split_env_list(&v);
         }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -183,7 +184,8 @@ mod tests {
             ("", false),
         ] {
             let mut cfg = DebugConfig::default();
-            cfg.apply_env_overrides(env(&[("DEBUG_ENDPOINTS_ENABLED", value)]));
+            cfg.apply_env(&env(&[("DEBUG_ENDPOINTS_ENABLED", value)]))
+                .unwrap();
             assert_eq!(cfg.enabled, expected, "value {value:?}");
         }
     }
@@ -194,17 +196,19 @@ mod tests {
             enabled: true,
             ..DebugConfig::default()
         };
-        cfg.apply_env_overrides(env(&[("DEBUG_ENDPOINTS_ENABLED", "false")]));
+        cfg.apply_env(&env(&[("DEBUG_ENDPOINTS_ENABLED", "false")]))
+            .unwrap();
         assert!(!cfg.enabled);
     }
 
     #[test]
     fn whitelist_from_env_is_trimmed_and_drops_empty_entries() {
         let mut cfg = DebugConfig::default();
-        cfg.apply_env_overrides(env(&[(
+        cfg.apply_env(&env(&[(
             "DEBUG_ENDPOINTS_WHITELIST",
             " token , /debug/info,, ",
-        )]));
+        )]))
+        .unwrap();
         assert_eq!(cfg.whitelist, vec!["token", "/debug/info"]);
         cfg.validate().unwrap();
     }
@@ -216,7 +220,7 @@ mod tests {
             whitelist: vec!["token".into()],
             ..DebugConfig::default()
         };
-        cfg.apply_env_overrides(env(&[]));
+        cfg.apply_env(&env(&[])).unwrap();
         assert!(cfg.enabled);
         assert_eq!(cfg.whitelist, vec!["token"]);
     }
@@ -227,7 +231,8 @@ mod tests {
             whitelist: vec!["token".into()],
             ..DebugConfig::default()
         };
-        cfg.apply_env_overrides(env(&[("DEBUG_ENDPOINTS_WHITELIST", "")]));
+        cfg.apply_env(&env(&[("DEBUG_ENDPOINTS_WHITELIST", "")]))
+            .unwrap();
         assert!(cfg.whitelist.is_empty());
     }
 

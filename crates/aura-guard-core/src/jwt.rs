@@ -1,12 +1,57 @@
 //! HS256 JWT verification, only to learn whose token it is (`sub`). A token whose signature,
 //! algorithm or expiry does not check out yields no user: the request is then limited per
-//! IP only, as anonymous, so a forged token cannot charge someone else's counter.
+//! IP only, as anonymous, so a forged token cannot charge someone else's counter, and audit
+//! records no `user_id`. One secret setting ([`JwtConfig`]) serves rate limiting and audit.
 
+use crate::config::{ConfigError, EnvLookup};
+use crate::secret::{self, Secret};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
+
+/// The `jwt` section: the environment variable holding the application's HS256 secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    pub secret_env: String,
+    /// Loaded from `secret_env`; never configured directly, never printed.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret_env: "JWT_SECRET_KEY".to_string(),
+            secret: None,
+        }
+    }
+}
+
+impl JwtConfig {
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        self.secret = secret::from_env(env, &self.secret_env);
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.secret_env.trim().is_empty() {
+            return Err(ConfigError::new("jwt.secret_env", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// The `sub` of an `Authorization: Bearer <token>` value whose token verifies.
+pub fn bearer_sub(authorization: &str, secret: &Secret, now_s: u64) -> Option<String> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    verify_hs256_sub(token.trim(), secret.as_bytes(), now_s).ok()
+}
 
 #[derive(Deserialize)]
 struct Header {

@@ -1,6 +1,6 @@
 //! Security-header configuration (seed §5). Defaults are the original's exact values.
 
-use super::{ConfigError, Environment};
+use crate::config::{ConfigError, Environment};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -82,7 +82,8 @@ impl HeadersConfig {
         merged.into_iter().collect()
     }
 
-    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at = "headers";
         let sets = [
             ("common", &self.common),
             ("development", &self.development),

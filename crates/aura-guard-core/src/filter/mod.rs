@@ -19,8 +19,7 @@ mod webhook;
 pub use webhook::{
     init_replay_store, replay_insert, replay_remove, sanitised_headers, stat_name, ReplayStoreError,
 };
-mod ratelimit_stage;
-pub use ratelimit_stage::forwarded_for_before_envoy;
+mod ratelimit;
 
 /// What the glue tells Envoy after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +44,10 @@ impl Policy {
     pub fn new(config: Config) -> Self {
         let security_headers = SecurityHeaders::new(&config.headers, config.environment);
         let ratelimiter = config
-            .ratelimit_resolved
-            .clone()
-            .filter(|r| r.config.enabled)
-            .map(RateLimiter::new);
-        let audit = AuditPolicy::new(&config.audit, config.environment);
+            .ratelimit
+            .enabled
+            .then(|| RateLimiter::new(config.ratelimit.resolve(config.jwt.secret.clone())));
+        let audit = AuditPolicy::new(&config.audit, config.environment, config.jwt.secret.clone());
         Policy {
             config,
             security_headers,
@@ -95,7 +93,7 @@ pub struct HttpFilter {
     /// The webhook replay key this request recorded, released unless the upstream answers 2xx.
     webhook_replay: Option<webhook::RecordedReplay>,
     /// Auth rate limit of this request (route, outstanding call, attempt).
-    ratelimit: ratelimit_stage::RateLimitState,
+    ratelimit: ratelimit::RateLimitState,
     #[cfg(test)]
     pub(crate) force_hold_for_body: bool,
 }
@@ -535,8 +533,8 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::config::headers::Conflict;
     use crate::config::Environment;
+    use crate::headers::config::Conflict;
     use crate::host::mock::MockHost;
 
     fn request(path: &str) -> MockHost {

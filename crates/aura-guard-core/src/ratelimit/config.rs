@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, EnvLookup};
+use crate::config::{ConfigError, EnvLookup};
 use crate::ratelimit::window::{unit_for_span, MAX_MULTIPLIER};
+use crate::secret::{self, Secret};
 
 /// What to do when the rate-limit service cannot answer (timeout, down, gRPC error, UNKNOWN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -100,11 +101,12 @@ pub struct RateLimitConfig {
     pub xff_appended_by_envoy: bool,
     /// IPv6 clients are limited per prefix of this length (one host usually owns a /64).
     pub ipv6_prefix_len: u8,
-    /// Environment variable holding the HS256 JWT secret.
-    pub jwt_secret_env: String,
     /// Optional environment variable holding a key for hashing user identifiers (HMAC);
     /// without it, identifiers are hashed with plain SHA-256 like the original.
     pub user_hash_key_env: Option<String>,
+    /// Loaded from `user_hash_key_env`; never configured directly, never printed.
+    #[serde(skip)]
+    pub user_hash_key: Option<Secret>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -131,8 +133,8 @@ impl Default for RateLimitConfig {
             trusted_hops: 0,
             xff_appended_by_envoy: true,
             ipv6_prefix_len: 64,
-            jwt_secret_env: "JWT_SECRET_KEY".to_string(),
             user_hash_key_env: None,
+            user_hash_key: None,
             routes: vec![
                 route("login", "/auth/login", 5, 300, body(&["username", "email"])),
                 route(
@@ -165,42 +167,13 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// A secret read from the environment. Its Debug never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self(bytes.into())
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// A validated config with its secrets loaded.
+/// What the rate limiter is built from: its section and the application's JWT secret
+/// (`jwt.secret_env`, shared with audit).
 #[derive(Debug, Clone)]
 pub struct ResolvedRateLimitConfig {
     pub config: RateLimitConfig,
     pub jwt_secret: Option<Secret>,
     pub user_hash_key: Option<Secret>,
-}
-
-impl ResolvedRateLimitConfig {
-    /// A route takes the user from a JWT but no secret was found (tolerated outside
-    /// production): such users are anonymous. The glue logs a warning.
-    pub fn jwt_disabled(&self) -> bool {
-        self.config.enabled
-            && self.jwt_secret.is_none()
-            && self.config.routes.iter().any(|r| r.identity.uses_jwt())
-    }
 }
 
 fn is_name(s: &str) -> bool {
@@ -234,14 +207,6 @@ impl RateLimitConfig {
             if env.trim().is_empty() {
                 return fail("user_hash_key_env", "must not be empty when set");
             }
-        }
-        if self.routes.iter().any(|r| r.identity.uses_jwt())
-            && self.jwt_secret_env.trim().is_empty()
-        {
-            return fail(
-                "jwt_secret_env",
-                "must not be empty when a route reads a JWT",
-            );
         }
         for (i, r) in self.routes.iter().enumerate() {
             let at = |field: &str, msg: String| {
@@ -301,51 +266,33 @@ impl RateLimitConfig {
         Ok(())
     }
 
-    /// Validates and loads secrets through `env` (e.g. `|k| std::env::var(k).ok()` in the glue).
-    pub fn resolve(&self, env: EnvLookup<'_>) -> Result<ResolvedRateLimitConfig, ConfigError> {
-        self.resolve_in(env, true)
+    /// Loads the user-hash key named by `user_hash_key_env`: a named variable that is not
+    /// set is an error, since hashing would silently change without it.
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        self.user_hash_key = match &self.user_hash_key_env {
+            Some(name) => Some(secret::from_env(env, name).ok_or_else(|| {
+                ConfigError::new(
+                    "ratelimit.user_hash_key_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(())
     }
 
-    /// As [`RateLimitConfig::resolve`]; outside production (`production` false) a missing JWT
-    /// secret is tolerated: JWT identities are then never verified, so those requests are
-    /// limited per IP only (anonymous), and [`ResolvedRateLimitConfig::jwt_disabled`] says so.
-    pub fn resolve_in(
-        &self,
-        env: EnvLookup<'_>,
-        production: bool,
-    ) -> Result<ResolvedRateLimitConfig, ConfigError> {
-        self.validate()?;
-        let needs_jwt = self.enabled && self.routes.iter().any(|r| r.identity.uses_jwt());
-        let jwt_secret = match env(&self.jwt_secret_env).filter(|s| !s.is_empty()) {
-            Some(s) => Some(Secret::new(s)),
-            None if needs_jwt && production => {
-                return Err(ConfigError::new(
-                    "ratelimit.jwt_secret_env",
-                    format!(
-                        "environment variable {} is not set (a route takes the user from a JWT)",
-                        self.jwt_secret_env
-                    ),
-                ))
-            }
-            None => None,
-        };
-        let user_hash_key = match &self.user_hash_key_env {
-            Some(name) => match env(name).filter(|s| !s.is_empty()) {
-                Some(s) => Some(Secret::new(s)),
-                None => {
-                    return Err(ConfigError::new(
-                        "ratelimit.user_hash_key_env",
-                        format!("environment variable {name} is not set"),
-                    ))
-                }
-            },
-            None => None,
-        };
-        Ok(ResolvedRateLimitConfig {
+    /// Whether a route takes the user from a JWT (and so needs `jwt.secret_env`).
+    pub fn reads_jwt(&self) -> bool {
+        self.enabled && self.routes.iter().any(|r| r.identity.uses_jwt())
+    }
+
+    /// The rate limiter's inputs: this section and the application's JWT secret.
+    pub fn resolve(&self, jwt_secret: Option<Secret>) -> ResolvedRateLimitConfig {
+        ResolvedRateLimitConfig {
             config: self.clone(),
             jwt_secret,
-            user_hash_key,
-        })
+            user_hash_key: self.user_hash_key.clone(),
+        }
     }
 }
 
@@ -355,10 +302,6 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-
-    fn env_with_secret(k: &str) -> Option<String> {
-        (k == "JWT_SECRET_KEY").then(|| "s3cret-value".to_string())
-    }
 
     #[test]
     fn seed_config_has_the_issue_limits_and_validates() {
@@ -460,69 +403,21 @@ mod tests {
             &|c| c.routes[0].identity.body_fields = vec![String::new()],
             "ratelimit.routes[0].identity.body_fields:",
         );
-        check(
-            &|c| c.jwt_secret_env = String::new(),
-            "ratelimit.jwt_secret_env:",
-        );
     }
 
     #[test]
-    fn resolve_loads_secret_via_lookup_and_never_prints_it() {
-        let r = RateLimitConfig::default()
-            .resolve(&env_with_secret)
-            .unwrap();
-        assert_eq!(r.jwt_secret.as_ref().unwrap().expose(), b"s3cret-value");
-        let dbg = format!("{r:?}");
-        assert!(!dbg.contains("s3cret-value"), "{dbg}");
-        assert!(dbg.contains("<redacted>"));
-    }
-
-    #[test]
-    fn resolve_fails_naming_the_env_var_when_a_jwt_route_has_no_secret() {
-        let err = RateLimitConfig::default().resolve(&|_| None).unwrap_err();
-        assert!(
-            err.field == "ratelimit.jwt_secret_env" && err.message.contains("JWT_SECRET_KEY"),
-            "{err}"
-        );
-        // Without JWT routes the secret is optional.
-        let mut c = RateLimitConfig::default();
-        c.routes.retain(|r| !r.identity.uses_jwt());
-        assert!(c.resolve(&|_| None).unwrap().jwt_secret.is_none());
-    }
-
-    #[test]
-    fn missing_jwt_secret_outside_production_makes_jwt_users_anonymous() {
-        let r = RateLimitConfig::default()
-            .resolve_in(&|_| None, false)
-            .unwrap();
-        assert!(r.jwt_secret.is_none());
-        assert!(r.jwt_disabled());
-        assert!(RateLimitConfig::default()
-            .resolve_in(&|_| None, true)
-            .is_err());
-        let r = RateLimitConfig::default()
-            .resolve_in(&env_with_secret, false)
-            .unwrap();
-        assert!(!r.jwt_disabled());
-    }
-
-    #[test]
-    fn resolve_requires_the_hash_key_env_when_configured() {
-        let c = RateLimitConfig {
+    fn the_hash_key_env_is_required_when_configured() {
+        let mut c = RateLimitConfig {
             user_hash_key_env: Some("RL_HASH_KEY".into()),
             ..RateLimitConfig::default()
         };
         assert!(c
-            .resolve(&env_with_secret)
+            .apply_env(&|_| None)
             .unwrap_err()
             .message
             .contains("RL_HASH_KEY"));
-        let r = c
-            .resolve(&|k| match k {
-                "RL_HASH_KEY" => Some("hk".into()),
-                _ => env_with_secret(k),
-            })
+        c.apply_env(&|k| (k == "RL_HASH_KEY").then(|| "hk".into()))
             .unwrap();
-        assert_eq!(r.user_hash_key.unwrap().expose(), b"hk");
+        assert_eq!(c.resolve(None).user_hash_key.unwrap().expose(), "hk");
     }
 }

@@ -11,9 +11,11 @@
 //! normalised and compared exactly with the endpoint's configured path (named endpoints) or the
 //! request's canonical path (unnamed ones). A whitelisted path does not open the paths below it.
 
-use crate::config::debug::{DebugConfig, DebugEndpoint};
+pub mod config;
+
 use crate::config::Environment;
 use crate::path::{normalise, NormalisedPath};
+use config::{DebugConfig, DebugEndpoint};
 
 /// Status of a blocked debug request: it must look like a route that does not exist.
 pub const BLOCKED_STATUS: u16 = 404;
@@ -257,11 +259,12 @@ mod tests {
     #[test]
     fn whitelist_from_env_is_trimmed_before_matching() {
         let mut cfg = DebugConfig::default();
-        cfg.apply_env_overrides(|k| match k {
+        cfg.apply_env(&|k| match k {
             "DEBUG_ENDPOINTS_ENABLED" => Some("TRUE".into()),
             "DEBUG_ENDPOINTS_WHITELIST" => Some("other ,  token  ".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         assert_eq!(
             decide(&cfg, Production, &p("/debug/token")),
             DebugDecision::Allow

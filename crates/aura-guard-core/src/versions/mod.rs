@@ -12,8 +12,11 @@
 //! When several candidates are present (path and header disagree, or `/api/v2/api/v0`),
 //! any disabled one blocks; otherwise the first deprecated one gets the headers.
 
-use crate::config::versions::{VersionSunset, VersionsConfig};
+pub mod config;
+
 use chrono::DateTime;
+pub use config::canonical_version;
+use config::{VersionSunset, VersionsConfig};
 
 /// Status for a disabled version.
 pub const DISABLED_STATUS: u16 = 410;
@@ -37,31 +40,6 @@ pub enum VersionDecision {
         status: u16,
         body: String,
     },
-}
-
-/// Canonical form of a version string, or `None` if it is not one: trimmed, lower-cased,
-/// `v` + digits (+ `.digits`), leading zeros removed from each number.
-pub fn canonical_version(s: &str) -> Option<String> {
-    let lower = s.trim().to_ascii_lowercase();
-    let digits = lower.strip_prefix('v')?;
-    let (major, minor) = match digits.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (digits, None),
-    };
-    let mut out = format!("v{}", canonical_number(major)?);
-    if let Some(minor) = minor {
-        out.push('.');
-        out.push_str(canonical_number(minor)?);
-    }
-    Some(out)
-}
-
-fn canonical_number(n: &str) -> Option<&str> {
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let stripped = n.trim_start_matches('0');
-    Some(if stripped.is_empty() { "0" } else { stripped })
 }
 
 /// Versions named by the path (after each `api` segment) and by the header, in that order.
@@ -400,7 +378,8 @@ mod tests {
     #[test]
     fn env_configured_disabled_list_blocks() {
         let mut c = VersionsConfig::default();
-        c.apply_env_overrides(|k| (k == "DISABLED_API_VERSIONS").then(|| " V0 , v1 ".to_owned()));
+        c.apply_env(&|k| (k == "DISABLED_API_VERSIONS").then(|| " V0 , v1 ".to_owned()))
+            .unwrap();
         c.validate().unwrap();
         assert!(matches!(
             decide(&c, &p("/api/v1/x"), None, NOW),

@@ -9,8 +9,12 @@ use prost::Message;
 
 use super::*;
 use crate::config::ratelimit::{FailureMode, RateLimitConfig};
+use crate::events::{SecurityEvent, Severity};
+use crate::ratelimit::identity::{hash_user, IdentityInput};
 use crate::ratelimit::jwt::tests::make_token;
-use crate::ratelimit::rls::{RateLimit, RateLimitResponse};
+use crate::ratelimit::rls::{
+    Code, DescriptorStatus, RateLimit, RateLimitRequest, RateLimitResponse,
+};
 use crate::ratelimit::service_yaml::{COUNTER_LIMIT, COUNTER_UNIT};
 use crate::ratelimit::window::unit_for_span;
 

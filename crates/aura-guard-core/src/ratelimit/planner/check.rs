@@ -1,0 +1,271 @@
+//! The check of one auth request: the ShouldRateLimit request it sends and what the answer
+//! decides.
+
+use serde_json::json;
+
+use super::types::{
+    Decision, LocalReply, RlsCall, RlsError, Step, Subject, SubjectCounts, SubjectKind,
+};
+use super::{
+    AuthAttempt, COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_COUNTER, KEY_LEVEL,
+    TOO_MANY_BODY, UNAVAILABLE_BODY,
+};
+use crate::config::ratelimit::RouteConfig;
+use crate::events::{SecurityEvent, Severity};
+use crate::ratelimit::headers::{
+    policy_header, ratelimit_header, PolicyState, RATELIMIT, RATELIMIT_POLICY, RETRY_AFTER,
+};
+use crate::ratelimit::rls::{
+    Code, DescriptorStatus, RateLimitDescriptor, RateLimitRequest, RateLimitResponse,
+};
+use crate::ratelimit::window::{backoff_multiplier, bucket, BACKOFF_LEVELS};
+
+/// Descriptors per subject in the check call: one per backoff level, then failures, cleared.
+const PER_SUBJECT: usize = BACKOFF_LEVELS.len() + 2;
+
+/// An auth request being checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub(super) route: RouteConfig,
+    pub(super) domain: String,
+    pub(super) cluster: String,
+    pub(super) timeout_ms: u64,
+    pub(super) now_s: u64,
+    pub(super) fails_closed: bool,
+    pub(super) client_ip: String,
+    pub(super) subjects: Vec<Subject>,
+    pub(super) done: bool,
+}
+
+impl Check {
+    pub(super) fn call(&self, req: RateLimitRequest) -> RlsCall {
+        RlsCall {
+            cluster: self.cluster.clone(),
+            timeout_ms: self.timeout_ms,
+            body: req.encode_to_bytes(),
+        }
+    }
+
+    /// The one ShouldRateLimit request: per subject, the attempt counter of the current
+    /// bucket at every backoff level (+1 each: the levels nest, so every attempt belongs to
+    /// each), then the failures and cleared counters (read only, hits_addend 0).
+    pub fn check_request(&self) -> RateLimitRequest {
+        let name = self.route.name.as_str();
+        let mut descriptors = Vec::with_capacity(self.subjects.len() * PER_SUBJECT);
+        for s in &self.subjects {
+            let [route, who] = s.base(name);
+            for m in BACKOFF_LEVELS {
+                let span = self.route.window_s.saturating_mul(u64::from(m));
+                let idx = bucket(self.now_s, span)
+                    .map(|b| b.index)
+                    .unwrap_or(0)
+                    .to_string();
+                let level = m.to_string();
+                descriptors.push(RateLimitDescriptor::with_hits(
+                    &[route, who, (KEY_LEVEL, &level), (KEY_BUCKET, &idx)],
+                    1,
+                ));
+            }
+            for counter in [COUNTER_FAILURES, COUNTER_CLEARED] {
+                descriptors.push(RateLimitDescriptor::with_hits(
+                    &[route, who, (KEY_COUNTER, counter)],
+                    0,
+                ));
+            }
+        }
+        RateLimitRequest {
+            domain: self.domain.clone(),
+            descriptors,
+            hits_addend: 0,
+        }
+    }
+
+    fn attempt(&self, subjects: Vec<SubjectCounts>) -> AuthAttempt {
+        AuthAttempt {
+            route: self.route.name.clone(),
+            domain: self.domain.clone(),
+            cluster: self.cluster.clone(),
+            timeout_ms: self.timeout_ms,
+            client_ip: self.client_ip.clone(),
+            subjects,
+        }
+    }
+
+    fn failure(&self, reason: &str) -> Step {
+        let mode = if self.fails_closed { "closed" } else { "open" };
+        let event = SecurityEvent::new(
+            "rate_limit_service_failure",
+            if self.fails_closed {
+                Severity::Medium
+            } else {
+                Severity::High
+            },
+            format!(
+                "Rate-limit service failed for {} ({reason}); failing {mode}",
+                self.route.name
+            ),
+            json!({"endpoint": self.route.name, "error": reason, "failure_mode": mode}),
+        );
+        if self.fails_closed {
+            Step::Done(Decision::FailClosed {
+                reply: LocalReply {
+                    status: 503,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: UNAVAILABLE_BODY.to_string(),
+                },
+                event,
+            })
+        } else {
+            let unknown = self
+                .subjects
+                .iter()
+                .map(|s| SubjectCounts {
+                    kind: s.kind,
+                    key: s.key.clone(),
+                    failures: None,
+                })
+                .collect();
+            Step::Done(Decision::FailOpen {
+                event,
+                attempt: self.attempt(unknown),
+            })
+        }
+    }
+
+    /// Feeds the result of the last `Step::Call`; returns the next step.
+    pub fn on_rls_response(&mut self, result: Result<&[u8], RlsError>) -> Step {
+        if self.done {
+            return self.failure("unexpected extra response");
+        }
+        self.done = true;
+        let bytes = match result {
+            Ok(b) => b,
+            Err(RlsError::Dispatch) => return self.failure("dispatch failed"),
+            Err(RlsError::GrpcStatus(4)) => return self.failure("timeout"),
+            Err(RlsError::GrpcStatus(code)) => return self.failure(&format!("grpc status {code}")),
+        };
+        let Ok(resp) = RateLimitResponse::decode_bytes(bytes) else {
+            return self.failure("undecodable response");
+        };
+        if resp.overall_code == Code::Unknown as i32 {
+            return self.failure("overall_code UNKNOWN");
+        }
+        if resp.statuses.len() != self.subjects.len() * PER_SUBJECT {
+            return self.failure("status count mismatch");
+        }
+        match self.decide(&resp.statuses) {
+            Ok(step) => step,
+            Err(reason) => self.failure(reason),
+        }
+    }
+
+    fn decide(&self, statuses: &[DescriptorStatus]) -> Result<Step, &'static str> {
+        let window = self.route.window_s;
+        let mut policies = Vec::new();
+        let mut counts = Vec::new();
+        // (kind, retry_after) of each subject over its limit.
+        let mut over: Vec<(SubjectKind, u64, u32)> = Vec::new();
+        for (s, chunk) in self.subjects.iter().zip(statuses.chunks(PER_SUBJECT)) {
+            let limit_of =
+                |st: &DescriptorStatus| st.current_limit.as_ref().map(|l| l.requests_per_unit);
+            // An unmatched descriptor has no limit: the YAML lacks it, so nothing is enforced.
+            let (Some(failures_st), Some(cleared_st)) =
+                (chunk.get(PER_SUBJECT - 2), chunk.get(PER_SUBJECT - 1))
+            else {
+                return Err("status count mismatch");
+            };
+            let count = |st: &DescriptorStatus| -> Result<u64, &'static str> {
+                let limit =
+                    limit_of(st).ok_or("counter descriptor not configured in the service")?;
+                if st.code == Code::OverLimit as i32 {
+                    return Ok(u64::from(limit));
+                }
+                Ok(u64::from(limit.saturating_sub(st.limit_remaining)))
+            };
+            let failures_total = count(failures_st)?;
+            let cleared = count(cleared_st)?;
+            let failures = failures_total.saturating_sub(cleared);
+            let m = backoff_multiplier(failures);
+            let level = BACKOFF_LEVELS
+                .iter()
+                .position(|l| *l == m)
+                .ok_or("bad level")?;
+            let st = chunk.get(level).ok_or("status count mismatch")?;
+            let quota = limit_of(st).ok_or("attempt descriptor not configured in the service")?;
+            if chunk
+                .iter()
+                .take(BACKOFF_LEVELS.len())
+                .any(|s| limit_of(s).is_none())
+            {
+                return Err("attempt descriptor not configured in the service");
+            }
+            let span = window.saturating_mul(u64::from(m));
+            let reset = bucket(self.now_s, span)
+                .map(|b| b.reset_after_s)
+                .ok_or("zero window")?;
+            let is_over = st.code == Code::OverLimit as i32;
+            if is_over {
+                over.push((s.kind, reset, m));
+            }
+            policies.push(PolicyState {
+                name: format!("{}-{}", self.route.name, s.kind.as_str()),
+                quota: u64::from(quota),
+                window_s: span,
+                remaining: if is_over {
+                    0
+                } else {
+                    u64::from(st.limit_remaining)
+                },
+                reset_s: reset,
+            });
+            counts.push(SubjectCounts {
+                kind: s.kind,
+                key: s.key.clone(),
+                failures: Some(failures),
+            });
+        }
+        let headers = vec![
+            (RATELIMIT_POLICY.to_string(), policy_header(&policies)),
+            (RATELIMIT.to_string(), ratelimit_header(&policies)),
+        ];
+        let Some(&(kind, _, m)) = over.first() else {
+            return Ok(Step::Done(Decision::Allow {
+                response_headers: headers,
+                attempt: self.attempt(counts),
+            }));
+        };
+        let retry_after = over.iter().map(|(_, r, _)| *r).max().unwrap_or(1).max(1);
+        let description = match kind {
+            SubjectKind::Ip => format!(
+                "Rate limit exceeded for {} from IP {}",
+                self.route.name, self.client_ip
+            ),
+            SubjectKind::User => format!("Rate limit exceeded for {} for user", self.route.name),
+        };
+        let event = SecurityEvent::new(
+            "auth_rate_limit_exceeded",
+            Severity::Medium,
+            description,
+            json!({
+                "endpoint": self.route.name,
+                "limit_type": kind.as_str(),
+                "client_ip": self.client_ip,
+                "retry_after": retry_after,
+                "backoff_multiplier": m,
+            }),
+        );
+        let mut reply_headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            (RETRY_AFTER.to_string(), retry_after.to_string()),
+        ];
+        reply_headers.extend(headers);
+        Ok(Step::Done(Decision::Deny {
+            reply: LocalReply {
+                status: 429,
+                headers: reply_headers,
+                body: TOO_MANY_BODY.to_string(),
+            },
+            event,
+        }))
+    }
+}

@@ -3,23 +3,35 @@
 
 use serde_json::json;
 
-use super::types::{ResponseOutcome, RlsCall, SubjectCounts, SubjectKind};
-use super::{COUNTER_CLEARED, COUNTER_FAILURES, KEY_COUNTER, KEY_ROUTE};
+use super::types::{counter_descriptor, ResponseOutcome, RlsTarget, SubjectCounts, SubjectKind};
+use super::{COUNTER_CLEARED, COUNTER_FAILURES};
 use crate::events::{SecurityEvent, Severity};
-use crate::ratelimit::rls::{RateLimitDescriptor, RateLimitRequest};
+use crate::ratelimit::rls::RateLimitDescriptor;
 
 /// What the filter remembers about an allowed auth request for the response phase.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthAttempt {
-    pub(super) route: String,
-    pub(super) domain: String,
-    pub(super) cluster: String,
-    pub(super) timeout_ms: u64,
-    pub(super) client_ip: String,
-    pub(super) subjects: Vec<SubjectCounts>,
+    route: String,
+    target: RlsTarget,
+    client_ip: String,
+    subjects: Vec<SubjectCounts>,
 }
 
 impl AuthAttempt {
+    pub(super) fn new(
+        route: String,
+        target: RlsTarget,
+        client_ip: String,
+        subjects: Vec<SubjectCounts>,
+    ) -> Self {
+        Self {
+            route,
+            target,
+            client_ip,
+            subjects,
+        }
+    }
+
     pub fn subjects(&self) -> &[SubjectCounts] {
         &self.subjects
     }
@@ -34,18 +46,9 @@ impl AuthAttempt {
             let descriptors = self
                 .subjects
                 .iter()
-                .map(|s| {
-                    RateLimitDescriptor::with_hits(
-                        &[
-                            (KEY_ROUTE, &self.route),
-                            (s.kind.as_str(), &s.key),
-                            (KEY_COUNTER, COUNTER_FAILURES),
-                        ],
-                        1,
-                    )
-                })
+                .map(|s| counter_descriptor(&self.route, s.kind, &s.key, COUNTER_FAILURES, 1))
                 .collect();
-            out.call = Some(self.call(descriptors));
+            out.call = Some(self.target.call(descriptors));
             let now_failing = |k: SubjectKind| {
                 self.subjects
                     .iter()
@@ -78,33 +81,19 @@ impl AuthAttempt {
                 .iter()
                 .filter_map(|s| {
                     let by = s.failures.filter(|n| *n > 0)?;
-                    Some(RateLimitDescriptor::with_hits(
-                        &[
-                            (KEY_ROUTE, &self.route),
-                            (s.kind.as_str(), &s.key),
-                            (KEY_COUNTER, COUNTER_CLEARED),
-                        ],
+                    Some(counter_descriptor(
+                        &self.route,
+                        s.kind,
+                        &s.key,
+                        COUNTER_CLEARED,
                         by,
                     ))
                 })
                 .collect();
             if !descriptors.is_empty() {
-                out.call = Some(self.call(descriptors));
+                out.call = Some(self.target.call(descriptors));
             }
         }
         out
-    }
-
-    fn call(&self, descriptors: Vec<RateLimitDescriptor>) -> RlsCall {
-        let req = RateLimitRequest {
-            domain: self.domain.clone(),
-            descriptors,
-            hits_addend: 0,
-        };
-        RlsCall {
-            cluster: self.cluster.clone(),
-            timeout_ms: self.timeout_ms,
-            body: req.encode_to_bytes(),
-        }
     }
 }

@@ -4,11 +4,12 @@
 use serde_json::json;
 
 use super::types::{
-    Decision, LocalReply, RlsCall, RlsError, Step, Subject, SubjectCounts, SubjectKind,
+    counter_descriptor, Decision, LocalReply, RlsCall, RlsError, RlsTarget, Step, Subject,
+    SubjectCounts, SubjectKind,
 };
 use super::{
-    AuthAttempt, COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_COUNTER, KEY_LEVEL,
-    TOO_MANY_BODY, UNAVAILABLE_BODY,
+    AuthAttempt, COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_LEVEL, TOO_MANY_BODY,
+    UNAVAILABLE_BODY,
 };
 use crate::config::ratelimit::RouteConfig;
 use crate::events::{SecurityEvent, Severity};
@@ -27,9 +28,7 @@ const PER_SUBJECT: usize = BACKOFF_LEVELS.len() + 2;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
     pub(super) route: RouteConfig,
-    pub(super) domain: String,
-    pub(super) cluster: String,
-    pub(super) timeout_ms: u64,
+    pub(super) target: RlsTarget,
     pub(super) now_s: u64,
     pub(super) fails_closed: bool,
     pub(super) client_ip: String,
@@ -38,18 +37,19 @@ pub struct Check {
 }
 
 impl Check {
-    pub(super) fn call(&self, req: RateLimitRequest) -> RlsCall {
-        RlsCall {
-            cluster: self.cluster.clone(),
-            timeout_ms: self.timeout_ms,
-            body: req.encode_to_bytes(),
-        }
+    /// The check's one call, [`Check::check_request`] encoded.
+    pub(super) fn call(&self) -> RlsCall {
+        self.target.call(self.descriptors())
     }
 
     /// The one ShouldRateLimit request: per subject, the attempt counter of the current
     /// bucket at every backoff level (+1 each: the levels nest, so every attempt belongs to
     /// each), then the failures and cleared counters (read only, hits_addend 0).
     pub fn check_request(&self) -> RateLimitRequest {
+        self.target.request(self.descriptors())
+    }
+
+    fn descriptors(&self) -> Vec<RateLimitDescriptor> {
         let name = self.route.name.as_str();
         let mut descriptors = Vec::with_capacity(self.subjects.len() * PER_SUBJECT);
         for s in &self.subjects {
@@ -67,28 +67,19 @@ impl Check {
                 ));
             }
             for counter in [COUNTER_FAILURES, COUNTER_CLEARED] {
-                descriptors.push(RateLimitDescriptor::with_hits(
-                    &[route, who, (KEY_COUNTER, counter)],
-                    0,
-                ));
+                descriptors.push(counter_descriptor(name, s.kind, &s.key, counter, 0));
             }
         }
-        RateLimitRequest {
-            domain: self.domain.clone(),
-            descriptors,
-            hits_addend: 0,
-        }
+        descriptors
     }
 
     fn attempt(&self, subjects: Vec<SubjectCounts>) -> AuthAttempt {
-        AuthAttempt {
-            route: self.route.name.clone(),
-            domain: self.domain.clone(),
-            cluster: self.cluster.clone(),
-            timeout_ms: self.timeout_ms,
-            client_ip: self.client_ip.clone(),
+        AuthAttempt::new(
+            self.route.name.clone(),
+            self.target.clone(),
+            self.client_ip.clone(),
             subjects,
-        }
+        )
     }
 
     fn failure(&self, reason: &str) -> Step {

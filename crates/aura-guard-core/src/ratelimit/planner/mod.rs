@@ -30,7 +30,7 @@ pub use types::{
 use super::client_ip::{client_ip, ip_key};
 use super::identity::{extract_user, hash_user};
 use crate::config::ratelimit::ResolvedRateLimitConfig;
-use types::Subject;
+use types::{RlsTarget, Subject};
 
 /// Descriptor entry keys and fixed values; envoy/ratelimit/config.yaml must match them.
 pub const KEY_ROUTE: &str = "route";
@@ -117,16 +117,18 @@ impl RateLimiter {
         }
         let check = Check {
             route: r.clone(),
-            domain: self.cfg.config.domain.clone(),
-            cluster: self.cfg.config.cluster.clone(),
-            timeout_ms: self.cfg.config.timeout_ms,
+            target: RlsTarget {
+                domain: self.cfg.config.domain.clone(),
+                cluster: self.cfg.config.cluster.clone(),
+                timeout_ms: self.cfg.config.timeout_ms,
+            },
             now_s: facts.now_s,
             fails_closed: r.failure_mode.fails_closed(facts.production),
             client_ip: ip,
             subjects,
             done: false,
         };
-        let step = Step::Call(check.call(check.check_request()));
+        let step = Step::Call(check.call());
         Some((check, step))
     }
 }

@@ -3,8 +3,9 @@
 
 use crate::events::SecurityEvent;
 use crate::ratelimit::identity::IdentityInput;
+use crate::ratelimit::rls::{RateLimitDescriptor, RateLimitRequest};
 
-use super::{AuthAttempt, KEY_ROUTE};
+use super::{AuthAttempt, KEY_COUNTER, KEY_ROUTE};
 
 /// Whose counter: the client address or the (hashed) user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,54 @@ pub(super) struct Subject {
 impl Subject {
     pub(super) fn base<'a>(&'a self, route: &'a str) -> [(&'a str, &'a str); 2] {
         [(KEY_ROUTE, route), (self.kind.as_str(), self.key.as_str())]
+    }
+}
+
+/// `route, ip|user, counter=<counter>` charged `hits`: a failures or cleared counter, read
+/// (0) by the check and raised by the response phase.
+pub(super) fn counter_descriptor(
+    route: &str,
+    kind: SubjectKind,
+    key: &str,
+    counter: &str,
+    hits: u64,
+) -> RateLimitDescriptor {
+    RateLimitDescriptor::with_hits(
+        &[
+            (KEY_ROUTE, route),
+            (kind.as_str(), key),
+            (KEY_COUNTER, counter),
+        ],
+        hits,
+    )
+}
+
+/// Where the planner's ShouldRateLimit calls go. The check and the response phase both build
+/// their calls here, so they cannot drift apart in domain, cluster or timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RlsTarget {
+    pub(super) domain: String,
+    pub(super) cluster: String,
+    pub(super) timeout_ms: u64,
+}
+
+impl RlsTarget {
+    /// The request for `descriptors`. Each descriptor carries its own hits_addend, so the
+    /// request-wide one stays 0.
+    pub(super) fn request(&self, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+        RateLimitRequest {
+            domain: self.domain.clone(),
+            descriptors,
+            hits_addend: 0,
+        }
+    }
+
+    pub(super) fn call(&self, descriptors: Vec<RateLimitDescriptor>) -> RlsCall {
+        RlsCall {
+            cluster: self.cluster.clone(),
+            timeout_ms: self.timeout_ms,
+            body: self.request(descriptors).encode_to_bytes(),
+        }
     }
 }
 

@@ -151,54 +151,75 @@ impl Check {
     }
 
     fn decide(&self, statuses: &[DescriptorStatus]) -> Result<Step, &'static str> {
-        let window = self.route.window_s;
-        let mut policies = Vec::new();
-        let mut counts = Vec::new();
-        // (kind, retry_after) of each subject over its limit.
-        let mut over: Vec<(SubjectKind, u64, u32)> = Vec::new();
+        let mut policies = Vec::with_capacity(self.subjects.len());
+        let mut counts = Vec::with_capacity(self.subjects.len());
+        let mut over = Vec::new();
         for (s, chunk) in self.subjects.iter().zip(statuses.chunks(PER_SUBJECT)) {
-            let limit_of =
-                |st: &DescriptorStatus| st.current_limit.as_ref().map(|l| l.requests_per_unit);
-            // An unmatched descriptor has no limit: the YAML lacks it, so nothing is enforced.
-            let (Some(failures_st), Some(cleared_st)) =
-                (chunk.get(PER_SUBJECT - 2), chunk.get(PER_SUBJECT - 1))
-            else {
-                return Err("status count mismatch");
-            };
-            let count = |st: &DescriptorStatus| -> Result<u64, &'static str> {
-                let limit =
-                    limit_of(st).ok_or("counter descriptor not configured in the service")?;
-                if st.code == Code::OverLimit as i32 {
-                    return Ok(u64::from(limit));
-                }
-                Ok(u64::from(limit.saturating_sub(st.limit_remaining)))
-            };
-            let failures_total = count(failures_st)?;
-            let cleared = count(cleared_st)?;
-            let failures = failures_total.saturating_sub(cleared);
-            let m = backoff_multiplier(failures);
-            let level = BACKOFF_LEVELS
-                .iter()
-                .position(|l| *l == m)
-                .ok_or("bad level")?;
-            let st = chunk.get(level).ok_or("status count mismatch")?;
-            let quota = limit_of(st).ok_or("attempt descriptor not configured in the service")?;
-            if chunk
-                .iter()
-                .take(BACKOFF_LEVELS.len())
-                .any(|s| limit_of(s).is_none())
-            {
-                return Err("attempt descriptor not configured in the service");
+            let read = self.read_subject(s, chunk)?;
+            policies.push(read.policy);
+            counts.push(read.counts);
+            over.extend(read.over);
+        }
+        let headers = vec![
+            (RATELIMIT_POLICY.to_string(), policy_header(&policies)),
+            (RATELIMIT.to_string(), ratelimit_header(&policies)),
+        ];
+        let Some(&first) = over.first() else {
+            return Ok(Step::Done(Decision::Allow {
+                response_headers: headers,
+                attempt: self.attempt(counts),
+            }));
+        };
+        let retry_after = over.iter().map(|o| o.reset_s).max().unwrap_or(1).max(1);
+        Ok(self.deny(first, retry_after, headers))
+    }
+
+    /// Reads one subject's chunk of statuses: its failures since the last success pick the
+    /// backoff level, whose attempt counter gives the policy and whether it is over.
+    fn read_subject(
+        &self,
+        s: &Subject,
+        chunk: &[DescriptorStatus],
+    ) -> Result<SubjectRead, &'static str> {
+        let limit_of =
+            |st: &DescriptorStatus| st.current_limit.as_ref().map(|l| l.requests_per_unit);
+        // An unmatched descriptor has no limit: the YAML lacks it, so nothing is enforced.
+        let (Some(failures_st), Some(cleared_st)) =
+            (chunk.get(PER_SUBJECT - 2), chunk.get(PER_SUBJECT - 1))
+        else {
+            return Err("status count mismatch");
+        };
+        let count = |st: &DescriptorStatus| -> Result<u64, &'static str> {
+            let limit = limit_of(st).ok_or("counter descriptor not configured in the service")?;
+            if st.code == Code::OverLimit as i32 {
+                return Ok(u64::from(limit));
             }
-            let span = window.saturating_mul(u64::from(m));
-            let reset = bucket(self.now_s, span)
-                .map(|b| b.reset_after_s)
-                .ok_or("zero window")?;
-            let is_over = st.code == Code::OverLimit as i32;
-            if is_over {
-                over.push((s.kind, reset, m));
-            }
-            policies.push(PolicyState {
+            Ok(u64::from(limit.saturating_sub(st.limit_remaining)))
+        };
+        let failures_total = count(failures_st)?;
+        let cleared = count(cleared_st)?;
+        let failures = failures_total.saturating_sub(cleared);
+        let m = backoff_multiplier(failures);
+        let level = BACKOFF_LEVELS
+            .iter()
+            .position(|l| *l == m)
+            .ok_or("bad level")?;
+        let st = chunk.get(level).ok_or("status count mismatch")?;
+        let quota = limit_of(st).ok_or("attempt descriptor not configured in the service")?;
+        if chunk
+            .iter()
+            .take(BACKOFF_LEVELS.len())
+            .any(|s| limit_of(s).is_none())
+        {
+            return Err("attempt descriptor not configured in the service");
+        }
+        let span = self.route.window_s.saturating_mul(u64::from(m));
+        let reset = bucket(self.now_s, span)
+            .map(|b| b.reset_after_s)
+            .ok_or("zero window")?;
+        let is_over = st.code == Code::OverLimit as i32;
+        Ok(SubjectRead {
+            policy: PolicyState {
                 name: format!("{}-{}", self.route.name, s.kind.as_str()),
                 quota: u64::from(quota),
                 window_s: span,
@@ -208,25 +229,24 @@ impl Check {
                     u64::from(st.limit_remaining)
                 },
                 reset_s: reset,
-            });
-            counts.push(SubjectCounts {
+            },
+            counts: SubjectCounts {
                 kind: s.kind,
                 key: s.key.clone(),
                 failures: Some(failures),
-            });
-        }
-        let headers = vec![
-            (RATELIMIT_POLICY.to_string(), policy_header(&policies)),
-            (RATELIMIT.to_string(), ratelimit_header(&policies)),
-        ];
-        let Some(&(kind, _, m)) = over.first() else {
-            return Ok(Step::Done(Decision::Allow {
-                response_headers: headers,
-                attempt: self.attempt(counts),
-            }));
-        };
-        let retry_after = over.iter().map(|(_, r, _)| *r).max().unwrap_or(1).max(1);
-        let description = match kind {
+            },
+            over: is_over.then_some(Over {
+                kind: s.kind,
+                reset_s: reset,
+                multiplier: m,
+            }),
+        })
+    }
+
+    /// The 429 for a request over a limit: `first` names the limit in the event,
+    /// `retry_after` is the longest wait among the subjects over theirs.
+    fn deny(&self, first: Over, retry_after: u64, headers: Vec<(String, String)>) -> Step {
+        let description = match first.kind {
             SubjectKind::Ip => format!(
                 "Rate limit exceeded for {} from IP {}",
                 self.route.name, self.client_ip
@@ -239,10 +259,10 @@ impl Check {
             description,
             json!({
                 "endpoint": self.route.name,
-                "limit_type": kind.as_str(),
+                "limit_type": first.kind.as_str(),
                 "client_ip": self.client_ip,
                 "retry_after": retry_after,
-                "backoff_multiplier": m,
+                "backoff_multiplier": first.multiplier,
             }),
         );
         let mut reply_headers = vec![
@@ -250,13 +270,29 @@ impl Check {
             (RETRY_AFTER.to_string(), retry_after.to_string()),
         ];
         reply_headers.extend(headers);
-        Ok(Step::Done(Decision::Deny {
+        Step::Done(Decision::Deny {
             reply: LocalReply {
                 status: 429,
                 headers: reply_headers,
                 body: TOO_MANY_BODY.to_string(),
             },
             event,
-        }))
+        })
     }
+}
+
+/// What one subject's statuses say.
+struct SubjectRead {
+    policy: PolicyState,
+    counts: SubjectCounts,
+    over: Option<Over>,
+}
+
+/// A subject over its limit at its current backoff level.
+#[derive(Debug, Clone, Copy)]
+struct Over {
+    kind: SubjectKind,
+    /// Seconds until its bucket resets.
+    reset_s: u64,
+    multiplier: u32,
 }

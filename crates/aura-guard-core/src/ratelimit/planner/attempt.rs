@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::types::{counter_descriptor, ResponseOutcome, RlsTarget, SubjectCounts, SubjectKind};
-use super::{COUNTER_CLEARED, COUNTER_FAILURES};
+use super::{COUNTER_CLEARED, COUNTER_FAILURES, EVENT_REPEATED_AUTH_FAILURES};
 use crate::events::{SecurityEvent, Severity};
 use crate::ratelimit::rls::RateLimitDescriptor;
 
@@ -37,7 +37,7 @@ impl AuthAttempt {
     }
 
     /// The response phase. 401/403 is a failed attempt: +1 on each subject's failures
-    /// counter, and a `repeated_auth_failures` event from 3 failures (high from 5).
+    /// counter, and an [`EVENT_REPEATED_AUTH_FAILURES`] event from 3 failures (high from 5).
     /// 2xx is a success: the cleared counter catches up with the failures counter, which
     /// restarts the failure count at 0. Other statuses change nothing.
     pub fn on_upstream_status(&self, status: u16) -> ResponseOutcome {
@@ -60,7 +60,7 @@ impl AuthAttempt {
             let n = ip_n.unwrap_or(0).max(user_n.unwrap_or(0));
             if n >= 3 {
                 out.events.push(SecurityEvent::new(
-                    "repeated_auth_failures",
+                    EVENT_REPEATED_AUTH_FAILURES,
                     if n >= 5 {
                         Severity::High
                     } else {

@@ -8,8 +8,8 @@ use super::types::{
     SubjectCounts, SubjectKind,
 };
 use super::{
-    AuthAttempt, COUNTER_CLEARED, COUNTER_FAILURES, KEY_BUCKET, KEY_LEVEL, TOO_MANY_BODY,
-    UNAVAILABLE_BODY,
+    AuthAttempt, COUNTER_CLEARED, COUNTER_FAILURES, EVENT_AUTH_RATE_LIMIT_EXCEEDED,
+    EVENT_RATE_LIMIT_SERVICE_FAILURE, KEY_BUCKET, KEY_LEVEL, TOO_MANY_BODY, UNAVAILABLE_BODY,
 };
 use crate::config::ratelimit::RouteConfig;
 use crate::events::{SecurityEvent, Severity};
@@ -85,7 +85,7 @@ impl Check {
     fn failure(&self, reason: &str) -> Step {
         let mode = if self.fails_closed { "closed" } else { "open" };
         let event = SecurityEvent::new(
-            "rate_limit_service_failure",
+            EVENT_RATE_LIMIT_SERVICE_FAILURE,
             if self.fails_closed {
                 Severity::Medium
             } else {
@@ -254,7 +254,7 @@ impl Check {
             SubjectKind::User => format!("Rate limit exceeded for {} for user", self.route.name),
         };
         let event = SecurityEvent::new(
-            "auth_rate_limit_exceeded",
+            EVENT_AUTH_RATE_LIMIT_EXCEEDED,
             Severity::Medium,
             description,
             json!({

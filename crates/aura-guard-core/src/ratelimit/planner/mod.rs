@@ -40,6 +40,14 @@ pub const KEY_COUNTER: &str = "counter";
 pub const COUNTER_FAILURES: &str = "failures";
 pub const COUNTER_CLEARED: &str = "cleared";
 
+// The `event_type` of each security event the planner emits.
+/// A request over a limit (the 429).
+pub const EVENT_AUTH_RATE_LIMIT_EXCEEDED: &str = "auth_rate_limit_exceeded";
+/// The service gave no usable answer, whichever way the route fails.
+pub const EVENT_RATE_LIMIT_SERVICE_FAILURE: &str = "rate_limit_service_failure";
+/// Three or more failures since the last success, by the IP or by the user.
+pub const EVENT_REPEATED_AUTH_FAILURES: &str = "repeated_auth_failures";
+
 pub const TOO_MANY_BODY: &str = r#"{"detail":"Too many requests. Please try again later."}"#;
 pub const UNAVAILABLE_BODY: &str =
     r#"{"detail":"Service temporarily unavailable. Please try again later."}"#;

@@ -118,7 +118,7 @@ pub enum Decision {
         response_headers: Vec<(String, String)>,
         attempt: AuthAttempt,
     },
-    /// Send `reply` (429) and log `event` (`auth_rate_limit_exceeded`).
+    /// Send `reply` (429) and log `event` ([`super::EVENT_AUTH_RATE_LIMIT_EXCEEDED`]).
     Deny {
         reply: LocalReply,
         event: SecurityEvent,

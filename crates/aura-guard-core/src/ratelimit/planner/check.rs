@@ -99,11 +99,7 @@ impl Check {
         );
         if self.fails_closed {
             Step::Done(Decision::FailClosed {
-                reply: LocalReply {
-                    status: 503,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: UNAVAILABLE_BODY.to_string(),
-                },
+                reply: json_reply(503, UNAVAILABLE_BODY, Vec::new()),
                 event,
             })
         } else {
@@ -265,19 +261,23 @@ impl Check {
                 "backoff_multiplier": first.multiplier,
             }),
         );
-        let mut reply_headers = vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            (RETRY_AFTER.to_string(), retry_after.to_string()),
-        ];
+        let mut reply_headers = vec![(RETRY_AFTER.to_string(), retry_after.to_string())];
         reply_headers.extend(headers);
         Step::Done(Decision::Deny {
-            reply: LocalReply {
-                status: 429,
-                headers: reply_headers,
-                body: TOO_MANY_BODY.to_string(),
-            },
+            reply: json_reply(429, TOO_MANY_BODY, reply_headers),
             event,
         })
+    }
+}
+
+/// A local reply with a JSON body: content-type first, then `headers`.
+fn json_reply(status: u16, body: &str, headers: Vec<(String, String)>) -> LocalReply {
+    let mut all = vec![("content-type".to_string(), "application/json".to_string())];
+    all.extend(headers);
+    LocalReply {
+        status,
+        headers: all,
+        body: body.to_string(),
     }
 }
 

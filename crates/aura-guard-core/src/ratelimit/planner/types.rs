@@ -23,6 +23,7 @@ impl SubjectKind {
     }
 }
 
+/// One subject of a check: whose counters the request is charged to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Subject {
     pub(super) kind: SubjectKind,

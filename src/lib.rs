@@ -89,7 +89,7 @@ impl RootContext for AuraRoot {
                 }
                 if config.webhook.replay.enabled {
                     // Before this worker serves requests (see init_replay_store).
-                    aura_guard_core::filter::init_replay_store(&mut WasmHost {
+                    aura_guard_core::webhook::replay::init_replay_store(&mut WasmHost {
                         context_id: self.context_id,
                         root_context_id: self.context_id,
                     });

@@ -1,25 +1,31 @@
-//! The per-request pipeline. The glue forwards each proxy-wasm callback here with a `Host`;
-//! every decision is taken in this crate, so the whole flow is tested natively with `MockHost`.
+//! The per-request pipeline. The glue forwards each proxy-wasm callback to [`HttpFilter`] with
+//! a `Host`; every decision is taken in this crate, so the whole flow is tested natively with
+//! `MockHost`.
+//!
+//! Each capability runs as one stage, one file each in this folder, all of one shape: a
+//! [`Stage`] over the per-request [`RequestCtx`] and the host, answering with a [`Flow`]
+//! (go on, reply, or wait for an asynchronous answer). The pipeline sequences them and is the
+//! only place that holds, resumes or answers a request. docs/architecture.md draws the order.
 
-use crate::audit::record::Completion;
-use crate::audit::{AuditPolicy, RequestAudit, RequestStart};
+mod audit;
+mod debug;
+mod headers;
+mod path;
+mod ratelimit;
+mod versions;
+mod webhook;
+
+use crate::audit::AuditPolicy;
+use crate::client_ip::{client_ip, forwarded_for_before_envoy};
 use crate::config::Config;
-use crate::debug::{self, DebugDecision};
-use crate::events::{SecurityEvent, Severity};
-use crate::headers::{uuid_v4, valid_request_id, SecurityHeaders};
+use crate::events::SecurityEvent;
+use crate::headers::SecurityHeaders;
 use crate::host::{Host, Level};
 use crate::path::{normalise, NormalisedPath, PathError};
 use crate::ratelimit::planner::RateLimiter;
-use crate::versions::{self, VersionDecision};
 use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::rc::Rc;
-
-mod webhook;
-pub use webhook::{
-    init_replay_store, replay_insert, replay_remove, sanitised_headers, stat_name, ReplayStoreError,
-};
-mod ratelimit;
 
 /// What the glue tells Envoy after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +41,7 @@ pub enum Action {
 pub struct Policy {
     pub config: Config,
     pub security_headers: SecurityHeaders,
-    /// Auth rate limiting, when `ratelimit` is enabled and resolved (`Config::load`).
+    /// Auth rate limiting, when `ratelimit` is enabled.
     pub ratelimiter: Option<RateLimiter>,
     pub audit: AuditPolicy,
 }
@@ -57,26 +63,177 @@ impl Policy {
     }
 }
 
+/// What every stage knows about the request, gathered once by the pipeline.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// The client's id when valid, else a fresh UUID (also forwarded upstream).
+    pub request_id: String,
+    /// `:method`, read once.
+    pub method: String,
+    /// `:path` as received.
+    pub raw_path: String,
+    /// The one normalised path every decision uses (None until the headers arrive, or when
+    /// normalisation refused the path: then `path_error` says why).
+    pub path: Option<NormalisedPath>,
+    pub path_error: Option<PathError>,
+    /// The client IP by the one rule every stage uses, computed on first use.
+    client_ip: OnceCell<Option<IpAddr>>,
+    /// Security events emitted while handling this request.
+    pub events: Vec<SecurityEvent>,
+    /// Response headers decided on the request path (e.g. deprecation warnings), sent on the
+    /// upstream's response or the filter's own reply.
+    pub extra_response_headers: Vec<(String, String)>,
+}
+
+impl RequestCtx {
+    /// The client's address: Envoy's downstream peer, or the X-Forwarded-For entry written by
+    /// the outermost of `ratelimit.trusted_hops` trusted proxies (never a client-sent entry).
+    /// Read from the host at most once per request, and only when a stage asks.
+    pub fn client_ip(&self, policy: &Policy, host: &dyn Host) -> Option<IpAddr> {
+        *self.client_ip.get_or_init(|| {
+            let rl = &policy.config.ratelimit;
+            let peer = host.downstream_address();
+            let xff = host.request_header("x-forwarded-for");
+            let xff = forwarded_for_before_envoy(xff.as_deref(), rl.xff_appended_by_envoy);
+            client_ip(
+                peer.as_deref().unwrap_or_default(),
+                xff.as_deref(),
+                rl.trusted_hops,
+            )
+        })
+    }
+
+    /// Records a security event: logged, counted as `aura_guard.events.<type>`, and kept for
+    /// the audit stage.
+    pub fn emit(&mut self, host: &mut dyn Host, event: SecurityEvent) {
+        host.log(
+            Level::Warn,
+            &format!(
+                "aura-guard security event {} ({}): {}",
+                event.event_type,
+                event.severity.as_str(),
+                event.description
+            ),
+        );
+        host.count(&format!("aura_guard.events.{}", event.event_type));
+        self.events.push(event);
+    }
+
+    /// Adds a header to the eventual response (upstream or local reply).
+    pub fn add_response_header(&mut self, name: &str, value: &str) {
+        self.extra_response_headers
+            .push((name.to_string(), value.to_string()));
+    }
+}
+
+/// A reply the filter sends instead of the upstream's. The pipeline adds the security
+/// headers, the request id and `content-type: application/json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn json(status: u32, body: &serde_json::Value) -> Self {
+        Reply {
+            status,
+            body: body.to_string().into_bytes(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// `{"detail": message}`, the original's error shape.
+    pub fn detail(status: u32, message: &str) -> Self {
+        Reply::json(status, &serde_json::json!({ "detail": message }))
+    }
+}
+
+/// What the pipeline does after a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on with the next stage.
+    Next,
+    /// End the request with this reply; no later stage runs.
+    Reply(Reply),
+    /// An asynchronous answer is outstanding: hold the request; the stage's answer handler
+    /// decides later.
+    Wait,
+}
+
+/// The one shape of a pipeline stage. Every method has a default, so a stage implements the
+/// phases it takes part in.
+trait Stage {
+    /// The request headers are complete (`ctx` holds the request line and path).
+    fn on_request_headers(
+        &mut self,
+        _policy: &Policy,
+        _ctx: &mut RequestCtx,
+        _host: &mut dyn Host,
+    ) -> Flow {
+        Flow::Next
+    }
+
+    /// Whether this stage must see the whole body before the request may go upstream.
+    fn needs_body(&self, _policy: &Policy) -> bool {
+        false
+    }
+
+    /// The whole body is buffered (only when some stage needed it).
+    fn on_request_body(
+        &mut self,
+        _policy: &Policy,
+        _ctx: &mut RequestCtx,
+        _host: &mut dyn Host,
+        _body: &[u8],
+    ) -> Flow {
+        Flow::Next
+    }
+
+    /// The response status is known: the upstream's response headers, or the filter's own
+    /// reply (`replied`).
+    fn on_response(
+        &mut self,
+        _policy: &Policy,
+        _ctx: &mut RequestCtx,
+        _host: &mut dyn Host,
+        _status: Option<u32>,
+        _replied: bool,
+    ) {
+    }
+}
+
+/// Runs `phase` on each stage in order until one answers anything but [`Flow::Next`].
+fn first_answer(
+    stages: &mut [&mut dyn Stage],
+    mut phase: impl FnMut(&mut dyn Stage) -> Flow,
+) -> Flow {
+    for stage in stages.iter_mut() {
+        match phase(&mut **stage) {
+            Flow::Next => {}
+            flow => return flow,
+        }
+    }
+    Flow::Next
+}
+
 /// State of one HTTP stream.
 ///
 /// Order of the stages (each may end the request with a local reply):
-/// request headers: request id → audit start → path normalisation → debug endpoints → API
-/// versions → rate-limit route match → decide whether the body is needed (else the rate limit
-/// runs here); then, with the whole body (held, never streamed to the upstream before the
-/// decision): audit capture → webhook signature → auth rate limit (asynchronous, resumed by
-/// `on_grpc_response`). Response headers: security headers, request id, per-request extra
-/// headers, rate-limit headers and failure counting. `on_log`: audit records are enqueued.
+/// request headers: request id → path normalisation → audit start → path refusal → debug
+/// endpoints → API versions → webhook route → rate-limit route; then either the rate limit
+/// runs at once, or (when a stage needs the body) with the whole body, held and never
+/// streamed to the upstream before the decision: audit capture → webhook signature → auth
+/// rate limit (asynchronous, resumed by `on_grpc_response`). Response headers: webhook replay
+/// release, security headers, request id, per-request extra headers, rate-limit failure
+/// counting. `on_log`: audit records are enqueued.
 pub struct HttpFilter {
     policy: Rc<Policy>,
-    request_id: Option<String>,
-    /// `:method`, read once.
-    method: String,
-    /// The one normalised path every decision uses (None until the headers arrive).
-    path: Option<NormalisedPath>,
-    /// The client IP by the one rule every stage uses, computed on first use.
-    client_ip: OnceCell<Option<IpAddr>>,
-    /// The webhook source guarding this path, looked up once.
-    webhook_route: Option<String>,
+    ctx: RequestCtx,
+    audit: audit::AuditStage,
+    webhook: webhook::WebhookStage,
+    ratelimit: ratelimit::RateLimitStage,
     /// A stage needs the whole request body before the request may go upstream.
     hold_for_body: bool,
     /// Bytes of request body seen so far (Envoy reports the cumulative size).
@@ -84,16 +241,6 @@ pub struct HttpFilter {
     body_done: bool,
     /// The filter answered the request itself.
     replied: bool,
-    /// Security events emitted while handling this request.
-    events: Vec<SecurityEvent>,
-    /// Response headers decided on the request path (e.g. deprecation warnings).
-    extra_response_headers: Vec<(String, String)>,
-    /// Audit facts of this request (None when audit is off).
-    audit: Option<RequestAudit>,
-    /// The webhook replay key this request recorded, released unless the upstream answers 2xx.
-    webhook_replay: Option<webhook::RecordedReplay>,
-    /// Auth rate limit of this request (route, outstanding call, attempt).
-    ratelimit: ratelimit::RateLimitState,
     #[cfg(test)]
     pub(crate) force_hold_for_body: bool,
 }
@@ -102,20 +249,14 @@ impl HttpFilter {
     pub fn new(policy: Rc<Policy>) -> Self {
         HttpFilter {
             policy,
-            request_id: None,
-            method: String::new(),
-            path: None,
-            client_ip: OnceCell::new(),
-            webhook_route: None,
+            ctx: RequestCtx::default(),
+            audit: Default::default(),
+            webhook: Default::default(),
+            ratelimit: Default::default(),
             hold_for_body: false,
             body_size: 0,
             body_done: false,
             replied: false,
-            events: Vec::new(),
-            extra_response_headers: Vec::new(),
-            audit: None,
-            webhook_replay: None,
-            ratelimit: Default::default(),
             #[cfg(test)]
             force_hold_for_body: false,
         }
@@ -125,46 +266,57 @@ impl HttpFilter {
         &self.policy
     }
 
+    /// The normalised path, once the request headers have been seen.
+    pub fn path(&self) -> Option<&NormalisedPath> {
+        self.ctx.path.as_ref()
+    }
+
+    pub fn events(&self) -> &[SecurityEvent] {
+        &self.ctx.events
+    }
+
+    /// The client IP by the pipeline's one rule.
+    pub fn client_ip(&self, host: &dyn Host) -> Option<IpAddr> {
+        self.ctx.client_ip(&self.policy, host)
+    }
+
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
-        let request_id = self.ensure_request_id(host);
+        let policy = Rc::clone(&self.policy);
+        let ctx = &mut self.ctx;
+        ctx.request_id = headers::ensure_request_id(&policy, host);
         // The request line is read and normalised once; every stage uses the result.
-        self.method = host.request_header(":method").unwrap_or_default();
-        let raw_path = host.request_header(":path").unwrap_or_default();
-        let normalised = normalise(&raw_path);
-        // Before the stages that may answer, so their security events are recorded too.
-        if self.policy.audit.enabled {
-            let start = RequestStart {
-                start_ms: host.now_ms(),
-                request_id: &request_id,
-                method: &self.method,
-                raw_path: &raw_path,
-                path: normalised.as_ref().ok(),
-                client_ip: self.client_ip(host),
-            };
-            self.audit = RequestAudit::begin(&self.policy.audit, host, &start);
+        ctx.method = host.request_header(":method").unwrap_or_default();
+        ctx.raw_path = host.request_header(":path").unwrap_or_default();
+        match normalise(&ctx.raw_path) {
+            Ok(p) => ctx.path = Some(p),
+            Err(e) => ctx.path_error = Some(e),
         }
-        if !self.path_stage(host, normalised)
-            || !self.debug_stage(host)
-            || !self.versions_stage(host)
-        {
-            return Action::Pause;
+        // Audit starts before the stages that may answer, so their events are recorded too.
+        let flow = first_answer(
+            &mut [
+                &mut self.audit,
+                &mut path::PathStage,
+                &mut debug::DebugStage,
+                &mut versions::VersionsStage,
+                &mut self.webhook,
+                &mut self.ratelimit,
+            ],
+            |stage| stage.on_request_headers(&policy, ctx, host),
+        );
+        if flow != Flow::Next {
+            return self.after(host, flow);
         }
-        self.webhook_route = self.path.as_ref().and_then(|p| {
-            let (name, _) = self.policy.config.webhook.source_for_path(p.as_str())?;
-            Some(name.to_string())
-        });
-        self.ratelimit_match();
-        self.hold_for_body = self.body_needed(host);
+        self.hold_for_body = self.body_needed();
         if !self.hold_for_body {
-            return self.ratelimit_stage(host, None).unwrap_or(Action::Continue);
+            let flow = self.ratelimit.check(&policy, &mut self.ctx, host, None);
+            return self.after(host, flow);
         }
         // A declared length over the limit is refused before anything is buffered.
         let declared = host
             .request_header("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.body_limit()) {
-            self.body_too_large(host);
-            return Action::Pause;
+            return self.body_too_large(host);
         }
         if end_of_stream {
             return self.finish_body(host);
@@ -180,7 +332,7 @@ impl HttpFilter {
         end_of_stream: bool,
     ) -> Action {
         // An asynchronous decision is outstanding: Continue here would let the request go.
-        if self.ratelimit_pending() {
+        if self.ratelimit.pending() {
             return Action::Pause;
         }
         if !self.hold_for_body || self.body_done || self.replied {
@@ -188,8 +340,7 @@ impl HttpFilter {
         }
         self.body_size = body_size;
         if u64::try_from(body_size).unwrap_or(u64::MAX) > self.body_limit() {
-            self.body_too_large(host);
-            return Action::Pause;
+            return self.body_too_large(host);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -200,7 +351,7 @@ impl HttpFilter {
     /// HTTP/2 (and chunked) requests may end with trailers: the body is then complete without
     /// a body callback marked end of stream.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
-        if self.ratelimit_pending() {
+        if self.ratelimit.pending() {
             return Action::Pause;
         }
         if self.hold_for_body && !self.body_done && !self.replied {
@@ -209,139 +360,84 @@ impl HttpFilter {
         Action::Continue
     }
 
+    /// Feeds a gRPC answer (`Err` holds a non-OK gRPC status) for the call with `token`. An
+    /// unknown token (a fire-and-forget call's answer, a late answer) is ignored.
+    pub fn on_grpc_response(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        result: Result<&[u8], u32>,
+    ) {
+        let policy = Rc::clone(&self.policy);
+        let Some(flow) =
+            self.ratelimit
+                .on_grpc_response(&policy, &mut self.ctx, host, token, result)
+        else {
+            return;
+        };
+        if self.after(host, flow) == Action::Continue {
+            // The rate limit is the last body stage: nothing else runs before resuming.
+            host.resume_request();
+        }
+    }
+
     pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Action {
         let status = host
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
-        self.webhook_release_unless_2xx(host, status);
-        for h in self.policy.security_headers.headers() {
-            if h.overwrite || host.response_header(&h.name).is_none() {
-                host.set_response_header(&h.name, &h.value);
-            }
-        }
-        for (name, value) in &self.extra_response_headers {
-            host.set_response_header(name, value);
-        }
-        if let Some(id) = &self.request_id {
-            host.set_response_header(&self.policy.config.headers.request_id_header, id);
-        }
-        self.ratelimit_response(host);
+        self.respond(host, status, false);
         Action::Continue
     }
 
-    /// The normalised path, once the request headers have been seen.
-    pub fn path(&self) -> Option<&NormalisedPath> {
-        self.path.as_ref()
+    /// End of the stream (proxy-wasm `on_log`): the audit entries of this request go to the
+    /// shipper's queue without waiting.
+    pub fn on_log(&mut self, host: &mut dyn Host) {
+        self.audit
+            .on_log(&self.policy, &self.ctx, host, self.replied);
     }
 
-    /// Keeps the normalised `:path`; an ambiguous path is refused with 400 rather than
-    /// guessed. Returns false when the request was answered.
-    fn path_stage(
-        &mut self,
-        host: &mut dyn Host,
-        normalised: Result<NormalisedPath, PathError>,
-    ) -> bool {
-        match normalised {
-            Ok(p) => {
-                self.path = Some(p);
-                true
-            }
-            Err(e) => {
-                host.count("aura_guard.path.refused");
-                host.log(
-                    Level::Info,
-                    &format!("aura-guard: refused request path: {}", e.reason()),
-                );
-                self.reply_body(host, u32::from(e.status()), e.body().as_bytes(), &[]);
-                false
-            }
+    /// The response phase of every stage, for an upstream response or the filter's reply.
+    fn respond(&mut self, host: &mut dyn Host, status: Option<u32>, replied: bool) {
+        let policy = Rc::clone(&self.policy);
+        let stages: [&mut dyn Stage; 3] = [
+            &mut self.webhook,
+            &mut headers::HeadersStage,
+            &mut self.ratelimit,
+        ];
+        for stage in stages {
+            stage.on_response(&policy, &mut self.ctx, host, status, replied);
         }
     }
 
-    /// Debug endpoints: 404 outside their environments unless enabled and whitelisted.
-    fn debug_stage(&mut self, host: &mut dyn Host) -> bool {
-        let policy = Rc::clone(&self.policy);
-        let cfg = &policy.config;
-        let Some(path) = &self.path else { return true };
-        let DebugDecision::Block { endpoint } = debug::decide(&cfg.debug, cfg.environment, path)
-        else {
-            return true;
-        };
-        host.count("aura_guard.debug.blocked");
-        if debug::emits_security_event(cfg.environment) {
-            let event = SecurityEvent::new(
-                debug::EVENT_TYPE,
-                Severity::Medium,
-                format!("Blocked access to debug endpoint {endpoint}"),
-                serde_json::json!({"endpoint": endpoint, "path": path.as_str(),
-                    "environment": cfg.environment.as_str()}),
-            );
-            self.emit(host, event);
-        }
-        self.reply_body(
-            host,
-            u32::from(debug::BLOCKED_STATUS),
-            debug::BLOCKED_BODY.as_bytes(),
-            &[],
-        );
-        false
-    }
-
-    /// API versions: disabled ones get 410, deprecated ones pass with warning headers.
-    fn versions_stage(&mut self, host: &mut dyn Host) -> bool {
-        let policy = Rc::clone(&self.policy);
-        let cfg = &policy.config.versions;
-        let Some(path) = &self.path else { return true };
-        let header = cfg.header.as_deref().and_then(|h| host.request_header(h));
-        let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
-        match versions::decide(cfg, path, header.as_deref(), now) {
-            VersionDecision::None => true,
-            VersionDecision::Deprecated { version, headers } => {
-                host.count(&format!("aura_guard.versions.deprecated.{version}"));
-                for (name, value) in headers {
-                    self.add_response_header(&name, &value);
-                }
-                true
-            }
-            VersionDecision::Disabled {
-                version,
-                status,
-                body,
-            } => {
-                host.count(&format!("aura_guard.versions.disabled.{version}"));
-                let event = SecurityEvent::new(
-                    versions::EVENT_TYPE,
-                    Severity::Medium,
-                    format!("Access to disabled API version {version}"),
-                    serde_json::json!({"version": version, "path": path.as_str()}),
-                );
-                self.emit(host, event);
-                self.reply_body(host, u32::from(status), body.as_bytes(), &[]);
-                false
+    /// Carries out a stage's flow: a reply is sent, a wait holds the request.
+    fn after(&mut self, host: &mut dyn Host, flow: Flow) -> Action {
+        match flow {
+            Flow::Next => Action::Continue,
+            Flow::Wait => Action::Pause,
+            Flow::Reply(reply) => {
+                self.reply(host, reply);
+                Action::Pause
             }
         }
     }
 
     /// Whether any stage needs the whole body before deciding.
-    fn body_needed(&self, _host: &dyn Host) -> bool {
+    fn body_needed(&self) -> bool {
         #[cfg(test)]
         if self.force_hold_for_body {
             return true;
         }
-        if self.audit.as_ref().is_some_and(RequestAudit::wants_body)
-            || self.webhook_source().is_some()
-            || self.ratelimit_needs_body()
-        {
-            return true;
-        }
-        false
+        let policy = &self.policy;
+        self.audit.needs_body(policy)
+            || self.webhook.needs_body(policy)
+            || self.ratelimit.needs_body(policy)
     }
 
     /// Largest body held: a webhook route uses `webhook.max_body_bytes`, any other held
     /// request the global `max_body_bytes`.
     fn body_limit(&self) -> u64 {
         let cfg = &self.policy.config;
-        if self.webhook_source().is_some() {
+        if self.webhook.source().is_some() {
             cfg.webhook.max_body_bytes
         } else {
             u64::try_from(cfg.max_body_bytes).unwrap_or(u64::MAX)
@@ -349,23 +445,13 @@ impl HttpFilter {
     }
 
     /// 413: on a webhook route as a webhook failure (event, stat, its own message).
-    fn body_too_large(&mut self, host: &mut dyn Host) {
-        if let Some(source) = self.webhook_source() {
-            let headers = host.request_headers();
-            self.webhook_refuse(
-                host,
-                &source,
-                crate::webhook::Failure::BodyTooLarge,
-                &headers,
-            );
-            return;
-        }
-        self.reply_json(
-            host,
-            413,
-            &serde_json::json!({"detail": "Request body too large"}),
-            &[],
-        );
+    fn body_too_large(&mut self, host: &mut dyn Host) -> Action {
+        let policy = Rc::clone(&self.policy);
+        let flow = match self.webhook.body_too_large(&policy, &mut self.ctx, host) {
+            Some(flow) => flow,
+            None => Flow::Reply(Reply::detail(413, "Request body too large")),
+        };
+        self.after(host, flow)
     }
 
     /// Runs the body stages once the whole body is buffered.
@@ -378,151 +464,33 @@ impl HttpFilter {
                 Some(b) => b,
                 None => {
                     host.log(Level::Error, "aura-guard: request body unavailable");
-                    self.reply_json(
-                        host,
-                        500,
-                        &serde_json::json!({"detail": "Request body unavailable"}),
-                        &[],
-                    );
-                    return Action::Pause;
+                    let reply = Reply::detail(500, "Request body unavailable");
+                    return self.after(host, Flow::Reply(reply));
                 }
             }
         };
-        self.body_stages(host, &body)
-    }
-
-    fn body_stages(&mut self, host: &mut dyn Host, body: &[u8]) -> Action {
+        let policy = Rc::clone(&self.policy);
         // Audit capture first, so a request a later stage refuses is recorded with its body.
-        if let Some(audit) = self.audit.as_mut() {
-            audit.capture(&self.policy.audit, body);
-        }
-        if let Some(source) = self.webhook_source() {
-            if !self.webhook_stage(host, &source, body) {
-                return Action::Pause;
-            }
-        }
-        // Auth rate limit; asynchronous: on Pause the rest runs when the service answers.
-        if let Some(action) = self.ratelimit_stage(host, Some(body)) {
-            return action;
-        }
-        Action::Continue
-    }
-
-    /// Records a security event: logged, counted as `aura_guard.events.<type>`, and kept for
-    /// the audit pipeline.
-    pub fn emit(&mut self, host: &mut dyn Host, event: SecurityEvent) {
-        host.log(
-            Level::Warn,
-            &format!(
-                "aura-guard security event {} ({}): {}",
-                event.event_type,
-                event.severity.as_str(),
-                event.description
-            ),
+        // The rate limit is last: it may wait for the service's answer.
+        let ctx = &mut self.ctx;
+        let flow = first_answer(
+            &mut [&mut self.audit, &mut self.webhook, &mut self.ratelimit],
+            |stage| stage.on_request_body(&policy, ctx, host, &body),
         );
-        host.count(&format!("aura_guard.events.{}", event.event_type));
-        self.events.push(event);
+        self.after(host, flow)
     }
 
-    /// End of the stream (proxy-wasm `on_log`): the audit entries of this request (its
-    /// sensitive operation and its security events) go to the shipper's queue. Enqueueing
-    /// never waits; if the shipper is missing the entries are dropped and counted.
-    pub fn on_log(&mut self, host: &mut dyn Host) {
-        let Some(audit) = self.audit.take() else {
-            return;
-        };
-        let done = Completion {
-            status: host.response_code(),
-            end_ms: host.now_ms(),
-            replied_locally: self.replied,
-        };
-        let cfg = &self.policy.audit.config;
-        for entry in audit.finish(&self.policy.audit, &self.events, &done) {
-            let queued = serde_json::to_vec(&entry)
-                .map(|bytes| host.enqueue_shared(&cfg.queue_vm_id, &cfg.queue_name, &bytes))
-                .unwrap_or(false);
-            if queued {
-                host.count("aura_guard.audit.enqueued");
-            } else {
-                host.count("aura_guard.audit.enqueue_failed");
-                host.count("aura_guard.audit.dropped");
-                host.log(
-                    Level::Error,
-                    &format!(
-                        "aura-guard: audit record {} {} dropped: shipper queue {}/{} unavailable",
-                        entry.kind, entry.record_type, cfg.queue_vm_id, cfg.queue_name
-                    ),
-                );
-            }
-        }
-    }
-
-    pub fn events(&self) -> &[SecurityEvent] {
-        &self.events
-    }
-
-    /// Adds a header to the eventual response (upstream or local reply).
-    pub fn add_response_header(&mut self, name: &str, value: &str) {
-        self.extra_response_headers
-            .push((name.to_string(), value.to_string()));
-    }
-
-    /// The request id: the client's when valid, else a fresh UUID, also forwarded upstream so
-    /// the application logs the same id.
-    fn ensure_request_id(&mut self, host: &mut dyn Host) -> String {
-        if let Some(id) = &self.request_id {
-            return id.clone();
-        }
-        let name = &self.policy.config.headers.request_id_header;
-        let id = match host.request_header(name) {
-            Some(id) if valid_request_id(&id) => id,
-            _ => {
-                let id = uuid_v4(host.random16());
-                host.set_request_header(name, &id);
-                id
-            }
-        };
-        self.request_id = Some(id.clone());
-        id
-    }
-
-    /// Ends the request with a JSON reply from the filter. It carries the security headers and
-    /// the request id itself, since Envoy may not run the response callback for a local reply.
-    pub fn reply_json(
-        &mut self,
-        host: &mut dyn Host,
-        status: u32,
-        body: &serde_json::Value,
-        extra_headers: &[(String, String)],
-    ) {
-        self.reply_body(host, status, body.to_string().as_bytes(), extra_headers);
-    }
-
-    /// As [`HttpFilter::reply_json`], with the JSON body already serialised.
-    pub fn reply_body(
-        &mut self,
-        host: &mut dyn Host,
-        status: u32,
-        body: &[u8],
-        extra_headers: &[(String, String)],
-    ) {
+    /// Ends the request with a reply from the filter. It carries the security headers and the
+    /// request id itself, since Envoy may not run the response callback for a local reply.
+    fn reply(&mut self, host: &mut dyn Host, reply: Reply) {
         // A later stage refusing a verified delivery: it was not processed, so a retry must pass.
-        self.webhook_release_unless_2xx(host, Some(status));
-        let id = self.ensure_request_id(host);
-        let mut headers: Vec<(String, String)> = self
-            .policy
-            .security_headers
-            .headers()
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
-        headers.push((self.policy.config.headers.request_id_header.clone(), id));
-        headers.push(("content-type".to_string(), "application/json".to_string()));
-        headers.extend(self.extra_response_headers.iter().cloned());
-        headers.extend(extra_headers.iter().cloned());
+        self.webhook
+            .on_response(&self.policy, &mut self.ctx, host, Some(reply.status), true);
+        let mut out = headers::reply_headers(&self.policy, &self.ctx);
+        out.extend(reply.headers);
         self.replied = true;
-        host.count(&format!("aura_guard.local_replies.{status}"));
-        host.send_reply(status, &headers, body);
+        host.count(&format!("aura_guard.local_replies.{}", reply.status));
+        host.send_reply(reply.status, &out, &reply.body);
     }
 }
 
@@ -535,6 +503,7 @@ mod tests {
     use super::*;
     use crate::config::Environment;
     use crate::headers::config::Conflict;
+    use crate::headers::valid_request_id;
     use crate::host::mock::MockHost;
 
     fn request(path: &str) -> MockHost {
@@ -679,7 +648,7 @@ mod tests {
         use crate::events::{SecurityEvent, Severity};
         let mut f = filter(Environment::Production, Conflict::Overwrite);
         let mut host = request("/x");
-        f.emit(
+        f.ctx.emit(
             &mut host,
             SecurityEvent::new(
                 "debug_endpoint_blocked",
@@ -706,13 +675,14 @@ mod tests {
         let mut f = filter(Environment::Development, Conflict::Overwrite);
         let mut host = request("/x");
         f.on_request_headers(&mut host, true);
-        f.add_response_header("x-api-deprecation-warning", "old");
+        f.ctx
+            .add_response_header("x-api-deprecation-warning", "old");
         f.on_response_headers(&mut host);
         assert_eq!(
             host.response_header("x-api-deprecation-warning").as_deref(),
             Some("old")
         );
-        f.reply_json(&mut host, 429, &serde_json::json!({}), &[]);
+        f.reply(&mut host, Reply::json(429, &serde_json::json!({})));
         let reply = host.reply.unwrap();
         assert!(reply
             .headers
@@ -803,12 +773,7 @@ mod tests {
         let mut f = filter(Environment::Staging, Conflict::Overwrite);
         let mut host = request("/x");
         f.on_request_headers(&mut host, true);
-        f.reply_json(
-            &mut host,
-            404,
-            &serde_json::json!({"detail": "Not found"}),
-            &[],
-        );
+        f.reply(&mut host, Reply::detail(404, "Not found"));
         let reply = host.reply.unwrap();
         assert_eq!(reply.status, 404);
         assert_eq!(reply.body, br#"{"detail":"Not found"}"#);

@@ -1,6 +1,6 @@
-//! The auth rate-limit stage of the pipeline (docs/ratelimit.md, "Glue"). The planner in
+//! The auth rate-limit stage (docs/ratelimit.md, "Glue"). The planner in
 //! `crate::ratelimit::planner` decides; this stage moves its calls and answers between the
-//! host and the planner, replies, emits events and counts stats.
+//! host and the planner, and turns its decisions into flows, events and stats.
 //!
 //! Stats (Envoy shows them as `wasmcustom.<name>`):
 //! - `aura_guard.ratelimit.allowed.<route>`: auth requests the service allowed;
@@ -8,19 +8,18 @@
 //! - `aura_guard.ratelimit.service_failure.<route>.<open|closed>`: failure-mode outcomes;
 //! - `aura_guard.ratelimit.failure_recorded.<route>` / `cleared.<route>`: response-phase calls.
 
-use std::net::IpAddr;
-
-use super::{Action, HttpFilter};
-use crate::client_ip::{client_ip, forwarded_for_before_envoy};
+use super::{Flow, Policy, Reply, RequestCtx, Stage};
 use crate::config::Environment;
 use crate::host::{GrpcCall, Host, Level};
 use crate::ratelimit::identity::IdentityInput;
-use crate::ratelimit::planner::{AuthAttempt, AuthFacts, Check, Decision, RlsCall, RlsError, Step};
+use crate::ratelimit::planner::{
+    AuthAttempt, AuthFacts, Check, Decision, LocalReply, RlsCall, RlsError, Step,
+};
 use crate::ratelimit::rls::{RLS_METHOD, RLS_SERVICE};
 
 /// Per-request rate-limit state.
 #[derive(Debug, Default)]
-pub(super) struct RateLimitState {
+pub(super) struct RateLimitStage {
     /// Index of the matched auth route.
     route: Option<usize>,
     started: bool,
@@ -30,239 +29,55 @@ pub(super) struct RateLimitState {
     attempt: Option<AuthAttempt>,
 }
 
-/// How a step ended.
-enum Outcome {
-    /// Waiting for the service's answer.
-    Pending,
-    /// Decided: the request goes on.
-    Proceed,
-    /// Decided: the filter replied.
-    Replied,
-}
-
-impl HttpFilter {
-    /// The client's address: Envoy's downstream peer, or the X-Forwarded-For entry written by
-    /// the outermost of `ratelimit.trusted_hops` trusted proxies (never a client-sent entry).
-    pub fn client_ip(&self, host: &dyn Host) -> Option<IpAddr> {
-        *self.client_ip.get_or_init(|| {
-            let peer = host.downstream_address();
-            let xff = self.forwarded_for(host);
-            client_ip(
-                peer.as_deref().unwrap_or_default(),
-                xff.as_deref(),
-                self.policy.config.ratelimit.trusted_hops,
-            )
-        })
+impl Stage for RateLimitStage {
+    /// Remembers the auth route this request is limited by, if any.
+    fn on_request_headers(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        _host: &mut dyn Host,
+    ) -> Flow {
+        if let (Some(limiter), Some(path)) = (&policy.ratelimiter, &ctx.path) {
+            self.route = limiter.match_route(&ctx.method, path.as_str());
+        }
+        Flow::Next
     }
 
-    fn forwarded_for(&self, host: &dyn Host) -> Option<String> {
-        let xff = host.request_header("x-forwarded-for");
-        forwarded_for_before_envoy(
-            xff.as_deref(),
-            self.policy.config.ratelimit.xff_appended_by_envoy,
-        )
-    }
-
-    /// Header phase: remembers the auth route this request is limited by, if any.
-    pub(super) fn ratelimit_match(&mut self) {
-        let Some(limiter) = &self.policy.ratelimiter else {
-            return;
-        };
-        let Some(path) = &self.path else { return };
-        self.ratelimit.route = limiter.match_route(&self.method, path.as_str());
-    }
-
-    /// Whether the rate-limit stage needs the whole body (user from the body).
-    pub(super) fn ratelimit_needs_body(&self) -> bool {
-        match (&self.policy.ratelimiter, self.ratelimit.route) {
+    /// The user comes from the body.
+    fn needs_body(&self, policy: &Policy) -> bool {
+        match (&policy.ratelimiter, self.route) {
             (Some(l), Some(r)) => l.needs_body(r),
             _ => false,
         }
     }
 
-    /// A decision is outstanding: every request callback must hold the request.
-    pub(super) fn ratelimit_pending(&self) -> bool {
-        self.ratelimit.pending.is_some()
-    }
-
-    /// Runs the check for a matched route (header phase without a body, or with the whole
-    /// body). None: nothing to do here, go on with the next stage.
-    pub(super) fn ratelimit_stage(
+    fn on_request_body(
         &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
         host: &mut dyn Host,
-        body: Option<&[u8]>,
-    ) -> Option<Action> {
-        let route = self.ratelimit.route?;
-        if self.ratelimit.started {
-            return None;
-        }
-        self.ratelimit.started = true;
-        let policy = std::rc::Rc::clone(&self.policy);
-        let limiter = policy.ratelimiter.as_ref()?;
-        let peer = host.downstream_address();
-        let xff = self.forwarded_for(host);
-        let content_type = host.request_header("content-type");
-        let authorization = host.request_header("authorization");
-        let facts = AuthFacts {
-            downstream_address: peer.as_deref().unwrap_or_default(),
-            xff: xff.as_deref(),
-            identity: IdentityInput {
-                content_type: content_type.as_deref(),
-                body,
-                authorization: authorization.as_deref(),
-            },
-            now_s: host.now_ms() / 1000,
-            production: policy.config.environment == Environment::Production,
-        };
-        let (check, step) = limiter.start(route, &facts)?;
-        match self.ratelimit_drive(host, check, step) {
-            Outcome::Pending | Outcome::Replied => Some(Action::Pause),
-            Outcome::Proceed => None,
-        }
+        body: &[u8],
+    ) -> Flow {
+        self.check(policy, ctx, host, Some(body))
     }
 
-    /// Dispatches calls until the planner waits for an answer or decides.
-    fn ratelimit_drive(&mut self, host: &mut dyn Host, mut check: Check, first: Step) -> Outcome {
-        let mut step = first;
-        loop {
-            match step {
-                Step::Call(call) => match host.dispatch_grpc(&grpc(&call)) {
-                    Some(token) => {
-                        self.ratelimit.pending = Some((token, check));
-                        return Outcome::Pending;
-                    }
-                    None => {
-                        host.log(
-                            Level::Warn,
-                            &format!(
-                                "aura-guard: rate-limit call to cluster {} not dispatched",
-                                call.cluster
-                            ),
-                        );
-                        step = check.on_rls_response(Err(RlsError::Dispatch));
-                    }
-                },
-                Step::Done(decision) => return self.ratelimit_decide(host, decision),
-            }
-        }
-    }
-
-    /// Feeds a gRPC answer (`Err` holds a non-OK gRPC status) for the call with `token`. An
-    /// unknown token (a fire-and-forget call's answer, a late answer) is ignored.
-    pub fn on_grpc_response(
+    /// A 401/403 records a failure, a 2xx clears the failure count, both fire and forget (the
+    /// answer never delays the response).
+    fn on_response(
         &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
         host: &mut dyn Host,
-        token: u32,
-        result: Result<&[u8], u32>,
+        status: Option<u32>,
+        _replied: bool,
     ) {
-        let Some((pending, _)) = &self.ratelimit.pending else {
-            host.log(
-                Level::Debug,
-                &format!("aura-guard: ignoring gRPC answer {token}"),
-            );
+        let Some(attempt) = self.attempt.take() else {
             return;
         };
-        if *pending != token {
-            host.log(
-                Level::Debug,
-                &format!("aura-guard: ignoring gRPC answer {token}"),
-            );
-            return;
-        }
-        let Some((_, mut check)) = self.ratelimit.pending.take() else {
+        let Some(status) = status.and_then(|s| u16::try_from(s).ok()) else {
             return;
         };
-        let step = check.on_rls_response(result.map_err(RlsError::GrpcStatus));
-        if let Outcome::Proceed = self.ratelimit_drive(host, check, step) {
-            // Later body stages (audit capture) would run here before resuming.
-            host.resume_request();
-        }
-    }
-
-    fn route_name(&self) -> String {
-        self.policy
-            .ratelimiter
-            .as_ref()
-            .zip(self.ratelimit.route)
-            .and_then(|(l, r)| l.config().config.routes.get(r))
-            .map(|r| r.name.clone())
-            .unwrap_or_default()
-    }
-
-    fn ratelimit_decide(&mut self, host: &mut dyn Host, decision: Decision) -> Outcome {
-        let route = self.route_name();
-        match decision {
-            Decision::Allow {
-                response_headers,
-                attempt,
-            } => {
-                host.count(&format!("aura_guard.ratelimit.allowed.{route}"));
-                for (name, value) in response_headers {
-                    self.add_response_header(&name, &value);
-                }
-                self.ratelimit.attempt = Some(attempt);
-                Outcome::Proceed
-            }
-            Decision::FailOpen { event, attempt } => {
-                host.count(&format!(
-                    "aura_guard.ratelimit.service_failure.{route}.open"
-                ));
-                self.emit(host, event);
-                self.ratelimit.attempt = Some(attempt);
-                Outcome::Proceed
-            }
-            Decision::Deny { reply, event } => {
-                let kind = event
-                    .metadata
-                    .get("limit_type")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("ip")
-                    .to_string();
-                host.count(&format!("aura_guard.ratelimit.over_limit.{route}.{kind}"));
-                self.emit(host, event);
-                self.reply_planner(host, reply.status, &reply.headers, &reply.body);
-                Outcome::Replied
-            }
-            Decision::FailClosed { reply, event } => {
-                host.count(&format!(
-                    "aura_guard.ratelimit.service_failure.{route}.closed"
-                ));
-                self.emit(host, event);
-                self.reply_planner(host, reply.status, &reply.headers, &reply.body);
-                Outcome::Replied
-            }
-        }
-    }
-
-    /// `reply_body` sets the content type itself.
-    fn reply_planner(
-        &mut self,
-        host: &mut dyn Host,
-        status: u16,
-        headers: &[(String, String)],
-        body: &str,
-    ) {
-        let extra: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
-            .cloned()
-            .collect();
-        self.reply_body(host, u32::from(status), body.as_bytes(), &extra);
-    }
-
-    /// Response phase: a 401/403 records a failure, a 2xx clears the failure count, both
-    /// fire and forget (the answer never delays the response).
-    pub(super) fn ratelimit_response(&mut self, host: &mut dyn Host) {
-        let Some(attempt) = self.ratelimit.attempt.take() else {
-            return;
-        };
-        let Some(status) = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok())
-        else {
-            return;
-        };
-        let route = self.route_name();
+        let route = self.route_name(policy);
         let outcome = attempt.on_upstream_status(status);
         if let Some(call) = &outcome.call {
             let what = if (200..300).contains(&status) {
@@ -283,8 +98,177 @@ impl HttpFilter {
             }
         }
         for event in outcome.events {
-            self.emit(host, event);
+            ctx.emit(host, event);
         }
+    }
+}
+
+impl RateLimitStage {
+    /// A decision is outstanding: every request callback must hold the request.
+    pub(super) fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Runs the check for a matched route (header phase without a body, or with the whole
+    /// body), once.
+    pub(super) fn check(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+        body: Option<&[u8]>,
+    ) -> Flow {
+        let (Some(route), Some(limiter)) = (self.route, &policy.ratelimiter) else {
+            return Flow::Next;
+        };
+        if self.started {
+            return Flow::Next;
+        }
+        self.started = true;
+        let content_type = host.request_header("content-type");
+        let authorization = host.request_header("authorization");
+        let facts = AuthFacts {
+            client_ip: ctx.client_ip(policy, host),
+            identity: IdentityInput {
+                content_type: content_type.as_deref(),
+                body,
+                authorization: authorization.as_deref(),
+            },
+            now_s: host.now_ms() / 1000,
+            production: policy.config.environment == Environment::Production,
+        };
+        let Some((check, step)) = limiter.start(route, &facts) else {
+            return Flow::Next;
+        };
+        self.drive(policy, ctx, host, check, step)
+    }
+
+    /// Feeds a gRPC answer (`Err` holds a non-OK gRPC status) for the call with `token`.
+    /// None: not this request's outstanding call (a fire-and-forget call's answer, a late
+    /// answer), ignored.
+    pub(super) fn on_grpc_response(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+        token: u32,
+        result: Result<&[u8], u32>,
+    ) -> Option<Flow> {
+        if !matches!(&self.pending, Some((pending, _)) if *pending == token) {
+            host.log(
+                Level::Debug,
+                &format!("aura-guard: ignoring gRPC answer {token}"),
+            );
+            return None;
+        }
+        let (_, mut check) = self.pending.take()?;
+        let step = check.on_rls_response(result.map_err(RlsError::GrpcStatus));
+        Some(self.drive(policy, ctx, host, check, step))
+    }
+
+    /// Dispatches calls until the planner waits for an answer or decides.
+    fn drive(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+        mut check: Check,
+        first: Step,
+    ) -> Flow {
+        let mut step = first;
+        loop {
+            match step {
+                Step::Call(call) => match host.dispatch_grpc(&grpc(&call)) {
+                    Some(token) => {
+                        self.pending = Some((token, check));
+                        return Flow::Wait;
+                    }
+                    None => {
+                        host.log(
+                            Level::Warn,
+                            &format!(
+                                "aura-guard: rate-limit call to cluster {} not dispatched",
+                                call.cluster
+                            ),
+                        );
+                        step = check.on_rls_response(Err(RlsError::Dispatch));
+                    }
+                },
+                Step::Done(decision) => return self.decide(policy, ctx, host, decision),
+            }
+        }
+    }
+
+    fn route_name(&self, policy: &Policy) -> String {
+        policy
+            .ratelimiter
+            .as_ref()
+            .zip(self.route)
+            .and_then(|(l, r)| l.config().config.routes.get(r))
+            .map(|r| r.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn decide(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+        decision: Decision,
+    ) -> Flow {
+        let route = self.route_name(policy);
+        match decision {
+            Decision::Allow {
+                response_headers,
+                attempt,
+            } => {
+                host.count(&format!("aura_guard.ratelimit.allowed.{route}"));
+                for (name, value) in response_headers {
+                    ctx.add_response_header(&name, &value);
+                }
+                self.attempt = Some(attempt);
+                Flow::Next
+            }
+            Decision::FailOpen { event, attempt } => {
+                host.count(&format!(
+                    "aura_guard.ratelimit.service_failure.{route}.open"
+                ));
+                ctx.emit(host, event);
+                self.attempt = Some(attempt);
+                Flow::Next
+            }
+            Decision::Deny { reply, event } => {
+                let kind = event
+                    .metadata
+                    .get("limit_type")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("ip")
+                    .to_string();
+                host.count(&format!("aura_guard.ratelimit.over_limit.{route}.{kind}"));
+                ctx.emit(host, event);
+                Flow::Reply(local_reply(reply))
+            }
+            Decision::FailClosed { reply, event } => {
+                host.count(&format!(
+                    "aura_guard.ratelimit.service_failure.{route}.closed"
+                ));
+                ctx.emit(host, event);
+                Flow::Reply(local_reply(reply))
+            }
+        }
+    }
+}
+
+/// The planner's reply; the pipeline sets the content type itself.
+fn local_reply(reply: LocalReply) -> Reply {
+    Reply {
+        status: u32::from(reply.status),
+        body: reply.body.into_bytes(),
+        headers: reply
+            .headers
+            .into_iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+            .collect(),
     }
 }
 
@@ -308,8 +292,9 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::client_ip::forwarded_for_before_envoy;
     use crate::config::Config;
-    use crate::filter::Policy;
+    use crate::filter::{Action, HttpFilter, Policy};
     use crate::host::mock::MockHost;
     use crate::ratelimit::planner::TOO_MANY_BODY;
     use crate::ratelimit::rls::{
@@ -614,5 +599,21 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "jwt.secret_env");
+    }
+
+    #[test]
+    fn xff_is_honoured_only_through_trusted_hops() {
+        let mut f = filter_in(
+            "production",
+            r#"{"ratelimit": {"trusted_hops": 1, "xff_appended_by_envoy": false}}"#,
+        );
+        let mut host = login("");
+        host.downstream_address = Some("10.1.1.1:5".into());
+        host.request_headers
+            .push(("x-forwarded-for".into(), "1.1.1.1, 203.0.113.50".into()));
+        until_check(&mut f, &mut host);
+        let call = host.grpc_calls.last().unwrap();
+        let req = RateLimitRequest::decode(call.message.as_slice()).unwrap();
+        assert_eq!(req.descriptors[0].entries[1].value, "203.0.113.50");
     }
 }

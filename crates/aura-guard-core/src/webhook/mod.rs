@@ -181,5 +181,45 @@ pub fn evaluate(
     }
 }
 
+/// Security event emitted for every refused delivery (the original's event type).
+pub const EVENT_TYPE: &str = "webhook_validation_failure";
+/// Longest header value kept in a security event.
+const MAX_EVENT_HEADER_CHARS: usize = 256;
+
+/// Request headers for a security event: signature, token, secret and credential values are
+/// replaced by `[REDACTED]` (the name stays, to show the header was sent); `:path` is left out
+/// (the event carries the normalised path) and long values are cut.
+pub fn sanitised_headers(headers: &[(String, String)]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(':') && lower != ":method" && lower != ":authority" {
+            continue;
+        }
+        let value = if is_sensitive_header(&lower) {
+            "[REDACTED]".to_string()
+        } else {
+            value.chars().take(MAX_EVENT_HEADER_CHARS).collect()
+        };
+        out.entry(lower).or_insert(serde_json::Value::String(value));
+    }
+    serde_json::Value::Object(out)
+}
+
+fn is_sensitive_header(lower_name: &str) -> bool {
+    const MARKERS: [&str; 9] = [
+        "signature",
+        "hmac",
+        "token",
+        "secret",
+        "auth",
+        "cookie",
+        "key",
+        "password",
+        "session",
+    ];
+    MARKERS.iter().any(|m| lower_name.contains(m))
+}
+
 #[cfg(test)]
 mod tests;

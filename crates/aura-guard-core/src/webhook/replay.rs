@@ -1,23 +1,41 @@
-//! Replay protection, pure part: a bounded, expiring seen-set serialised to bytes.
+//! Replay protection: a bounded, expiring seen-set serialised to bytes, and its store.
 //!
-//! The glue keeps the bytes in proxy-wasm shared data and updates them with compare-and-swap
-//! (get with CAS token, `decode`, `check_and_insert`, `encode`, set with the token; retry on
-//! CAS mismatch), so all workers of one Envoy share it. Only truncated SHA-256 digests of the
-//! keys are stored: no delivery ids or signatures sit in shared memory.
+//! The store keeps the bytes in proxy-wasm shared data (through [`Host`]) and updates them
+//! with compare-and-swap (get with CAS token, `decode`, `check_and_insert`, `encode`, set with
+//! the token; retry on CAS mismatch), so all workers of one Envoy share it. Only truncated
+//! SHA-256 digests of the keys are stored: no delivery ids or signatures sit in shared memory.
 //!
 //! Format (little endian): `b"AGRS"`, version `1u8`, count `u32`, then `count` entries of
 //! 16-byte digest + `i64` expiry (unix seconds). Anything else decodes as an empty set: losing
 //! the set only reopens the replay window, it must never crash the filter.
 
+use crate::host::{Host, Level, SharedDataError};
 use sha2::{Digest, Sha256};
+
+/// Shared-data key of the replay seen-set.
+pub const REPLAY_SHARED_KEY: &str = "aura_guard.webhook.replay";
+/// Compare-and-swap attempts before the replay store counts as unavailable.
+pub const CAS_ATTEMPTS: u32 = 16;
+/// Answer when the replay store cannot be updated: the delivery is refused (fail closed) with a
+/// status providers retry on.
+pub const STORE_ERROR_STATUS: u32 = 503;
+pub const STORE_ERROR_MESSAGE: &str = "Webhook replay check unavailable";
+
+/// The replay store could not be read or updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStoreError {
+    /// Every compare-and-swap attempt lost a race with another worker.
+    Contended,
+    /// The host refused a shared-data call.
+    Unavailable,
+}
 
 const MAGIC: &[u8; 4] = b"AGRS";
 const VERSION: u8 = 1;
 const HEADER_LEN: usize = 9;
 const ENTRY_LEN: usize = 24;
 
-/// Truncated SHA-256 of a replay key: what is stored, and what the rate-limit mode can send
-/// as a descriptor value (hex) instead of the key itself.
+/// Truncated SHA-256 of a replay key: what is stored instead of the key itself.
 pub fn digest(key: &str) -> [u8; 16] {
     let full = Sha256::digest(key.as_bytes());
     let mut out = [0u8; 16];
@@ -25,10 +43,6 @@ pub fn digest(key: &str) -> [u8; 16] {
         *o = *b;
     }
     out
-}
-
-pub fn digest_hex(key: &str) -> String {
-    hex::encode(digest(key))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +155,82 @@ fn parse(bytes: &[u8]) -> Option<Vec<Entry>> {
             })
         })
         .collect()
+}
+
+/// One compare-and-swap update of the seen-set: read with its token, change, write with the
+/// token; on a mismatch another worker wrote in between, so read again. `f` returns the
+/// caller's answer and whether the set changed (nothing is written when it did not).
+fn update_replay_set<T>(
+    host: &mut dyn Host,
+    max_entries: usize,
+    mut f: impl FnMut(&mut ReplaySet) -> (T, bool),
+) -> Result<T, ReplayStoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = host
+            .get_shared_data(REPLAY_SHARED_KEY)
+            .map_err(|_| ReplayStoreError::Unavailable)?;
+        let mut set = ReplaySet::decode(bytes.as_deref().unwrap_or(&[]), max_entries);
+        let (answer, changed) = f(&mut set);
+        if !changed {
+            return Ok(answer);
+        }
+        match host.set_shared_data(REPLAY_SHARED_KEY, &set.encode(), cas) {
+            Ok(()) => return Ok(answer),
+            Err(SharedDataError::CasMismatch) => continue,
+            Err(SharedDataError::Unavailable) => return Err(ReplayStoreError::Unavailable),
+        }
+    }
+    Err(ReplayStoreError::Contended)
+}
+
+/// Records `key` until `now + ttl_s`; `Ok(false)` when it is already there (a replay).
+pub fn replay_insert(
+    host: &mut dyn Host,
+    max_entries: usize,
+    key: &str,
+    now: i64,
+    ttl_s: i64,
+) -> Result<bool, ReplayStoreError> {
+    update_replay_set(host, max_entries, |set| {
+        let new = set.check_and_insert(key, now, ttl_s);
+        (new, new)
+    })
+}
+
+/// Forgets `key`; `Ok(false)` when it was not there (expired or evicted meanwhile).
+pub fn replay_remove(
+    host: &mut dyn Host,
+    max_entries: usize,
+    key: &str,
+) -> Result<bool, ReplayStoreError> {
+    update_replay_set(host, max_entries, |set| {
+        let removed = set.remove(key);
+        (removed, removed)
+    })
+}
+
+/// Creates the empty seen-set when it does not exist yet. Called when a worker is configured,
+/// before it serves requests: a write with a CAS token to a key that does not exist always
+/// succeeds, so two workers racing on the very first delivery could otherwise overwrite each
+/// other's entry.
+pub fn init_replay_store(host: &mut dyn Host) {
+    match host.get_shared_data(REPLAY_SHARED_KEY) {
+        Ok((Some(_), _)) => {}
+        Ok((None, _)) => {
+            if let Err(e) =
+                host.set_shared_data(REPLAY_SHARED_KEY, &ReplaySet::new(1).encode(), None)
+            {
+                host.log(
+                    Level::Error,
+                    &format!("aura-guard: cannot create the webhook replay store: {e:?}"),
+                );
+            }
+        }
+        Err(e) => host.log(
+            Level::Error,
+            &format!("aura-guard: cannot read the webhook replay store: {e:?}"),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +347,18 @@ mod tests {
         assert!(s.check_and_insert("a", 1000, -50));
         assert!(!s.check_and_insert("a", 1000, 300));
         assert!(s.check_and_insert("a", 1001, 300));
+    }
+
+    #[test]
+    fn init_creates_the_store_once() {
+        let mut host = crate::host::mock::MockHost::default();
+        init_replay_store(&mut host);
+        let first = host.shared[REPLAY_SHARED_KEY].clone();
+        assert!(replay_insert(&mut host, 10, "k", 1_700_000_000, 300).unwrap());
+        init_replay_store(&mut host);
+        assert_ne!(host.shared[REPLAY_SHARED_KEY], first, "not reset");
+        assert!(!replay_insert(&mut host, 10, "k", 1_700_000_000, 300).unwrap());
+        assert!(replay_remove(&mut host, 10, "k").unwrap());
+        assert!(!replay_remove(&mut host, 10, "k").unwrap());
     }
 }

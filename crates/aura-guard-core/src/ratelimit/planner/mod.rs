@@ -28,7 +28,7 @@ pub use types::{
 };
 
 use super::identity::{extract_user, hash_user};
-use crate::client_ip::{client_ip, ip_key};
+use crate::client_ip::ip_key;
 use crate::ratelimit::config::ResolvedRateLimitConfig;
 use types::{RlsTarget, Subject};
 
@@ -101,13 +101,10 @@ impl RateLimiter {
     /// Starts the check of an auth request on `route`. None for an unknown route index.
     pub fn start(&self, route: usize, facts: &AuthFacts<'_>) -> Option<(Check, Step)> {
         let r = self.cfg.config.routes.get(route)?;
-        let ip = client_ip(
-            facts.downstream_address,
-            facts.xff,
-            self.cfg.config.trusted_hops,
-        )
-        .map(|ip| ip_key(ip, self.cfg.config.ipv6_prefix_len))
-        .unwrap_or_else(|| "unknown".to_string());
+        let ip = facts
+            .client_ip
+            .map(|ip| ip_key(ip, self.cfg.config.ipv6_prefix_len))
+            .unwrap_or_else(|| "unknown".to_string());
         let mut subjects = vec![Subject {
             kind: SubjectKind::Ip,
             key: ip.clone(),

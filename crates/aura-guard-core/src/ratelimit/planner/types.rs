@@ -4,6 +4,7 @@
 use crate::events::SecurityEvent;
 use crate::ratelimit::identity::IdentityInput;
 use crate::ratelimit::rls::{RateLimitDescriptor, RateLimitRequest};
+use std::net::IpAddr;
 
 use super::{AuthAttempt, KEY_COUNTER, KEY_ROUTE};
 
@@ -162,10 +163,8 @@ pub struct ResponseOutcome {
 /// Facts about the request that the glue collects from the host.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthFacts<'a> {
-    /// Envoy's downstream (peer) address, `source.address`.
-    pub downstream_address: &'a str,
-    /// All X-Forwarded-For values joined with ",".
-    pub xff: Option<&'a str>,
+    /// The client IP by the pipeline's one rule (`crate::client_ip`), None when unknown.
+    pub client_ip: Option<IpAddr>,
     pub identity: IdentityInput<'a>,
     pub now_s: u64,
     /// ENVIRONMENT=production: picks the failure mode for `failure_mode: default`.

@@ -1,0 +1,93 @@
+//! The audit stage: facts gathered at the request headers, the sanitised body of a sensitive
+//! operation captured, and at the end of the stream the request's records (its operation and
+//! its security events) enqueued for the shipper without waiting (docs/audit.md).
+
+use super::{Flow, Policy, RequestCtx, Stage};
+use crate::audit::record::Completion;
+use crate::audit::{RequestAudit, RequestStart};
+use crate::host::{Host, Level};
+
+#[derive(Debug, Default)]
+pub(super) struct AuditStage {
+    /// Audit facts of this request (None when audit is off).
+    audit: Option<RequestAudit>,
+}
+
+impl Stage for AuditStage {
+    fn on_request_headers(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+    ) -> Flow {
+        if policy.audit.enabled {
+            let start = RequestStart {
+                start_ms: host.now_ms(),
+                request_id: &ctx.request_id,
+                method: &ctx.method,
+                raw_path: &ctx.raw_path,
+                path: ctx.path.as_ref(),
+                client_ip: ctx.client_ip(policy, host),
+            };
+            self.audit = RequestAudit::begin(&policy.audit, host, &start);
+        }
+        Flow::Next
+    }
+
+    fn needs_body(&self, _policy: &Policy) -> bool {
+        self.audit.as_ref().is_some_and(RequestAudit::wants_body)
+    }
+
+    fn on_request_body(
+        &mut self,
+        policy: &Policy,
+        _ctx: &mut RequestCtx,
+        _host: &mut dyn Host,
+        body: &[u8],
+    ) -> Flow {
+        if let Some(audit) = self.audit.as_mut() {
+            audit.capture(&policy.audit, body);
+        }
+        Flow::Next
+    }
+}
+
+impl AuditStage {
+    /// End of the stream: the entries go to the shipper's queue. Enqueueing never waits; if
+    /// the shipper is missing the entries are dropped and counted.
+    pub(super) fn on_log(
+        &mut self,
+        policy: &Policy,
+        ctx: &RequestCtx,
+        host: &mut dyn Host,
+        replied: bool,
+    ) {
+        let Some(audit) = self.audit.take() else {
+            return;
+        };
+        let done = Completion {
+            status: host.response_code(),
+            end_ms: host.now_ms(),
+            replied_locally: replied,
+        };
+        let cfg = &policy.audit.config;
+        for entry in audit.finish(&policy.audit, &ctx.events, &done) {
+            let queued = serde_json::to_vec(&entry)
+                .map(|bytes| host.enqueue_shared(&cfg.queue_vm_id, &cfg.queue_name, &bytes))
+                .unwrap_or(false);
+            if queued {
+                host.count("aura_guard.audit.enqueued");
+            } else {
+                host.count("aura_guard.audit.enqueue_failed");
+                host.count("aura_guard.audit.dropped");
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "aura-guard: audit record {} {} dropped: shipper queue {}/{} unavailable",
+                        entry.kind, entry.record_type, cfg.queue_vm_id, cfg.queue_name
+                    ),
+                );
+            }
+        }
+    }
+}

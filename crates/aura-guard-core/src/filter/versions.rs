@@ -1,0 +1,54 @@
+//! The API-version stage: disabled versions get 410, deprecated ones pass with warning
+//! headers (docs/debug-and-versions.md).
+
+use super::{Flow, Policy, Reply, RequestCtx, Stage};
+use crate::events::{SecurityEvent, Severity};
+use crate::host::Host;
+use crate::versions::{self, VersionDecision};
+
+pub(super) struct VersionsStage;
+
+impl Stage for VersionsStage {
+    fn on_request_headers(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+    ) -> Flow {
+        let cfg = &policy.config.versions;
+        let Some(path) = &ctx.path else {
+            return Flow::Next;
+        };
+        let header = cfg.header.as_deref().and_then(|h| host.request_header(h));
+        let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+        match versions::decide(cfg, path, header.as_deref(), now) {
+            VersionDecision::None => Flow::Next,
+            VersionDecision::Deprecated { version, headers } => {
+                host.count(&format!("aura_guard.versions.deprecated.{version}"));
+                for (name, value) in headers {
+                    ctx.add_response_header(&name, &value);
+                }
+                Flow::Next
+            }
+            VersionDecision::Disabled {
+                version,
+                status,
+                body,
+            } => {
+                host.count(&format!("aura_guard.versions.disabled.{version}"));
+                let event = SecurityEvent::new(
+                    versions::EVENT_TYPE,
+                    Severity::Medium,
+                    format!("Access to disabled API version {version}"),
+                    serde_json::json!({"version": version, "path": path.as_str()}),
+                );
+                ctx.emit(host, event);
+                Flow::Reply(Reply {
+                    status: u32::from(status),
+                    body: body.into_bytes(),
+                    headers: Vec::new(),
+                })
+            }
+        }
+    }
+}

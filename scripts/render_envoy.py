@@ -14,35 +14,11 @@ import sys
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def find_wasm_config(cfg):
-    for listener in cfg["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for f in chain["filters"]:
-                for hf in f.get("typed_config", {}).get("http_filters", []):
-                    if hf["name"] == "aura-guard":
-                        return hf["typed_config"]["config"]
-    raise SystemExit("render_envoy: no aura-guard filter in the template")
-
-
-def find_audit_service(cfg):
-    for ext in cfg.get("bootstrap_extensions", []):
-        tc = ext.get("typed_config", {})
-        if ext.get("name") == "envoy.bootstrap.wasm" and \
-                tc.get("config", {}).get("root_id") == "aura-guard-audit":
-            return tc["config"]
-    return None
+from aura_common import ROOT, WASM, cluster_socket_address, find_audit_service, find_wasm_config
 
 
 def set_cluster_port(cfg, name, port):
-    for c in cfg["static_resources"]["clusters"]:
-        if c["name"] == name:
-            addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            addr["socket_address"]["port_value"] = int(port)
-            return
-    raise SystemExit(f"render_envoy: no cluster {name} in the template")
+    cluster_socket_address(cfg, name)["port_value"] = int(port)
 
 
 def render(template, listen_port=None, admin_port=None, upstream_port=None,
@@ -59,8 +35,7 @@ def render(template, listen_port=None, admin_port=None, upstream_port=None,
         if port:
             set_cluster_port(cfg, name, port)
     wasm_cfg = find_wasm_config(cfg)
-    wasm_path = os.path.abspath(
-        wasm or os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm"))
+    wasm_path = os.path.abspath(wasm or WASM)
     wasm_cfg["vm_config"]["code"]["local"]["filename"] = wasm_path
     audit_cfg = find_audit_service(cfg)
     if audit_cfg is not None:
@@ -86,8 +61,11 @@ def main():
     p.add_argument("--plugin-config")
     p.add_argument("--audit-config", help="the audit shipper's configuration (JSON)")
     a = p.parse_args()
-    cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port, a.ratelimit_port,
-                 a.collector_port, a.wasm, a.plugin_config, a.audit_config)
+    try:
+        cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port, a.ratelimit_port,
+                     a.collector_port, a.wasm, a.plugin_config, a.audit_config)
+    except LookupError as err:
+        raise SystemExit(f"render_envoy: {err}")
     with open(a.out, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return 0

@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from harness import ROOT, WASM, clean_env, envoy_bin
+from aura_common import WASM_REL, cluster_socket_address, find_wasm_config, wasm_services
 
 DEPLOY = os.path.join(ROOT, "deploy")
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yaml")
 DEPLOY_ENVOY = os.path.join(DEPLOY, "envoy.yaml")
-WASM_MOUNT_SOURCE = "target/wasm32-wasip1/release/aura_guard.wasm"
+WASM_MOUNT_SOURCE = WASM_REL
 WASM_IN_CONTAINER = "/etc/envoy/aura_guard.wasm"
 
 
@@ -25,24 +26,8 @@ def load(path):
         return yaml.safe_load(f)
 
 
-def wasm_filter(cfg):
-    for listener in cfg["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for nf in chain["filters"]:
-                for hf in nf.get("typed_config", {}).get("http_filters", []):
-                    if hf["name"] == "aura-guard":
-                        return hf["typed_config"]["config"]
-    raise AssertionError("no aura-guard filter")
-
-
-def wasm_services(cfg):
-    """The wasm bootstrap extensions (the audit shipper)."""
-    return [b["typed_config"]["config"] for b in cfg.get("bootstrap_extensions", [])
-            if b["name"] == "envoy.bootstrap.wasm"]
-
-
 def wasm_vms(cfg):
-    return [wasm_filter(cfg)] + wasm_services(cfg)
+    return [find_wasm_config(cfg)] + wasm_services(cfg)
 
 
 def host_env_keys(cfg):
@@ -148,8 +133,8 @@ def test_clusters_point_at_the_compose_services(compose):
     cfg = load(DEPLOY_ENVOY)
     ports = {}
     for c in cfg["static_resources"]["clusters"]:
-        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ports[c["name"]] = (addr["socket_address"]["address"], addr["socket_address"]["port_value"])
+        addr = cluster_socket_address(cfg, c["name"])
+        ports[c["name"]] = (addr["address"], addr["port_value"])
     rl_env = compose["services"]["ratelimit"]["environment"]
     assert ports["ratelimit"] == ("ratelimit", int(rl_env["GRPC_PORT"]))
     assert ports["audit_collector"][0] == "collector"

@@ -3,16 +3,22 @@ is developed on, so what can be checked without it is checked here. The compose 
 mounts only files that exist, every variable the filter's VM may read is passed through, the
 rate-limit service gets the repository's config, and deploy/envoy.yaml passes the real Envoy's
 `--mode validate` (which loads the module and runs its configuration check; STRICT_DNS names
-like `ratelimit` are not resolved in validate mode, so the compose hostnames need not exist)."""
+like `ratelimit` are not resolved in validate mode, so the compose hostnames need not exist).
+deploy/envoy.yaml is generated from envoy/envoy.yaml (scripts/render_envoy.py --deploy); the
+first tests fail when it is stale or differs from envoy/envoy.yaml in more than the deploy
+settings."""
+import difflib
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from harness import ROOT, WASM, clean_env, envoy_bin
 from aura_common import WASM_REL, cluster_socket_address, find_wasm_config, wasm_services
+import render_envoy  # scripts/, on sys.path through harness
 
 DEPLOY = os.path.join(ROOT, "deploy")
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yaml")
@@ -59,6 +65,27 @@ def env_names(service):
 @pytest.fixture(scope="module")
 def compose():
     return load(COMPOSE)
+
+
+def test_deploy_envoy_yaml_is_what_render_envoy_deploy_writes(tmp_path):
+    # Run from another directory: the script finds the repository from its own path.
+    out = tmp_path / "envoy.yaml"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render_envoy.py"),
+                        "--deploy", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(DEPLOY_ENVOY) as f:
+        committed = f.read()
+    diff = "".join(difflib.unified_diff(committed.splitlines(keepends=True),
+                                        out.read_text().splitlines(keepends=True),
+                                        "deploy/envoy.yaml", "regenerated"))
+    assert not diff, ("deploy/envoy.yaml is stale: regenerate it with "
+                      "`.venv/bin/python scripts/render_envoy.py --deploy`\n" + diff)
+
+
+def test_deploy_envoy_yaml_is_the_local_stack_with_only_the_deploy_settings():
+    want = render_envoy.deploy_config(load(os.path.join(ROOT, "envoy", "envoy.yaml")))
+    assert load(DEPLOY_ENVOY) == want
 
 
 def test_compose_has_the_five_services(compose):

@@ -22,7 +22,6 @@ BENCH_CASES. Only loopback traffic; every process started here is stopped on exi
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -44,7 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "scripts"))
 import render_envoy  # noqa: E402
-from run_ratelimit import RateLimitService, SetupError, free_port  # noqa: E402
+from aura_common import clean_env, envoy_bin, find_aura_filter, free_port, tail  # noqa: E402
+from run_ratelimit import RateLimitService, SetupError  # noqa: E402
 
 import yaml  # noqa: E402
 
@@ -77,18 +77,11 @@ def aura_filter(plugin_config: dict) -> dict:
     """aura-guard's filter entry exactly as envoy/envoy.yaml declares it (the single source of
     truth), with the module path and plugin configuration set for the bench."""
     with open(ROOT / "envoy" / "envoy.yaml") as f:
-        cfg = yaml.safe_load(f)
-    for listener in cfg["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for nf in chain["filters"]:
-                for hf in nf.get("typed_config", {}).get("http_filters", []):
-                    if hf["name"] == "aura-guard":
-                        hf = copy.deepcopy(hf)
-                        wasm = hf["typed_config"]["config"]
-                        wasm["vm_config"]["code"]["local"]["filename"] = str(AURA_WASM)
-                        wasm["configuration"]["value"] = json.dumps(plugin_config)
-                        return hf
-    raise SystemExit("bench: no aura-guard filter in envoy/envoy.yaml")
+        hf = find_aura_filter(yaml.safe_load(f))
+    wasm = hf["typed_config"]["config"]
+    wasm["vm_config"]["code"]["local"]["filename"] = str(AURA_WASM)
+    wasm["configuration"]["value"] = json.dumps(plugin_config)
+    return hf
 
 
 def noop_filter() -> dict:
@@ -191,21 +184,6 @@ CASES = [
 
 REQUESTS = {"ping.lua": "GET /api/v2/ping", "login.lua": "POST /auth/login (new client each)",
             "webhook.lua": "POST /webhooks/github (1 KB, signed)"}
-
-
-def envoy_bin() -> str:
-    if shutil.which("func-e"):
-        return subprocess.check_output(["func-e", "which"], text=True).strip()
-    return str(ROOT / ".venv" / "bin" / "envoy")
-
-
-def clean_env(extra: dict | None = None) -> dict:
-    """The seed's variables are never inherited, so the bench is the same on every shell."""
-    prefixes = ("ENVIRONMENT", "DEBUG_ENDPOINTS_", "DEPRECATED_API_VERSIONS",
-                "DISABLED_API_VERSIONS", "JWT_SECRET_KEY", "WEBHOOK_", "AUDIT_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env.update(extra or {})
-    return env
 
 
 def upstream_config(listen_port: int, admin_port: int) -> dict:
@@ -313,7 +291,7 @@ class EnvoyCase:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"envoy for {self.id} exited; see {self.log}:\n{tail(self.log)}")
+                raise RuntimeError(f"envoy for {self.id} exited; see {self.log}:\n{tail(self.log, 20)}")
             try:
                 if http_get(self.admin_port, "/ready")[0] == 200:
                     return
@@ -351,13 +329,6 @@ class EnvoyCase:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 def run_wrk(port: int, script: str, duration: float, connections: int) -> dict:
@@ -594,6 +565,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (RuntimeError, SetupError) as err:
+    except (RuntimeError, SetupError, LookupError) as err:
         print(f"bench: {err}", file=sys.stderr)
         sys.exit(1)

@@ -28,13 +28,17 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def make_token(sub):
-    """HS256 JWT signed with JWT_SECRET_KEY, so the filter can verify refresh/bearer tokens."""
-    secret = os.environ.get("JWT_SECRET_KEY", "demo-jwt-secret").encode()
+def sign_jwt(sub, secret):
+    """HS256 JWT for `sub`, valid for an hour (the end-to-end tests sign with it too)."""
     header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     claims = b64url(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
-    sig = b64url(hmac.new(secret, f"{header}.{claims}".encode(), hashlib.sha256).digest())
+    sig = b64url(hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest())
     return f"{header}.{claims}.{sig}"
+
+
+def make_token(sub):
+    """HS256 JWT signed with JWT_SECRET_KEY, so the filter can verify refresh/bearer tokens."""
+    return sign_jwt(sub, os.environ.get("JWT_SECRET_KEY", "demo-jwt-secret"))
 
 
 def credentials(content_type, body):

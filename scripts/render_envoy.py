@@ -3,46 +3,28 @@
 configuration are replaced structurally (not by text), so the committed file stays the single
 source of truth for `make run`, the end-to-end tests and the benchmark.
 
+With --deploy it writes deploy/envoy.yaml, the docker compose config, from the same file: see
+render_deploy below.
+
 Usage: render_envoy.py --out FILE [--listen-port N] [--admin-port N] [--upstream-port N]
        [--ratelimit-port N] [--collector-port N] [--wasm PATH] [--plugin-config JSON]
        [--audit-config JSON] [--template FILE]
+       render_envoy.py --deploy [--out FILE (deploy/envoy.yaml)] [--template FILE]
 """
 import argparse
+import copy
 import json
 import os
 import sys
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def find_wasm_config(cfg):
-    for listener in cfg["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for f in chain["filters"]:
-                for hf in f.get("typed_config", {}).get("http_filters", []):
-                    if hf["name"] == "aura-guard":
-                        return hf["typed_config"]["config"]
-    raise SystemExit("render_envoy: no aura-guard filter in the template")
-
-
-def find_audit_service(cfg):
-    for ext in cfg.get("bootstrap_extensions", []):
-        tc = ext.get("typed_config", {})
-        if ext.get("name") == "envoy.bootstrap.wasm" and \
-                tc.get("config", {}).get("root_id") == "aura-guard-audit":
-            return tc["config"]
-    return None
+from aura_common import (ROOT, WASM, WASM_REL, cluster_socket_address, find_audit_service,
+                         find_wasm_config, wasm_services)
 
 
 def set_cluster_port(cfg, name, port):
-    for c in cfg["static_resources"]["clusters"]:
-        if c["name"] == name:
-            addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            addr["socket_address"]["port_value"] = int(port)
-            return
-    raise SystemExit(f"render_envoy: no cluster {name} in the template")
+    cluster_socket_address(cfg, name)["port_value"] = int(port)
 
 
 def render(template, listen_port=None, admin_port=None, upstream_port=None,
@@ -59,8 +41,7 @@ def render(template, listen_port=None, admin_port=None, upstream_port=None,
         if port:
             set_cluster_port(cfg, name, port)
     wasm_cfg = find_wasm_config(cfg)
-    wasm_path = os.path.abspath(
-        wasm or os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm"))
+    wasm_path = os.path.abspath(wasm or WASM)
     wasm_cfg["vm_config"]["code"]["local"]["filename"] = wasm_path
     audit_cfg = find_audit_service(cfg)
     if audit_cfg is not None:
@@ -76,20 +57,153 @@ def render(template, listen_port=None, admin_port=None, upstream_port=None,
     return cfg
 
 
+# --- deploy/envoy.yaml -------------------------------------------------------------------------
+# The docker compose config is envoy/envoy.yaml with these changes and no others: Envoy binds
+# all addresses inside its container, reaches the other services by their compose names, and
+# loads the module from where deploy/docker-compose.yaml mounts it.
+DEPLOY_OUT = os.path.join(ROOT, "deploy", "envoy.yaml")
+DEPLOY_BIND = "0.0.0.0"
+DEPLOY_WASM = "/etc/envoy/aura_guard.wasm"
+DEPLOY_CLUSTER_TYPE = "STRICT_DNS"
+# cluster -> compose service. A cluster added to envoy/envoy.yaml needs its service here.
+DEPLOY_HOSTS = {"upstream": "upstream", "ratelimit": "ratelimit", "audit_collector": "collector"}
+DEPLOY_HEADER = """\
+# GENERATED from envoy/envoy.yaml by scripts/render_envoy.py --deploy: do not edit by hand.
+# Edit envoy/envoy.yaml (or the deploy settings in scripts/render_envoy.py), then regenerate
+# from the repository root with
+#   .venv/bin/python scripts/render_envoy.py --deploy
+# tests/test_deploy.py fails when this file differs from what that command writes.
+#
+# aura-guard in docker compose (deploy/docker-compose.yaml): Envoy listens on :{listen} (admin
+# :{admin}) in its container and reaches the other services by their compose names. Everything
+# else is envoy/envoy.yaml (the local stack) as it stands; only the bind addresses, the cluster
+# hosts (STRICT_DNS) and the module path differ. tests/test_deploy.py validates this file with
+# the real Envoy binary.
+"""
+
+
+def deploy_config(cfg):
+    """What deploy/envoy.yaml must parse to: `cfg` (envoy/envoy.yaml) with the deploy changes."""
+    cfg = copy.deepcopy(cfg)
+    cfg["admin"]["address"]["socket_address"]["address"] = DEPLOY_BIND
+    for listener in cfg["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["address"] = DEPLOY_BIND
+    for cluster in cfg["static_resources"]["clusters"]:
+        if cluster["name"] not in DEPLOY_HOSTS:
+            raise SystemExit(f"render_envoy: cluster {cluster['name']} has no compose service in "
+                             "DEPLOY_HOSTS (scripts/render_envoy.py)")
+        cluster["type"] = DEPLOY_CLUSTER_TYPE
+        cluster_socket_address(cfg, cluster["name"])["address"] = DEPLOY_HOSTS[cluster["name"]]
+    for vm in [find_wasm_config(cfg)] + wasm_services(cfg):
+        vm["vm_config"]["code"]["local"]["filename"] = DEPLOY_WASM
+    return cfg
+
+
+def _rewrite_lines(text, edits):
+    """Replaces each line whose text (indentation aside) is an edit's `line` by the edit's
+    lines, indented like it. Each edit must match exactly `count` lines."""
+    by_line = {line: (new, count) for line, new, count in edits}
+    seen = dict.fromkeys(by_line, 0)
+    out = []
+    for raw in text.splitlines(keepends=True):
+        stripped = raw.strip()
+        if stripped not in by_line:
+            out.append(raw)
+            continue
+        seen[stripped] += 1
+        indent = raw[:len(raw) - len(raw.lstrip())]
+        out.extend(indent + new + "\n" for new in by_line[stripped][0])
+    for line, (_, count) in by_line.items():
+        if seen[line] != count:
+            raise SystemExit(f"render_envoy: --deploy expects {count} line(s) `{line}` in the "
+                             f"template, found {seen[line]}; update the deploy edits in "
+                             "scripts/render_envoy.py")
+    return "".join(out)
+
+
+def render_deploy(template):
+    """deploy/envoy.yaml's text: the template's own lines and comments with the deploy changes
+    made line by line (plus a few comments for compose users), checked to parse to exactly
+    deploy_config(template)."""
+    with open(template) as f:
+        text = f.read()
+    cfg = yaml.safe_load(text)
+    want = deploy_config(cfg)
+
+    def sock(addr):
+        return f"socket_address: {{ address: {addr['address']}, port_value: {addr['port_value']} }}"
+
+    admin = cfg["admin"]["address"]["socket_address"]
+    listeners = [listener["address"]["socket_address"]
+                 for listener in cfg["static_resources"]["listeners"]]
+    clusters = cfg["static_resources"]["clusters"]
+    edits = [(sock(a), [sock({**a, "address": DEPLOY_BIND})], 1) for a in [admin] + listeners]
+    for cluster in clusters:
+        a = cluster_socket_address(cfg, cluster["name"])
+        edits.append((sock(a), [sock({**a, "address": DEPLOY_HOSTS[cluster["name"]]})], 1))
+    edits += [
+        ("type: STATIC", [f"type: {DEPLOY_CLUSTER_TYPE}"], len(clusters)),
+        (f"local: {{ filename: {WASM_REL} }}",
+         [f"# Mounted from {WASM_REL} (make build).",
+          f"local: {{ filename: {DEPLOY_WASM} }}"], 1 + len(wasm_services(cfg))),
+        ("environment_variables:",
+         ["# Read from the container's environment, which the envoy service in",
+          "# docker-compose.yaml fills from your shell or deploy/.env; a name added",
+          "# here must be added there too.",
+          "environment_variables:"], 1 + len(wasm_services(cfg))),
+        ("use_remote_address: true",
+         ["# Envoy is the edge here: put a load balancer in front and raise the filter's",
+          "# ratelimit.trusted_hops to match.",
+          "use_remote_address: true"], 1),
+        ("- name: upstream",
+         ["# The application (the demo upstream in compose; point it at yours).",
+          "- name: upstream"], 1),
+    ]
+    body = _rewrite_lines(text, edits)
+    # The template's opening comment is about the local stack: the deploy header replaces it.
+    lines = body.splitlines(keepends=True)
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    listen = listeners[0]["port_value"]
+    out = DEPLOY_HEADER.format(listen=listen, admin=admin["port_value"]) + "".join(lines)
+    if yaml.safe_load(out) != want:
+        raise SystemExit("render_envoy: --deploy's line edits no longer give the deploy config; "
+                         "update them in scripts/render_envoy.py")
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--template", default=os.path.join(ROOT, "envoy/envoy.yaml"))
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="required, except with --deploy (default deploy/envoy.yaml)")
+    p.add_argument("--deploy", action="store_true",
+                   help="write the docker compose config (deploy/envoy.yaml) instead")
     for name in ("listen-port", "admin-port", "upstream-port", "ratelimit-port", "collector-port"):
         p.add_argument("--" + name)
     p.add_argument("--wasm")
     p.add_argument("--plugin-config")
     p.add_argument("--audit-config", help="the audit shipper's configuration (JSON)")
     a = p.parse_args()
-    cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port, a.ratelimit_port,
-                 a.collector_port, a.wasm, a.plugin_config, a.audit_config)
-    with open(a.out, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
+    if a.deploy:
+        run_opts = [o for o in ("listen_port", "admin_port", "upstream_port", "ratelimit_port",
+                                "collector_port", "wasm", "plugin_config", "audit_config")
+                    if getattr(a, o) is not None]
+        if run_opts:
+            p.error(f"--deploy takes only --template and --out, not {run_opts}")
+    elif not a.out:
+        p.error("--out is required")
+    try:
+        if a.deploy:
+            text = render_deploy(a.template)
+        else:
+            cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port,
+                         a.ratelimit_port, a.collector_port, a.wasm, a.plugin_config,
+                         a.audit_config)
+            text = yaml.safe_dump(cfg, sort_keys=False)
+    except LookupError as err:
+        raise SystemExit(f"render_envoy: {err}")
+    with open(a.out or DEPLOY_OUT, "w") as f:
+        f.write(text)
     return 0
 
 

@@ -24,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from aura_common import free_port, tail
+
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_BIN = REPO / ".tools" / "bin" / "service_cmd"
 CONFIG_YAML = REPO / "envoy" / "ratelimit" / "config.yaml"
@@ -31,12 +33,6 @@ CONFIG_YAML = REPO / "envoy" / "ratelimit" / "config.yaml"
 
 class SetupError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(pred, timeout: float, what: str, procs) -> None:
@@ -158,8 +154,7 @@ class RateLimitService:
                 p.wait(timeout=5)
 
     def log_tail(self, n: int = 40) -> str:
-        f = self.workdir / "logs" / "ratelimit.log"
-        return "\n".join(f.read_text(errors="replace").splitlines()[-n:]) if f.exists() else ""
+        return tail(self.workdir / "logs" / "ratelimit.log", n)
 
     def __enter__(self) -> "RateLimitService":
         return self.start()

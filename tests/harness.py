@@ -5,9 +5,7 @@ logs/e2e/<test> when a test fails."""
 import http.client
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +14,9 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import render_envoy  # noqa: E402
+# Re-exported for the tests: `from harness import ROOT, WASM, clean_env, envoy_bin, ...`.
+from aura_common import WASM, clean_env, envoy_bin, free_port, tail  # noqa: E402,F401
 
-WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/aura_guard.wasm")
 # JWT_SECRET_KEY every stack gets unless the test sets its own (the filter verifies refresh and
 # bearer tokens with it; the demo upstream signs its tokens with it).
 TEST_JWT_SECRET = "e2e-jwt-secret"
@@ -26,28 +25,6 @@ COLLECTOR_BIN = os.environ.get("AURA_COLLECTOR_BIN") or os.path.join(
     ROOT, "target/debug/aura-collector")
 # Token the tests give both the collector and Envoy's audit shipper.
 TEST_COLLECTOR_TOKEN = "e2e-collector-token-5f1d9c0a7b3e"
-
-# The seed's variables: never inherited from the outer environment, so tests are hermetic.
-SEED_ENV_PREFIXES = ("ENVIRONMENT", "DEBUG_ENDPOINTS_", "DEPRECATED_API_VERSIONS",
-                     "DISABLED_API_VERSIONS", "JWT_SECRET_KEY", "WEBHOOK_", "AUDIT_")
-
-
-def envoy_bin():
-    if shutil.which("func-e"):
-        return subprocess.check_output(["func-e", "which"], text=True).strip()
-    return os.path.join(ROOT, ".venv/bin/envoy")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(SEED_ENV_PREFIXES)}
-    env.update(extra or {})
-    return env
 
 
 def wait_until(check, timeout, what, proc=None, log=None):
@@ -62,13 +39,6 @@ def wait_until(check, timeout, what, proc=None, log=None):
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{what}: not ready after {timeout}s\n{tail(log)}")
-
-
-def tail(path, lines=40):
-    if not path or not os.path.exists(path):
-        return ""
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
 
 
 class Response:

@@ -3,20 +3,27 @@ is developed on, so what can be checked without it is checked here. The compose 
 mounts only files that exist, every variable the filter's VM may read is passed through, the
 rate-limit service gets the repository's config, and deploy/envoy.yaml passes the real Envoy's
 `--mode validate` (which loads the module and runs its configuration check; STRICT_DNS names
-like `ratelimit` are not resolved in validate mode, so the compose hostnames need not exist)."""
+like `ratelimit` are not resolved in validate mode, so the compose hostnames need not exist).
+deploy/envoy.yaml is generated from envoy/envoy.yaml (scripts/render_envoy.py --deploy); the
+first tests fail when it is stale or differs from envoy/envoy.yaml in more than the deploy
+settings."""
+import difflib
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from harness import ROOT, WASM, clean_env, envoy_bin
+from aura_common import WASM_REL, cluster_socket_address, find_wasm_config, wasm_services
+import render_envoy  # scripts/, on sys.path through harness
 
 DEPLOY = os.path.join(ROOT, "deploy")
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yaml")
 DEPLOY_ENVOY = os.path.join(DEPLOY, "envoy.yaml")
-WASM_MOUNT_SOURCE = "target/wasm32-wasip1/release/aura_guard.wasm"
+WASM_MOUNT_SOURCE = WASM_REL
 WASM_IN_CONTAINER = "/etc/envoy/aura_guard.wasm"
 
 
@@ -25,24 +32,8 @@ def load(path):
         return yaml.safe_load(f)
 
 
-def wasm_filter(cfg):
-    for listener in cfg["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for nf in chain["filters"]:
-                for hf in nf.get("typed_config", {}).get("http_filters", []):
-                    if hf["name"] == "aura-guard":
-                        return hf["typed_config"]["config"]
-    raise AssertionError("no aura-guard filter")
-
-
-def wasm_services(cfg):
-    """The wasm bootstrap extensions (the audit shipper)."""
-    return [b["typed_config"]["config"] for b in cfg.get("bootstrap_extensions", [])
-            if b["name"] == "envoy.bootstrap.wasm"]
-
-
 def wasm_vms(cfg):
-    return [wasm_filter(cfg)] + wasm_services(cfg)
+    return [find_wasm_config(cfg)] + wasm_services(cfg)
 
 
 def host_env_keys(cfg):
@@ -74,6 +65,27 @@ def env_names(service):
 @pytest.fixture(scope="module")
 def compose():
     return load(COMPOSE)
+
+
+def test_deploy_envoy_yaml_is_what_render_envoy_deploy_writes(tmp_path):
+    # Run from another directory: the script finds the repository from its own path.
+    out = tmp_path / "envoy.yaml"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render_envoy.py"),
+                        "--deploy", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(DEPLOY_ENVOY) as f:
+        committed = f.read()
+    diff = "".join(difflib.unified_diff(committed.splitlines(keepends=True),
+                                        out.read_text().splitlines(keepends=True),
+                                        "deploy/envoy.yaml", "regenerated"))
+    assert not diff, ("deploy/envoy.yaml is stale: regenerate it with "
+                      "`.venv/bin/python scripts/render_envoy.py --deploy`\n" + diff)
+
+
+def test_deploy_envoy_yaml_is_the_local_stack_with_only_the_deploy_settings():
+    want = render_envoy.deploy_config(load(os.path.join(ROOT, "envoy", "envoy.yaml")))
+    assert load(DEPLOY_ENVOY) == want
 
 
 def test_compose_has_the_five_services(compose):
@@ -148,8 +160,8 @@ def test_clusters_point_at_the_compose_services(compose):
     cfg = load(DEPLOY_ENVOY)
     ports = {}
     for c in cfg["static_resources"]["clusters"]:
-        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ports[c["name"]] = (addr["socket_address"]["address"], addr["socket_address"]["port_value"])
+        addr = cluster_socket_address(cfg, c["name"])
+        ports[c["name"]] = (addr["address"], addr["port_value"])
     rl_env = compose["services"]["ratelimit"]["environment"]
     assert ports["ratelimit"] == ("ratelimit", int(rl_env["GRPC_PORT"]))
     assert ports["audit_collector"][0] == "collector"

@@ -4,14 +4,13 @@ service + real Redis, all on free ports and stopped at teardown (docs/ratelimit.
 The service YAML is rendered from each test's `ratelimit` config by the filter's own code, so
 tests may use short windows (e.g. 5 s: 5 x 16 = 80 s divides the hour). Tests raise the call
 timeout from the 20 ms default so a busy machine does not turn a check into a failure mode."""
-import base64
-import hashlib
-import hmac
 import json
 import time
 import uuid
 
 from harness import TEST_JWT_SECRET
+# The demo upstream's signer (scripts/, on sys.path through harness).
+from demo_upstream import sign_jwt as jwt
 
 TOO_MANY = {"detail": "Too many requests. Please try again later."}
 UNAVAILABLE = {"detail": "Service temporarily unavailable. Please try again later."}
@@ -57,17 +56,6 @@ def params(header_value):
         name, *ps = item.strip().split(";")
         out[name.strip('"')] = dict(p.split("=", 1) for p in ps)
     return out
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def jwt(sub, secret):
-    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
-    sig = b64url(hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest())
-    return f"{header}.{claims}.{sig}"
 
 
 def assert_429(r):

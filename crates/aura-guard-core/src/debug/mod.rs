@@ -23,8 +23,6 @@ pub const BLOCKED_STATUS: u16 = 404;
 pub const BLOCKED_BODY: &str = r#"{"detail":"Not found"}"#;
 /// Security event type for a blocked attempt (logged in production; see [`emits_security_event`]).
 pub const EVENT_TYPE: &str = "debug_endpoint_blocked";
-/// Severity of that event.
-pub const EVENT_SEVERITY: &str = "medium";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DebugDecision {

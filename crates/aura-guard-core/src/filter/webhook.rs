@@ -238,8 +238,8 @@ mod tests {
     use crate::filter::{Action, HttpFilter, Policy};
     use crate::host::mock::MockHost;
     use crate::webhook::replay::{init_replay_store, CAS_ATTEMPTS, REPLAY_SHARED_KEY};
+    use crate::webhook::sign::{sign, SignRequest};
     use crate::webhook::Scheme;
-    use crate::webhook::{sign, SignRequest};
     use std::collections::BTreeMap;
     use std::rc::Rc;
 

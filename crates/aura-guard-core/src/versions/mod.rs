@@ -15,15 +15,13 @@
 pub mod config;
 
 use chrono::DateTime;
-pub use config::canonical_version;
+use config::canonical_version;
 use config::{VersionSunset, VersionsConfig};
 
 /// Status for a disabled version.
 pub const DISABLED_STATUS: u16 = 410;
 /// Security event type for each access to a disabled version.
 pub const EVENT_TYPE: &str = "disabled_api_version_access";
-/// Severity of that event.
-pub const EVENT_SEVERITY: &str = "medium";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionDecision {

@@ -10,12 +10,12 @@ pub mod config;
 pub mod replay;
 pub mod scheme;
 mod schemes;
-mod sign;
+/// Signing, the mirror of verification: test-only (the filter never signs).
+#[cfg(test)]
+pub(crate) mod sign;
 
 pub use config::{SourceConfig, WebhookConfig};
-pub use replay::ReplaySet;
 pub use scheme::Scheme;
-pub use sign::{sign, twilio_json_url, SignError, SignRequest};
 
 use crate::config::Environment;
 

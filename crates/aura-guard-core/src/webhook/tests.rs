@@ -1,7 +1,9 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+use super::replay::ReplaySet;
 use super::schemes::twilio_url_variants;
+use super::sign::{sign, twilio_json_url, SignError, SignRequest};
 use super::*;
 use crate::secret::Secret;
 use crate::webhook::config::SourceConfig;

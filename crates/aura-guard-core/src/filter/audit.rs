@@ -2,7 +2,7 @@
 //! operation captured, and at the end of the stream the request's records (its operation and
 //! its security events) enqueued for the shipper without waiting (docs/audit.md).
 
-use super::{Flow, Policy, RequestCtx, Stage};
+use super::{Cx, Flow, Policy, RequestCtx, Stage};
 use crate::audit::record::Completion;
 use crate::audit::{RequestAudit, RequestStart};
 use crate::host::{Host, Level};
@@ -14,12 +14,8 @@ pub(super) struct AuditStage {
 }
 
 impl Stage for AuditStage {
-    fn on_request_headers(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-    ) -> Flow {
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         if policy.audit.enabled {
             let start = RequestStart {
                 start_ms: host.now_ms(),
@@ -38,13 +34,8 @@ impl Stage for AuditStage {
         self.audit.as_ref().is_some_and(RequestAudit::wants_body)
     }
 
-    fn on_request_body(
-        &mut self,
-        policy: &Policy,
-        _ctx: &mut RequestCtx,
-        _host: &mut dyn Host,
-        body: &[u8],
-    ) -> Flow {
+    fn on_request_body(&mut self, cx: &mut Cx<'_>, body: &[u8]) -> Flow {
+        let policy = cx.policy;
         if let Some(audit) = self.audit.as_mut() {
             audit.capture(&policy.audit, body);
         }

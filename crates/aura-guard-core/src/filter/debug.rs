@@ -1,20 +1,15 @@
 //! The debug-endpoint stage: 404 outside their environments unless enabled and whitelisted
 //! (docs/debug-and-versions.md).
 
-use super::{Flow, Policy, Reply, RequestCtx, Stage};
+use super::{Cx, Flow, Reply, Stage};
 use crate::debug::{self, DebugDecision};
 use crate::events::{SecurityEvent, Severity};
-use crate::host::Host;
 
 pub(super) struct DebugStage;
 
 impl Stage for DebugStage {
-    fn on_request_headers(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-    ) -> Flow {
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         let cfg = &policy.config;
         let Some(path) = &ctx.path else {
             return Flow::Next;

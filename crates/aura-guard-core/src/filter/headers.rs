@@ -1,21 +1,15 @@
 //! The security-headers stage: the environment's security headers, the request id and the
 //! per-request extra headers on every response, the filter's own replies included.
 
-use super::{Policy, RequestCtx, Stage};
+use super::{Cx, Policy, RequestCtx, Stage};
 use crate::headers::{uuid_v4, valid_request_id};
 use crate::host::Host;
 
 pub(super) struct HeadersStage;
 
 impl Stage for HeadersStage {
-    fn on_response(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-        _status: Option<u32>,
-        _replied: bool,
-    ) {
+    fn on_response(&mut self, cx: &mut Cx<'_>, _status: Option<u32>) {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         for h in policy.security_headers.headers() {
             if h.overwrite || host.response_header(&h.name).is_none() {
                 host.set_response_header(&h.name, &h.value);

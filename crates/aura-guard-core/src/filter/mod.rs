@@ -162,16 +162,19 @@ pub enum Flow {
     Wait,
 }
 
+/// What a stage works with during one call: the configuration, the request's context and
+/// the host.
+pub(super) struct Cx<'a> {
+    pub policy: &'a Policy,
+    pub req: &'a mut RequestCtx,
+    pub host: &'a mut dyn Host,
+}
+
 /// The one shape of a pipeline stage. Every method has a default, so a stage implements the
 /// phases it takes part in.
 trait Stage {
-    /// The request headers are complete (`ctx` holds the request line and path).
-    fn on_request_headers(
-        &mut self,
-        _policy: &Policy,
-        _ctx: &mut RequestCtx,
-        _host: &mut dyn Host,
-    ) -> Flow {
+    /// The request headers are complete (`req` holds the request line and path).
+    fn on_request_headers(&mut self, _cx: &mut Cx<'_>) -> Flow {
         Flow::Next
     }
 
@@ -181,27 +184,13 @@ trait Stage {
     }
 
     /// The whole body is buffered (only when some stage needed it).
-    fn on_request_body(
-        &mut self,
-        _policy: &Policy,
-        _ctx: &mut RequestCtx,
-        _host: &mut dyn Host,
-        _body: &[u8],
-    ) -> Flow {
+    fn on_request_body(&mut self, _cx: &mut Cx<'_>, _body: &[u8]) -> Flow {
         Flow::Next
     }
 
     /// The response status is known: the upstream's response headers, or the filter's own
-    /// reply (`replied`).
-    fn on_response(
-        &mut self,
-        _policy: &Policy,
-        _ctx: &mut RequestCtx,
-        _host: &mut dyn Host,
-        _status: Option<u32>,
-        _replied: bool,
-    ) {
-    }
+    /// reply.
+    fn on_response(&mut self, _cx: &mut Cx<'_>, _status: Option<u32>) {}
 }
 
 /// Runs `phase` on each stage in order until one answers anything but [`Flow::Next`].
@@ -292,6 +281,11 @@ impl HttpFilter {
             Err(e) => ctx.path_error = Some(e),
         }
         // Audit starts before the stages that may answer, so their events are recorded too.
+        let mut cx = Cx {
+            policy: &policy,
+            req: ctx,
+            host: &mut *host,
+        };
         let flow = first_answer(
             &mut [
                 &mut self.audit,
@@ -301,7 +295,7 @@ impl HttpFilter {
                 &mut self.webhook,
                 &mut self.ratelimit,
             ],
-            |stage| stage.on_request_headers(&policy, ctx, host),
+            |stage| stage.on_request_headers(&mut cx),
         );
         if flow != Flow::Next {
             return self.after(host, flow);
@@ -385,7 +379,7 @@ impl HttpFilter {
         let status = host
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
-        self.respond(host, status, false);
+        self.respond(host, status);
         Action::Continue
     }
 
@@ -397,15 +391,19 @@ impl HttpFilter {
     }
 
     /// The response phase of every stage, for an upstream response or the filter's reply.
-    fn respond(&mut self, host: &mut dyn Host, status: Option<u32>, replied: bool) {
-        let policy = Rc::clone(&self.policy);
+    fn respond(&mut self, host: &mut dyn Host, status: Option<u32>) {
+        let mut cx = Cx {
+            policy: &self.policy,
+            req: &mut self.ctx,
+            host,
+        };
         let stages: [&mut dyn Stage; 3] = [
             &mut self.webhook,
             &mut headers::HeadersStage,
             &mut self.ratelimit,
         ];
         for stage in stages {
-            stage.on_response(&policy, &mut self.ctx, host, status, replied);
+            stage.on_response(&mut cx, status);
         }
     }
 
@@ -472,10 +470,14 @@ impl HttpFilter {
         let policy = Rc::clone(&self.policy);
         // Audit capture first, so a request a later stage refuses is recorded with its body.
         // The rate limit is last: it may wait for the service's answer.
-        let ctx = &mut self.ctx;
+        let mut cx = Cx {
+            policy: &policy,
+            req: &mut self.ctx,
+            host: &mut *host,
+        };
         let flow = first_answer(
             &mut [&mut self.audit, &mut self.webhook, &mut self.ratelimit],
-            |stage| stage.on_request_body(&policy, ctx, host, &body),
+            |stage| stage.on_request_body(&mut cx, &body),
         );
         self.after(host, flow)
     }
@@ -484,8 +486,12 @@ impl HttpFilter {
     /// request id itself, since Envoy may not run the response callback for a local reply.
     fn reply(&mut self, host: &mut dyn Host, reply: Reply) {
         // A later stage refusing a verified delivery: it was not processed, so a retry must pass.
-        self.webhook
-            .on_response(&self.policy, &mut self.ctx, host, Some(reply.status), true);
+        let mut cx = Cx {
+            policy: &self.policy,
+            req: &mut self.ctx,
+            host: &mut *host,
+        };
+        self.webhook.on_response(&mut cx, Some(reply.status));
         let mut out = headers::reply_headers(&self.policy, &self.ctx);
         out.extend(reply.headers);
         self.replied = true;

@@ -1,18 +1,14 @@
 //! The path stage: an ambiguous path (docs/paths.md) is refused with 400 rather than guessed,
 //! before any other stage decides on it.
 
-use super::{Flow, Policy, Reply, RequestCtx, Stage};
-use crate::host::{Host, Level};
+use super::{Cx, Flow, Reply, Stage};
+use crate::host::Level;
 
 pub(super) struct PathStage;
 
 impl Stage for PathStage {
-    fn on_request_headers(
-        &mut self,
-        _policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-    ) -> Flow {
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (ctx, host) = (&mut *cx.req, &mut *cx.host);
         let Some(e) = &ctx.path_error else {
             return Flow::Next;
         };

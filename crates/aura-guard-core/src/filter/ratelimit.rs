@@ -8,7 +8,7 @@
 //! - `aura_guard.ratelimit.service_failure.<route>.<open|closed>`: failure-mode outcomes;
 //! - `aura_guard.ratelimit.failure_recorded.<route>` / `cleared.<route>`: response-phase calls.
 
-use super::{Flow, Policy, Reply, RequestCtx, Stage};
+use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::config::Environment;
 use crate::host::{GrpcCall, Host, Level};
 use crate::ratelimit::identity::IdentityInput;
@@ -31,12 +31,8 @@ pub(super) struct RateLimitStage {
 
 impl Stage for RateLimitStage {
     /// Remembers the auth route this request is limited by, if any.
-    fn on_request_headers(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        _host: &mut dyn Host,
-    ) -> Flow {
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (policy, ctx) = (cx.policy, &mut *cx.req);
         if let (Some(limiter), Some(path)) = (&policy.ratelimiter, &ctx.path) {
             self.route = limiter.match_route(&ctx.method, path.as_str());
         }
@@ -51,26 +47,15 @@ impl Stage for RateLimitStage {
         }
     }
 
-    fn on_request_body(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-        body: &[u8],
-    ) -> Flow {
+    fn on_request_body(&mut self, cx: &mut Cx<'_>, body: &[u8]) -> Flow {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         self.check(policy, ctx, host, Some(body))
     }
 
     /// A 401/403 records a failure, a 2xx clears the failure count, both fire and forget (the
     /// answer never delays the response).
-    fn on_response(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-        status: Option<u32>,
-        _replied: bool,
-    ) {
+    fn on_response(&mut self, cx: &mut Cx<'_>, status: Option<u32>) {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         let Some(attempt) = self.attempt.take() else {
             return;
         };

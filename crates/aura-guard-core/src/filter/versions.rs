@@ -1,20 +1,15 @@
 //! The API-version stage: disabled versions get 410, deprecated ones pass with warning
 //! headers (docs/debug-and-versions.md).
 
-use super::{Flow, Policy, Reply, RequestCtx, Stage};
+use super::{Cx, Flow, Reply, Stage};
 use crate::events::{SecurityEvent, Severity};
-use crate::host::Host;
 use crate::versions::{self, VersionDecision};
 
 pub(super) struct VersionsStage;
 
 impl Stage for VersionsStage {
-    fn on_request_headers(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-    ) -> Flow {
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         let cfg = &policy.config.versions;
         let Some(path) = &ctx.path else {
             return Flow::Next;

@@ -4,7 +4,7 @@
 //! shared by all workers of one Envoy), and the key is released again when the upstream does
 //! not answer 2xx, so the provider's retry passes. docs/webhooks.md.
 
-use super::{Flow, Policy, Reply, RequestCtx, Stage};
+use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::events::{SecurityEvent, Severity};
 use crate::host::{Host, Level};
 use crate::webhook::replay::{
@@ -36,12 +36,8 @@ fn stat_name(source: &str, what: &str) -> String {
 impl Stage for WebhookStage {
     /// Matching the normalised path means no spelling of a webhook route
     /// (`/Webhooks//stripe/`, `/webhooks/%73tripe`) reaches the upstream unverified.
-    fn on_request_headers(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        _host: &mut dyn Host,
-    ) -> Flow {
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
+        let (policy, ctx) = (cx.policy, &mut *cx.req);
         self.source = ctx.path.as_ref().and_then(|p| {
             let (name, _) = policy.config.webhook.source_for_path(p.as_str())?;
             Some(name.to_string())
@@ -54,13 +50,8 @@ impl Stage for WebhookStage {
     }
 
     /// Verifies the buffered delivery and records its replay key.
-    fn on_request_body(
-        &mut self,
-        policy: &Policy,
-        ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-        body: &[u8],
-    ) -> Flow {
+    fn on_request_body(&mut self, cx: &mut Cx<'_>, body: &[u8]) -> Flow {
+        let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         let Some(source) = self.source.clone() else {
             return Flow::Next;
         };
@@ -129,14 +120,8 @@ impl Stage for WebhookStage {
 
     /// Releases the recorded replay key unless the delivery was processed (2xx), so the
     /// provider's retry after a failure is not refused as a replay.
-    fn on_response(
-        &mut self,
-        policy: &Policy,
-        _ctx: &mut RequestCtx,
-        host: &mut dyn Host,
-        status: Option<u32>,
-        _replied: bool,
-    ) {
+    fn on_response(&mut self, cx: &mut Cx<'_>, status: Option<u32>) {
+        let (policy, host) = (cx.policy, &mut *cx.host);
         if status.is_some_and(|s| (200..300).contains(&s)) {
             self.recorded = None;
             return;

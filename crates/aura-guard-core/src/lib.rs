@@ -19,5 +19,7 @@ pub mod jwt;
 pub mod path;
 pub mod ratelimit;
 pub mod secret;
+#[cfg(test)]
+mod testing;
 pub mod versions;
 pub mod webhook;

@@ -225,18 +225,13 @@ mod tests {
     use crate::webhook::replay::{init_replay_store, CAS_ATTEMPTS, REPLAY_SHARED_KEY};
     use crate::webhook::sign::{sign, SignRequest};
     use crate::webhook::Scheme;
-    use std::collections::BTreeMap;
     use std::rc::Rc;
 
     const NOW: i64 = 1_700_000_000;
     const SECRET: &str = "stripe-test-secret";
 
     fn policy(json: &str, env: &[(&str, &str)]) -> Rc<Policy> {
-        let map: BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |k: &str| map.get(k).cloned();
+        let lookup = crate::testing::env_of(env);
         Rc::new(Policy::new(Config::load(json.as_bytes(), &lookup).unwrap()))
     }
 

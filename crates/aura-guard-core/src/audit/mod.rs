@@ -1,8 +1,9 @@
 //! Audit (seed §3): one record per sensitive operation and per security event, sanitised,
 //! handed to the shipper without delaying the request.
 //!
+//! - [`format`]: the record format v1 (docs/audit.md §2), shared with the collector.
 //! - [`sanitize`]: redaction of sensitive keys, query parameters, headers and card numbers.
-//! - [`record`]: the record format (docs/audit.md §2) and how requests become records.
+//! - [`record`]: how requests become records.
 //! - [`shipper`]: the single shipper's pure logic (chain, buffer, batches, back-off, gaps).
 //!
 //! Flow: at the request headers [`RequestAudit::begin`] gathers the facts and classifies the
@@ -11,6 +12,7 @@
 //! stream [`RequestAudit::finish`] builds the entries, which the filter enqueues on the
 //! shipper's shared queue.
 
+pub mod format;
 pub mod record;
 pub mod sanitize;
 pub mod shipper;
@@ -21,7 +23,8 @@ use crate::events::SecurityEvent;
 use crate::host::Host;
 use crate::path::NormalisedPath;
 use crate::ratelimit::jwt::verify_hs256_sub;
-use record::{Completion, Entry, RequestFacts};
+use format::{Entry, Limits};
+use record::{Completion, RequestFacts};
 use sanitize::Sanitizer;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -168,7 +171,7 @@ fn verified_user(policy: &AuditPolicy, host: &dyn Host, now_ms: u64) -> Option<S
     }
     verify_hs256_sub(token.trim(), secret.expose(), now_ms / 1000)
         .ok()
-        .map(|sub| record::clip(&sub, 256))
+        .map(|sub| record::clip(&sub, Limits::USER_ID))
 }
 
 /// Parses the `response.code` property: Envoy serialises integers as 8 little-endian bytes;

@@ -13,29 +13,14 @@
 //!   counted; a gap record stating the count enters the chain as soon as there is room.
 //! - One batch is in flight at a time, so records reach the collector in seq order.
 
-use super::record::{gap_entry, Entry};
+use super::format::{line_hash, Entry, Wire, VERSION, ZERO_HASH};
+use super::record::gap_entry;
 use crate::config::audit::ShipperConfig;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-
-pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Drop reasons carried in gap records.
 pub const REASON_QUEUE_FULL: &str = "queue_full";
 pub const REASON_INVALID: &str = "invalid_record";
-
-/// A complete record line (docs/audit.md §2): the entry plus its chain fields.
-#[derive(Serialize)]
-struct Line<'a> {
-    v: u8,
-    id: &'a str,
-    #[serde(flatten)]
-    entry: &'a Entry,
-    stream: &'a str,
-    seq: u64,
-    prev_hash: &'a str,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Chained {
@@ -151,7 +136,7 @@ impl Shipper {
         }
         match serde_json::from_slice::<Entry>(entry) {
             Ok(e) => {
-                if self.chain(&e, now_ms) {
+                if self.chain(e, now_ms) {
                     Offer::Queued
                 } else {
                     self.note_loss(REASON_INVALID, 1);
@@ -253,28 +238,27 @@ impl Shipper {
         while !self.pending_gaps.is_empty() && self.buffer.len() < self.cfg.max_buffer_records {
             let (reason, count) = self.pending_gaps.remove(0);
             let gap = gap_entry(now_ms, count, &reason);
-            if !self.chain(&gap, now_ms) {
+            if !self.chain(gap, now_ms) {
                 break;
             }
         }
     }
 
     /// Gives the entry the next seq and the previous line's hash, and buffers the line.
-    fn chain(&mut self, entry: &Entry, now_ms: u64) -> bool {
+    fn chain(&mut self, entry: Entry, now_ms: u64) -> bool {
         let seq = self.next_seq;
-        let id = format!("{}-{seq}", self.stream);
-        let line = Line {
-            v: 1,
-            id: &id,
+        let line = Wire {
+            v: VERSION,
+            id: format!("{}-{seq}", self.stream),
             entry,
-            stream: &self.stream,
+            stream: self.stream.clone(),
             seq,
-            prev_hash: &self.prev_hash,
+            prev_hash: self.prev_hash.clone(),
         };
         let Ok(bytes) = serde_json::to_vec(&line) else {
             return false;
         };
-        self.prev_hash = hex::encode(Sha256::digest(&bytes));
+        self.prev_hash = line_hash(&bytes);
         self.next_seq = seq.saturating_add(1);
         self.buffer.push_back(Chained {
             seq,
@@ -293,6 +277,7 @@ mod tests {
     use super::*;
     use crate::audit::record::{operation_entry, Completion, RequestFacts};
     use serde_json::{json, Value};
+    use sha2::{Digest, Sha256};
 
     fn cfg(batch: usize, buffer: usize) -> ShipperConfig {
         ShipperConfig {

@@ -5,6 +5,8 @@
 //! - [`sanitize`]: redaction of sensitive keys, query parameters, headers and card numbers.
 //! - [`record`]: how requests become records.
 //! - [`shipper`]: the single shipper's pure logic (chain, buffer, batches, back-off, gaps).
+//! - [`service`]: the shipper's service loop (queue, dispatch, answers, counters) over a host
+//!   trait, which the service VM's glue implements.
 //!
 //! Flow: at the request headers [`RequestAudit::begin`] gathers the facts and classifies the
 //! operation; a sensitive operation with a JSON body holds the body (the pipeline's
@@ -15,6 +17,7 @@
 pub mod format;
 pub mod record;
 pub mod sanitize;
+pub mod service;
 pub mod shipper;
 
 use crate::config::audit::AuditConfig;

@@ -431,7 +431,7 @@ mod tests {
 
     use super::mock::{MockServiceHost, SentCall, QUEUE_ID};
     use super::*;
-    use crate::audit::record::{operation_entry, Completion, RequestFacts};
+    use crate::audit::shipper::test_entry as entry;
     use serde_json::{json, Value};
 
     const TOKEN: &str = "collector-token-0123456789";
@@ -459,29 +459,18 @@ mod tests {
         AuditService::configure(h, cfg.to_string().as_bytes()).unwrap()
     }
 
-    fn entry(n: u64) -> Vec<u8> {
-        let facts = RequestFacts {
-            start_ms: T0 + n,
-            method: "POST".into(),
-            path: format!("/api/v1/payments/refund?n={n}"),
-            ..RequestFacts::default()
-        };
-        let e = operation_entry(
-            &facts,
-            "payment_refund",
-            &Completion::default(),
-            json!({"n": n}),
-            json!({}),
-        );
-        serde_json::to_vec(&e).unwrap()
-    }
-
     /// Puts entries `ns` on the queue and signals it.
     fn enqueue(s: &mut AuditService, h: &mut MockServiceHost, ns: std::ops::Range<u64>) {
         for n in ns {
             h.queue.push_back(entry(n));
         }
         s.on_queue_ready(h, QUEUE_ID);
+    }
+
+    /// Lets `ms` pass, then the timer fires.
+    fn tick_after(s: &mut AuditService, h: &mut MockServiceHost, ms: u64) {
+        h.now_ms += ms;
+        s.on_tick(h);
     }
 
     fn lines(call: &SentCall) -> Vec<Value> {
@@ -604,8 +593,7 @@ mod tests {
                  shipped and are dropped (counted in aura_guard.audit.dropped)"
             ));
             enqueue(&mut s, &mut h, 0..3);
-            h.now_ms += 60_000;
-            s.on_tick(&mut h);
+            tick_after(&mut s, &mut h, 60_000);
             assert_eq!(h.counter("aura_guard.audit.dropped"), 3);
             assert!(h.calls.is_empty());
             assert!(h.queue.is_empty(), "the queue is drained all the same");
@@ -650,11 +638,9 @@ mod tests {
         let mut s = service(&mut h, 100, 1000);
         enqueue(&mut s, &mut h, 0..3);
         assert!(h.calls.is_empty(), "not full, not old");
-        h.now_ms += 999;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 999);
         assert!(h.calls.is_empty());
-        h.now_ms += 1;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1);
         assert_eq!(h.calls.len(), 1);
         assert_eq!(seqs(&h.calls[0]), [1, 2, 3]);
     }
@@ -665,8 +651,7 @@ mod tests {
         let mut s = service(&mut h, 1, 10);
         enqueue(&mut s, &mut h, 0..2);
         assert_eq!(h.calls.len(), 1);
-        h.now_ms += 60_000;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 60_000);
         enqueue(&mut s, &mut h, 2..4);
         assert_eq!(h.calls.len(), 1, "one batch in flight at a time");
         assert_eq!(h.gauges["aura_guard.audit.buffered"], 4);
@@ -684,8 +669,7 @@ mod tests {
         assert!(h.logs.iter().all(|(l, _)| *l == Level::Info));
         // The remaining record is a partial batch: it leaves once it waited the interval.
         assert_eq!(h.calls.len(), 1);
-        h.now_ms += 1000;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1000);
         assert_eq!(h.calls.len(), 2);
         assert_eq!(seqs(&h.calls[1]), [3]);
     }
@@ -719,11 +703,9 @@ mod tests {
             r#"aura-guard audit: batch failed (status 503: {"error":"storage unavailable"}); retry in 100 ms, 1 records buffered"#
         ));
         assert_eq!(h.calls.len(), 1, "not before the back-off");
-        h.now_ms += 99;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 99);
         assert_eq!(h.calls.len(), 1);
-        h.now_ms += 1;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1);
         assert_eq!(h.calls.len(), 2);
         assert_eq!(h.calls[1].body, h.calls[0].body, "same bytes");
         // The back-off doubles.
@@ -747,8 +729,7 @@ mod tests {
             Level::Warn,
             "aura-guard audit: batch failed (no answer (timeout, reset or unreachable)); retry in 100 ms, 1 records buffered"
         ));
-        h.now_ms += 100;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 100);
         assert_eq!(h.calls.len(), 2);
         assert_eq!(h.calls[1].body, h.calls[0].body);
     }
@@ -769,11 +750,9 @@ mod tests {
         ));
         assert_eq!(h.counter("aura_guard.audit.batches_failed"), 1);
         h.dispatch_fails = false;
-        h.now_ms += 99;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 99);
         assert!(h.calls.is_empty());
-        h.now_ms += 1;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1);
         assert_eq!(h.calls.len(), 1);
         assert_eq!(seqs(&h.calls[0]), [1]);
     }
@@ -796,8 +775,7 @@ mod tests {
             Level::Error,
             r#"aura-guard audit: batch of 2 records refused (status 400: {"error":"line 1: ts: not RFC 3339","line":1}); dropped, gap recorded"#
         ));
-        h.now_ms += 1000;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1000);
         assert_eq!(h.calls.len(), 2);
         let gap = &lines(&h.calls[1])[0];
         assert_eq!(gap["seq"], 3);
@@ -815,12 +793,10 @@ mod tests {
         enqueue(&mut s, &mut h, 0..5);
         assert_eq!(h.counter("aura_guard.audit.dropped"), 3);
         assert_eq!(h.gauges["aura_guard.audit.buffered"], 2);
-        h.now_ms += 1000;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1000);
         assert_eq!(seqs(&h.calls[0]), [1, 2]);
         answer(&mut s, &mut h, 200, None);
-        h.now_ms += 1000;
-        s.on_tick(&mut h);
+        tick_after(&mut s, &mut h, 1000);
         let gap = &lines(&h.calls[1])[0];
         assert_eq!(gap["seq"], 3);
         assert_eq!(

@@ -269,13 +269,34 @@ impl Shipper {
     }
 }
 
+/// A worker's serialised operation entry numbered `n` (its body is `{"n": n}`), for the
+/// shipper's and the service's tests.
+#[cfg(test)]
+pub(crate) fn test_entry(n: u64) -> Vec<u8> {
+    use super::record::{operation_entry, Completion, RequestFacts};
+    let facts = RequestFacts {
+        start_ms: 1000 + n,
+        method: "POST".into(),
+        path: format!("/api/v1/payments/refund?n={n}"),
+        ..RequestFacts::default()
+    };
+    let e = operation_entry(
+        &facts,
+        "payment_refund",
+        &Completion::default(),
+        serde_json::json!({"n": n}),
+        serde_json::json!({}),
+    );
+    serde_json::to_vec(&e).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    use super::test_entry as entry;
     use super::*;
-    use crate::audit::record::{operation_entry, Completion, RequestFacts};
     use serde_json::{json, Value};
     use sha2::{Digest, Sha256};
 
@@ -288,23 +309,6 @@ mod tests {
             max_backoff_ms: 1000,
             ..ShipperConfig::default()
         }
-    }
-
-    fn entry(n: u64) -> Vec<u8> {
-        let facts = RequestFacts {
-            start_ms: 1000 + n,
-            method: "POST".into(),
-            path: format!("/api/v1/payments/refund?n={n}"),
-            ..RequestFacts::default()
-        };
-        let e = operation_entry(
-            &facts,
-            "payment_refund",
-            &Completion::default(),
-            json!({"n": n}),
-            json!({}),
-        );
-        serde_json::to_vec(&e).unwrap()
     }
 
     fn lines(b: &Batch) -> Vec<Value> {

@@ -1,79 +1,18 @@
-//! Audit record format v1: parsing and validation of one NDJSON line.
+//! Audit record format v1: parsing and validation of one NDJSON line, against the format's one
+//! definition in `aura_guard_core::audit::format` (the shipper writes its lines with it).
 //!
 //! The collector never re-serialises a record: the exact line bytes are what is
 //! hashed, appended to the files and stored in the DB, so the chain the shipper
 //! built stays verifiable. Parsing only extracts and checks the fields.
 
-use serde::Deserialize;
+use aura_guard_core::audit::format::{
+    is_ident, Limits, Wire, FIELDS, GAP_TYPE, KINDS, KIND_GAP, OPTIONAL_FIELD, RESERVED_FIELD,
+    SEVERITIES, VERSION, ZERO_HASH,
+};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
-
-/// prev_hash of the first record of a stream.
-pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Longest accepted line, in bytes (a record carries a sanitised, bounded body).
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
-
-const FIELDS: [&str; 22] = [
-    "v",
-    "id",
-    "ts",
-    "kind",
-    "type",
-    "severity",
-    "method",
-    "path",
-    "status",
-    "duration_ms",
-    "client_ip",
-    "user_id",
-    "user_agent",
-    "request_id",
-    "outcome",
-    "request_body",
-    "metadata",
-    "stream",
-    "seq",
-    "prev_hash",
-    // Optional free text (security events carry a description).
-    "description",
-    // Reserved: never sent; present only so the error names it clearly.
-    "hash",
-];
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    v: u32,
-    id: String,
-    ts: String,
-    kind: String,
-    #[serde(rename = "type")]
-    type_: String,
-    severity: String,
-    method: Option<String>,
-    path: Option<String>,
-    status: Option<u16>,
-    // Read only to check its type: the line itself is what gets stored.
-    #[allow(dead_code)]
-    duration_ms: Option<u64>,
-    client_ip: Option<String>,
-    user_id: Option<String>,
-    user_agent: Option<String>,
-    request_id: Option<String>,
-    outcome: String,
-    #[allow(dead_code)]
-    request_body: Value,
-    metadata: Map<String, Value>,
-    stream: String,
-    seq: u64,
-    prev_hash: String,
-    #[serde(default)]
-    description: Option<String>,
-}
 
 /// The queryable fields of one validated record, plus its exact line.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,11 +37,6 @@ pub struct Record {
     pub line: String,
 }
 
-/// Lower-hex SHA-256 of a line's bytes (without its terminating LF).
-pub fn line_hash(line: &str) -> String {
-    hex::encode(Sha256::digest(line.as_bytes()))
-}
-
 /// Parses an RFC 3339 timestamp and returns it normalised to UTC, milliseconds.
 pub fn normalise_ts(s: &str) -> Result<String, String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not RFC 3339 ({e})"))?;
@@ -118,15 +52,12 @@ pub fn format_ts(t: OffsetDateTime) -> Result<String, String> {
 }
 
 fn check_ident(field: &str, s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok {
+    if is_ident(s) {
         Ok(())
     } else {
         Err(format!(
-            "{field}: must be 1..=128 characters of [A-Za-z0-9._:-]"
+            "{field}: must be 1..={} characters of [A-Za-z0-9._:-]",
+            Limits::IDENT
         ))
     }
 }
@@ -140,8 +71,8 @@ fn check_opt_len(field: &str, s: &Option<String>, max: usize) -> Result<(), Stri
 
 /// Parses and validates one line of a batch.
 pub fn parse_line(line: &str) -> Result<Record, String> {
-    if line.len() > MAX_LINE_BYTES {
-        return Err(format!("line longer than {MAX_LINE_BYTES} bytes"));
+    if line.len() > Limits::LINE_BYTES {
+        return Err(format!("line longer than {} bytes", Limits::LINE_BYTES));
     }
     if line.contains('\r') {
         return Err("line contains CR (lines are LF-terminated)".into());
@@ -150,15 +81,14 @@ pub fn parse_line(line: &str) -> Result<Record, String> {
     let obj = value
         .as_object()
         .ok_or_else(|| "record is not a JSON object".to_string())?;
-    if obj.contains_key("hash") {
-        return Err("hash: must not be sent (the collector computes it)".into());
+    if obj.contains_key(RESERVED_FIELD) {
+        return Err(format!(
+            "{RESERVED_FIELD}: must not be sent (the collector computes it)"
+        ));
     }
     // Every v1 field must be present (null where not applicable) so that a
     // shipper bug shows up here rather than as silently missing data.
-    for f in FIELDS
-        .iter()
-        .filter(|f| !matches!(**f, "hash" | "description"))
-    {
+    for f in FIELDS.iter().filter(|f| **f != OPTIONAL_FIELD) {
         if !obj.contains_key(*f) {
             return Err(format!("{f}: missing"));
         }
@@ -166,64 +96,77 @@ pub fn parse_line(line: &str) -> Result<Record, String> {
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!("{k}: unknown field"));
     }
-    let w: Wire = serde_json::from_value(value).map_err(|e| format!("bad field: {e}"))?;
-    if w.v != 1 {
-        return Err(format!("v: unsupported version {}", w.v));
+    let Wire {
+        v,
+        id,
+        entry: e,
+        stream,
+        seq,
+        prev_hash,
+    } = serde_json::from_value(value).map_err(|e| format!("bad field: {e}"))?;
+    // The shipper's entry keeps metadata as any JSON value; the format wants an object.
+    let metadata: Map<String, Value> =
+        serde_json::from_value(e.metadata).map_err(|e| format!("bad field: {e}"))?;
+    if v != VERSION {
+        return Err(format!("v: unsupported version {v}"));
     }
-    check_ident("id", &w.id)?;
-    check_ident("stream", &w.stream)?;
-    let ts = normalise_ts(&w.ts).map_err(|e| format!("ts: {e}"))?;
-    if !matches!(w.kind.as_str(), "operation" | "security_event" | "gap") {
+    check_ident("id", &id)?;
+    check_ident("stream", &stream)?;
+    let ts = normalise_ts(&e.ts).map_err(|e| format!("ts: {e}"))?;
+    if !KINDS.contains(&e.kind.as_str()) {
         return Err("kind: must be operation, security_event or gap".into());
     }
-    if w.type_.is_empty()
-        || w.type_.len() > 64
-        || !w
-            .type_
+    if e.record_type.is_empty()
+        || e.record_type.len() > Limits::TYPE
+        || !e
+            .record_type
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err("type: must be 1..=64 characters of [a-z0-9_]".into());
+        return Err(format!(
+            "type: must be 1..={} characters of [a-z0-9_]",
+            Limits::TYPE
+        ));
     }
-    if !matches!(w.severity.as_str(), "info" | "low" | "medium" | "high") {
+    if !SEVERITIES.contains(&e.severity.as_str()) {
         return Err("severity: must be info, low, medium or high".into());
     }
-    if w.outcome.is_empty() || w.outcome.len() > 32 {
-        return Err("outcome: must be 1..=32 characters".into());
+    if e.outcome.is_empty() || e.outcome.len() > Limits::OUTCOME {
+        return Err(format!(
+            "outcome: must be 1..={} characters",
+            Limits::OUTCOME
+        ));
     }
-    check_opt_len("method", &w.method, 16)?;
-    check_opt_len("path", &w.path, 8192)?;
-    check_opt_len("client_ip", &w.client_ip, 64)?;
-    check_opt_len("user_id", &w.user_id, 256)?;
-    check_opt_len("user_agent", &w.user_agent, 1024)?;
-    check_opt_len("request_id", &w.request_id, 128)?;
-    check_opt_len("description", &w.description, 4096)?;
-    if w.seq == 0 || i64::try_from(w.seq).is_err() {
+    check_opt_len("method", &e.method, Limits::METHOD)?;
+    check_opt_len("path", &e.path, Limits::PATH)?;
+    check_opt_len("client_ip", &e.client_ip, Limits::CLIENT_IP)?;
+    check_opt_len("user_id", &e.user_id, Limits::USER_ID)?;
+    check_opt_len("user_agent", &e.user_agent, Limits::USER_AGENT)?;
+    check_opt_len("request_id", &e.request_id, Limits::REQUEST_ID)?;
+    check_opt_len("description", &e.description, Limits::DESCRIPTION)?;
+    if seq == 0 || i64::try_from(seq).is_err() {
         return Err("seq: must be in 1..=9223372036854775807".into());
     }
-    if w.prev_hash.len() != 64
-        || !w
-            .prev_hash
+    if prev_hash.len() != 64
+        || !prev_hash
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return Err("prev_hash: must be 64 lower-case hex digits".into());
     }
-    if w.seq == 1 && w.prev_hash != ZERO_HASH {
+    if seq == 1 && prev_hash != ZERO_HASH {
         return Err("prev_hash: must be 64 zeros when seq is 1".into());
     }
-    let gap = if w.kind == "gap" {
-        if w.type_ != "records_dropped" {
-            return Err("type: a gap record has type records_dropped".into());
+    let gap = if e.kind == KIND_GAP {
+        if e.record_type != GAP_TYPE {
+            return Err(format!("type: a gap record has type {GAP_TYPE}"));
         }
-        let dropped = w
-            .metadata
+        let dropped = metadata
             .get("dropped")
             .and_then(Value::as_u64)
             .filter(|n| *n > 0)
             .ok_or_else(|| "metadata.dropped: a gap record needs an integer > 0".to_string())?;
-        let reason = w
-            .metadata
+        let reason = metadata
             .get("reason")
             .and_then(Value::as_str)
             .ok_or_else(|| "metadata.reason: a gap record needs a string".to_string())?;
@@ -232,20 +175,20 @@ pub fn parse_line(line: &str) -> Result<Record, String> {
         None
     };
     Ok(Record {
-        id: w.id,
+        id,
         ts,
-        kind: w.kind,
-        type_: w.type_,
-        severity: w.severity,
-        method: w.method,
-        path: w.path,
-        status: w.status,
-        client_ip: w.client_ip,
-        user_id: w.user_id,
-        request_id: w.request_id,
-        stream: w.stream,
-        seq: w.seq,
-        prev_hash: w.prev_hash,
+        kind: e.kind,
+        type_: e.record_type,
+        severity: e.severity,
+        method: e.method,
+        path: e.path,
+        status: e.status,
+        client_ip: e.client_ip,
+        user_id: e.user_id,
+        request_id: e.request_id,
+        stream,
+        seq,
+        prev_hash,
         gap,
         line: line.to_string(),
     })
@@ -334,13 +277,5 @@ mod tests {
         assert_eq!(split_lines("a\nb").unwrap().len(), 2);
         assert_eq!(split_lines("a\n\nb").unwrap_err(), "line 2: empty line");
         assert!(split_lines("").is_err());
-    }
-
-    #[test]
-    fn line_hash_is_sha256_lower_hex() {
-        assert_eq!(
-            line_hash(""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
     }
 }

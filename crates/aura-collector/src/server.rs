@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aura_guard_core::audit::format::Limits;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -17,10 +18,10 @@ use crate::db::Db;
 use crate::files::{rollback, FileStore};
 use crate::record::{format_ts, parse_line, split_lines, Record};
 
-/// Largest accepted batch body.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// Most records in one batch.
-pub const MAX_RECORDS: usize = 10_000;
+/// Largest accepted batch body (the format's limit).
+pub const MAX_BODY_BYTES: usize = Limits::BATCH_BYTES;
+/// Most records in one batch (the format's limit).
+pub const MAX_RECORDS: usize = Limits::BATCH_RECORDS;
 const WORKERS: usize = 4;
 
 pub struct ServeConfig {

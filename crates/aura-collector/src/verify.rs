@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::{line_hash, parse_line, Record};
+use aura_guard_core::audit::format::line_hash;
+
+use crate::record::{parse_line, Record};
 
 /// Outcome of a verification: report lines (in order) and the number of problems.
 pub struct Report {
@@ -96,7 +98,7 @@ pub fn verify(items: Vec<(String, String)>, allow_missing_start: bool) -> Report
                             first.loc
                         ));
                     } else {
-                        let expected = line_hash(&pentry.rec.line);
+                        let expected = line_hash(pentry.rec.line.as_bytes());
                         for e in entries {
                             if e.rec.prev_hash != expected {
                                 sp = sp.saturating_add(1);

@@ -1,9 +1,12 @@
 //! Audit (seed §3): one record per sensitive operation and per security event, sanitised,
 //! handed to the shipper without delaying the request.
 //!
+//! - [`format`]: the record format v1 (docs/audit.md §2), shared with the collector.
 //! - [`sanitize`]: redaction of sensitive keys, query parameters, headers and card numbers.
-//! - [`record`]: the record format (docs/audit.md §2) and how requests become records.
+//! - [`record`]: how requests become records.
 //! - [`shipper`]: the single shipper's pure logic (chain, buffer, batches, back-off, gaps).
+//! - [`service`]: the shipper's service loop (queue, dispatch, answers, counters) over a host
+//!   trait, which the service VM's glue implements.
 //!
 //! Flow: at the request headers [`RequestAudit::begin`] gathers the facts and classifies the
 //! operation; a sensitive operation with a JSON body holds the body (the pipeline's
@@ -12,8 +15,10 @@
 //! shipper's shared queue.
 
 pub mod config;
+pub mod format;
 pub mod record;
 pub mod sanitize;
+pub mod service;
 pub mod shipper;
 
 use crate::config::Environment;
@@ -23,7 +28,8 @@ use crate::jwt::bearer_sub;
 use crate::path::NormalisedPath;
 use crate::secret::Secret;
 use config::AuditConfig;
-use record::{Completion, Entry, RequestFacts};
+use format::{Entry, Limits};
+use record::{Completion, RequestFacts};
 use sanitize::Sanitizer;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -168,7 +174,7 @@ impl RequestAudit {
 fn verified_user(policy: &AuditPolicy, host: &dyn Host, now_ms: u64) -> Option<String> {
     let secret = policy.jwt_secret.as_ref()?;
     let auth = host.request_header("authorization")?;
-    bearer_sub(&auth, secret, now_ms / 1000).map(|sub| record::clip(&sub, 256))
+    bearer_sub(&auth, secret, now_ms / 1000).map(|sub| record::clip(&sub, Limits::USER_ID))
 }
 
 /// Parses the `response.code` property: Envoy serialises integers as 8 little-endian bytes;

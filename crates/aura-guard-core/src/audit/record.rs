@@ -2,50 +2,12 @@
 //! [`Entry`] (a record without its chain fields) per sensitive operation and per security
 //! event; the shipper adds `v`, `id`, `stream`, `seq` and `prev_hash` ([`super::shipper`]).
 
+use super::format::{Entry, Limits, GAP_TYPE, KIND_GAP, KIND_OPERATION, KIND_SECURITY_EVENT};
 use super::sanitize::Sanitizer;
 use crate::audit::config::OperationRule;
 use crate::events::SecurityEvent;
 use crate::path::NormalisedPath;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-pub const KIND_OPERATION: &str = "operation";
-pub const KIND_SECURITY_EVENT: &str = "security_event";
-pub const KIND_GAP: &str = "gap";
-pub const GAP_TYPE: &str = "records_dropped";
-
-// The collector's field limits (docs/audit.md §2); longer values are cut, never refused.
-const MAX_METHOD: usize = 16;
-const MAX_PATH: usize = 8192;
-const MAX_IP: usize = 64;
-const MAX_USER: usize = 256;
-const MAX_UA: usize = 1024;
-const MAX_REQUEST_ID: usize = 128;
-const MAX_DESCRIPTION: usize = 4096;
-
-/// A record without its chain fields: what a worker hands to the shipper.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    pub ts: String,
-    pub kind: String,
-    #[serde(rename = "type")]
-    pub record_type: String,
-    pub severity: String,
-    pub method: Option<String>,
-    pub path: Option<String>,
-    pub status: Option<u32>,
-    pub duration_ms: Option<u64>,
-    pub client_ip: Option<String>,
-    pub user_id: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
-    pub outcome: String,
-    pub request_body: Value,
-    pub metadata: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
 
 /// Who did what, from where: gathered at the request headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -103,7 +65,7 @@ pub fn record_path(
         Some(q) if !q.is_empty() => format!("{path}?{}", sanitizer.query(&q)),
         _ => path,
     };
-    clip(&full, MAX_PATH)
+    clip(&full, Limits::PATH)
 }
 
 /// RFC 3339 UTC with milliseconds: `2026-03-01T10:00:00.123Z`.
@@ -170,14 +132,16 @@ fn base(facts: &RequestFacts, done: &Completion) -> Entry {
         kind: String::new(),
         record_type: String::new(),
         severity: String::new(),
-        method: Some(clip(&facts.method, MAX_METHOD)),
-        path: Some(clip(&facts.path, MAX_PATH)),
-        status: done.status,
+        method: Some(clip(&facts.method, Limits::METHOD)),
+        path: Some(clip(&facts.path, Limits::PATH)),
+        // Envoy's statuses are three digits; one outside the format's range would get the whole
+        // batch refused, so it is recorded as unknown instead.
+        status: done.status.and_then(|s| u16::try_from(s).ok()),
         duration_ms: Some(done.end_ms.saturating_sub(facts.start_ms)),
-        client_ip: clip_opt(&facts.client_ip, MAX_IP),
-        user_id: clip_opt(&facts.user_id, MAX_USER),
-        user_agent: clip_opt(&facts.user_agent, MAX_UA),
-        request_id: clip_opt(&facts.request_id, MAX_REQUEST_ID),
+        client_ip: clip_opt(&facts.client_ip, Limits::CLIENT_IP),
+        user_id: clip_opt(&facts.user_id, Limits::USER_ID),
+        user_agent: clip_opt(&facts.user_agent, Limits::USER_AGENT),
+        request_id: clip_opt(&facts.request_id, Limits::REQUEST_ID),
         outcome: String::new(),
         request_body: Value::Null,
         metadata: Value::Object(serde_json::Map::new()),
@@ -246,7 +210,7 @@ pub fn event_entry(
         }
         .to_owned(),
         metadata,
-        description: Some(clip(&event.description, MAX_DESCRIPTION)),
+        description: Some(clip(&event.description, Limits::DESCRIPTION)),
         ..base(facts, done)
     }
 }

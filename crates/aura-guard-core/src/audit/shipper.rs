@@ -13,29 +13,14 @@
 //!   counted; a gap record stating the count enters the chain as soon as there is room.
 //! - One batch is in flight at a time, so records reach the collector in seq order.
 
-use super::record::{gap_entry, Entry};
-use crate::audit::config::ShipperConfig;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use super::config::ShipperConfig;
+use super::format::{line_hash, Entry, Wire, VERSION, ZERO_HASH};
+use super::record::gap_entry;
 use std::collections::VecDeque;
-
-pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Drop reasons carried in gap records.
 pub const REASON_QUEUE_FULL: &str = "queue_full";
 pub const REASON_INVALID: &str = "invalid_record";
-
-/// A complete record line (docs/audit.md §2): the entry plus its chain fields.
-#[derive(Serialize)]
-struct Line<'a> {
-    v: u8,
-    id: &'a str,
-    #[serde(flatten)]
-    entry: &'a Entry,
-    stream: &'a str,
-    seq: u64,
-    prev_hash: &'a str,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Chained {
@@ -151,7 +136,7 @@ impl Shipper {
         }
         match serde_json::from_slice::<Entry>(entry) {
             Ok(e) => {
-                if self.chain(&e, now_ms) {
+                if self.chain(e, now_ms) {
                     Offer::Queued
                 } else {
                     self.note_loss(REASON_INVALID, 1);
@@ -253,28 +238,27 @@ impl Shipper {
         while !self.pending_gaps.is_empty() && self.buffer.len() < self.cfg.max_buffer_records {
             let (reason, count) = self.pending_gaps.remove(0);
             let gap = gap_entry(now_ms, count, &reason);
-            if !self.chain(&gap, now_ms) {
+            if !self.chain(gap, now_ms) {
                 break;
             }
         }
     }
 
     /// Gives the entry the next seq and the previous line's hash, and buffers the line.
-    fn chain(&mut self, entry: &Entry, now_ms: u64) -> bool {
+    fn chain(&mut self, entry: Entry, now_ms: u64) -> bool {
         let seq = self.next_seq;
-        let id = format!("{}-{seq}", self.stream);
-        let line = Line {
-            v: 1,
-            id: &id,
+        let line = Wire {
+            v: VERSION,
+            id: format!("{}-{seq}", self.stream),
             entry,
-            stream: &self.stream,
+            stream: self.stream.clone(),
             seq,
-            prev_hash: &self.prev_hash,
+            prev_hash: self.prev_hash.clone(),
         };
         let Ok(bytes) = serde_json::to_vec(&line) else {
             return false;
         };
-        self.prev_hash = hex::encode(Sha256::digest(&bytes));
+        self.prev_hash = line_hash(&bytes);
         self.next_seq = seq.saturating_add(1);
         self.buffer.push_back(Chained {
             seq,
@@ -285,14 +269,36 @@ impl Shipper {
     }
 }
 
+/// A worker's serialised operation entry numbered `n` (its body is `{"n": n}`), for the
+/// shipper's and the service's tests.
+#[cfg(test)]
+pub(crate) fn test_entry(n: u64) -> Vec<u8> {
+    use super::record::{operation_entry, Completion, RequestFacts};
+    let facts = RequestFacts {
+        start_ms: 1000 + n,
+        method: "POST".into(),
+        path: format!("/api/v1/payments/refund?n={n}"),
+        ..RequestFacts::default()
+    };
+    let e = operation_entry(
+        &facts,
+        "payment_refund",
+        &Completion::default(),
+        serde_json::json!({"n": n}),
+        serde_json::json!({}),
+    );
+    serde_json::to_vec(&e).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    use super::test_entry as entry;
     use super::*;
-    use crate::audit::record::{operation_entry, Completion, RequestFacts};
     use serde_json::{json, Value};
+    use sha2::{Digest, Sha256};
 
     fn cfg(batch: usize, buffer: usize) -> ShipperConfig {
         ShipperConfig {
@@ -303,23 +309,6 @@ mod tests {
             max_backoff_ms: 1000,
             ..ShipperConfig::default()
         }
-    }
-
-    fn entry(n: u64) -> Vec<u8> {
-        let facts = RequestFacts {
-            start_ms: 1000 + n,
-            method: "POST".into(),
-            path: format!("/api/v1/payments/refund?n={n}"),
-            ..RequestFacts::default()
-        };
-        let e = operation_entry(
-            &facts,
-            "payment_refund",
-            &Completion::default(),
-            json!({"n": n}),
-            json!({}),
-        );
-        serde_json::to_vec(&e).unwrap()
     }
 
     fn lines(b: &Batch) -> Vec<Value> {

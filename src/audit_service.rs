@@ -4,20 +4,15 @@
 //! [`aura_guard_core::audit::service::AuditService`]; this file implements its
 //! [`ServiceHost`] with proxy-wasm host calls (every `Result` handled) and forwards callbacks.
 
+use crate::host;
 use aura_guard_core::audit::service::{self, HttpCall, ServiceHost};
 use aura_guard_core::host::Level;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
+use proxy_wasm::types::{BufferType, MapType};
+use std::time::Duration;
 
 /// The root_id that makes a root context the shipper.
 pub const SERVICE_ROOT_ID: &str = "aura-guard-audit";
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
-}
 
 /// True in the shipper's VM (decided by the plugin's root_id).
 pub fn is_service_root() -> bool {
@@ -27,52 +22,16 @@ pub fn is_service_root() -> bool {
     )
 }
 
-thread_local! {
-    static METRICS: RefCell<HashMap<&'static str, u32>> = RefCell::new(HashMap::new());
-}
-
-fn metric(name: &'static str, kind: MetricType) -> Option<u32> {
-    METRICS.with(|m| {
-        let mut m = m.borrow_mut();
-        if let Some(id) = m.get(name) {
-            return Some(*id);
-        }
-        match hostcalls::define_metric(kind, name) {
-            Ok(id) => {
-                m.insert(name, id);
-                Some(id)
-            }
-            Err(status) => {
-                log(
-                    LogLevel::Warn,
-                    &format!("aura-guard audit: define_metric {name} failed: {status:?}"),
-                );
-                None
-            }
-        }
-    })
-}
-
 /// [`ServiceHost`] over proxy-wasm host calls; a host status becomes its `Debug` text.
 struct WasmServiceHost;
 
 impl ServiceHost for WasmServiceHost {
     fn now_ms(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        host::now_ms()
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        log(level, message);
+        host::log_line(host::log_level(level), message);
     }
 
     fn random4(&mut self) -> Option<[u8; 4]> {
@@ -109,22 +68,11 @@ impl ServiceHost for WasmServiceHost {
     }
 
     fn add_counter(&mut self, name: &'static str, n: u64) {
-        let Some(id) = metric(name, MetricType::Counter) else {
-            return;
-        };
-        let by = i64::try_from(n).unwrap_or(i64::MAX);
-        if let Err(status) = hostcalls::increment_metric(id, by) {
-            log(
-                LogLevel::Warn,
-                &format!("aura-guard audit: increment_metric {name} failed: {status:?}"),
-            );
-        }
+        host::add_counter(name, n);
     }
 
     fn set_gauge(&mut self, name: &'static str, value: u64) {
-        if let Some(id) = metric(name, MetricType::Gauge) {
-            let _ = hostcalls::record_metric(id, value);
-        }
+        host::set_gauge(name, value);
     }
 }
 

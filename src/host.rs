@@ -1,0 +1,344 @@
+//! The core's `Host` over proxy-wasm host calls, and the helpers every part of the glue
+//! shares (logging, metrics, time). Every `Result` is handled: a failed host call is logged
+//! and turned into "absent", never unwrapped.
+
+use aura_guard_core::host::{GrpcCall, Host, Level, SharedDataError};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub(crate) fn log_line(level: LogLevel, message: &str) {
+    // Nothing better to do if logging itself fails.
+    let _ = hostcalls::log(level, message);
+}
+
+pub(crate) fn log_level(level: Level) -> LogLevel {
+    match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    }
+}
+
+pub(crate) fn warn_failed(what: &str, status: Status) {
+    log_line(
+        LogLevel::Warn,
+        &format!("aura-guard: host call {what} failed: {status:?}"),
+    );
+}
+
+/// Unix time in milliseconds (0 if the host cannot tell).
+pub(crate) fn now_ms() -> u64 {
+    match hostcalls::get_current_time() {
+        Ok(t) => t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0),
+        Err(status) => {
+            warn_failed("get_current_time", status);
+            0
+        }
+    }
+}
+
+thread_local! {
+    /// Metric ids by kind and name, defined on first use (one VM per worker, so per thread).
+    static METRICS: RefCell<HashMap<(MetricKind, String), u32>> = RefCell::new(HashMap::new());
+    /// Shared queue ids by (vm_id, name), resolved on first use.
+    static QUEUES: RefCell<HashMap<(String, String), u32>> = RefCell::new(HashMap::new());
+}
+
+/// `MetricType` has no `Hash`: the cache keys on this instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// The id of the metric `name`, defined on first use; None (logged) if the host refuses.
+pub(crate) fn metric_id(kind: MetricKind, name: &str) -> Option<u32> {
+    METRICS.with(|m| {
+        let mut m = m.borrow_mut();
+        let key = (kind, name.to_string());
+        if let Some(id) = m.get(&key) {
+            return Some(*id);
+        }
+        let ty = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        match hostcalls::define_metric(ty, name) {
+            Ok(id) => {
+                m.insert(key, id);
+                Some(id)
+            }
+            Err(status) => {
+                warn_failed("define_metric", status);
+                None
+            }
+        }
+    })
+}
+
+/// Adds `n` to the counter `name` (defined at its first non-zero addition).
+pub(crate) fn add_counter(name: &str, n: u64) {
+    if n == 0 {
+        return;
+    }
+    if let Some(id) = metric_id(MetricKind::Counter, name) {
+        if let Err(status) = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX)) {
+            warn_failed("increment_metric", status);
+        }
+    }
+}
+
+/// Sets the gauge `name`.
+pub(crate) fn set_gauge(name: &str, value: u64) {
+    if let Some(id) = metric_id(MetricKind::Gauge, name) {
+        if let Err(status) = hostcalls::record_metric(id, value) {
+            warn_failed("record_metric", status);
+        }
+    }
+}
+
+/// One header value as text. Bytes, converted lossily: the SDK's String variant unwraps UTF-8
+/// (a client could trap the VM with an obs-text value).
+fn map_value(map: MapType, name: &str, what: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(map, name) {
+        Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Err(status) => {
+            warn_failed(what, status);
+            None
+        }
+    }
+}
+
+fn set_map_value(map: MapType, name: &str, value: &str, what: &str) {
+    if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
+        warn_failed(what, status);
+    }
+}
+
+/// `Host` over proxy-wasm host calls. Every failure is logged and turned into "absent".
+pub(crate) struct WasmHost {
+    pub(crate) context_id: u32,
+    /// Fire-and-forget calls are made on the root context so they outlive the request.
+    pub(crate) root_context_id: u32,
+}
+
+impl Host for WasmHost {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn random16(&mut self) -> [u8; 16] {
+        let mut buf = [0u8; 16];
+        if let Err(e) = getrandom::getrandom(&mut buf) {
+            // WASI random_get failing is not expected; fall back to the clock so ids stay
+            // unique per request even if not unpredictable.
+            log_line(
+                LogLevel::Warn,
+                &format!("aura-guard: random_get failed: {e}"),
+            );
+            let t = self.now_ms().to_le_bytes();
+            for (slot, byte) in buf.iter_mut().zip(t.iter().cycle()) {
+                *slot = *byte;
+            }
+        }
+        buf
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        log_line(log_level(level), message);
+    }
+
+    fn count(&mut self, name: &str) {
+        add_counter(name, 1);
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        map_value(MapType::HttpRequestHeaders, name, "get_http_request_header")
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        set_map_value(
+            MapType::HttpRequestHeaders,
+            name,
+            value,
+            "set_http_request_header",
+        );
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        map_value(
+            MapType::HttpResponseHeaders,
+            name,
+            "get_http_response_header",
+        )
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        set_map_value(
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+            "set_http_response_header",
+        );
+    }
+
+    fn send_reply(&mut self, status: u32, headers: &[(String, String)], body: &[u8]) {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
+            warn_failed("send_http_response", e);
+        }
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        match hostcalls::get_buffer(BufferType::HttpRequestBody, start, len) {
+            Ok(body) => Some(body.unwrap_or_default()),
+            Err(status) => {
+                warn_failed("get_buffer(request body)", status);
+                None
+            }
+        }
+    }
+
+    fn resume_request(&mut self) {
+        if let Err(status) = hostcalls::resume_http_request() {
+            warn_failed("resume_http_request", status);
+        }
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // The bytes variant: the SDK's String variant unwraps UTF-8 and would trap the VM on
+        // an obs-text header value a client can send at will.
+        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+            Err(status) => {
+                warn_failed("get_http_request_headers", status);
+                Vec::new()
+            }
+        }
+    }
+
+    fn downstream_address(&self) -> Option<String> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(v) => v.and_then(|b| String::from_utf8(b).ok()),
+            Err(status) => {
+                warn_failed("get_property(source.address)", status);
+                None
+            }
+        }
+    }
+
+    fn response_code(&self) -> Option<u32> {
+        match hostcalls::get_property(vec!["response", "code"]) {
+            Ok(v) => v.and_then(|b| aura_guard_core::audit::parse_response_code(&b)),
+            Err(status) => {
+                warn_failed("get_property(response.code)", status);
+                None
+            }
+        }
+    }
+
+    fn dispatch_grpc(&mut self, call: &GrpcCall<'_>) -> Option<u32> {
+        // A cluster missing from the Envoy config comes back as ParseFailure, an Err here:
+        // the route's failure mode applies.
+        match hostcalls::dispatch_grpc_call(
+            call.cluster,
+            call.service,
+            call.method,
+            Vec::new(),
+            Some(call.message),
+            Duration::from_millis(call.timeout_ms),
+        ) {
+            Ok(token) => Some(token),
+            Err(status) => {
+                warn_failed("dispatch_grpc_call", status);
+                None
+            }
+        }
+    }
+
+    fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+        let key = (vm_id.to_string(), queue.to_string());
+        // Resolved once per worker; resolved again if the queue went away (service reload).
+        for attempt in 0..2 {
+            let id = QUEUES.with(|q| q.borrow().get(&key).copied());
+            let id = match id {
+                Some(id) => id,
+                None => match hostcalls::resolve_shared_queue(vm_id, queue) {
+                    Ok(Some(id)) => {
+                        QUEUES.with(|q| q.borrow_mut().insert(key.clone(), id));
+                        id
+                    }
+                    Ok(None) => return false,
+                    Err(status) => {
+                        warn_failed("resolve_shared_queue", status);
+                        return false;
+                    }
+                },
+            };
+            match hostcalls::enqueue_shared_queue(id, Some(data)) {
+                Ok(()) => return true,
+                Err(status) => {
+                    QUEUES.with(|q| q.borrow_mut().remove(&key));
+                    if attempt == 1 {
+                        warn_failed("enqueue_shared_queue", status);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn get_shared_data(
+        &self,
+        key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<u32>), SharedDataError> {
+        hostcalls::get_shared_data(key).map_err(|status| {
+            warn_failed("get_shared_data", status);
+            SharedDataError::Unavailable
+        })
+    }
+
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(proxy_wasm::types::Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(status) => {
+                warn_failed("set_shared_data", status);
+                Err(SharedDataError::Unavailable)
+            }
+        }
+    }
+
+    fn dispatch_grpc_detached(&mut self, call: &GrpcCall<'_>) -> bool {
+        // Envoy cancels a context's outstanding calls when it is destroyed: made on the root
+        // context, the call survives the end of the request. The effective context is
+        // restored afterwards so later host calls act on the request again.
+        if let Err(status) = hostcalls::set_effective_context(self.root_context_id) {
+            warn_failed("set_effective_context(root)", status);
+            return false;
+        }
+        let sent = self.dispatch_grpc(call).is_some();
+        if let Err(status) = hostcalls::set_effective_context(self.context_id) {
+            warn_failed("set_effective_context(http)", status);
+        }
+        sent
+    }
+}

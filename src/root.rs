@@ -1,0 +1,121 @@
+//! The root context: reads the plugin configuration at `on_configure`, builds the shared
+//! [`Policy`], and creates one HTTP context per stream. In the audit shipper's bootstrap VM
+//! it hosts the [`AuditService`] instead.
+
+use crate::audit_service::{self, AuditService};
+use crate::host::{log_line, WasmHost};
+use crate::AuraHttp;
+use aura_guard_core::config::Config;
+use aura_guard_core::filter::{HttpFilter, Policy};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use std::rc::Rc;
+
+pub(crate) struct AuraRoot {
+    /// Fire-and-forget gRPC calls are made on the root context so they outlive the request.
+    pub(crate) context_id: u32,
+    pub(crate) policy: Option<Rc<Policy>>,
+    /// Set in the audit shipper's service VM (root_id `aura-guard-audit`).
+    pub(crate) audit_service: Option<AuditService>,
+}
+
+impl Context for AuraRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_http_call_response(token_id, body_size);
+        }
+    }
+}
+
+impl RootContext for AuraRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log_line(
+                    LogLevel::Error,
+                    &format!("aura-guard: cannot read the plugin configuration: {status:?}"),
+                );
+                return false;
+            }
+        };
+        if audit_service::is_service_root() {
+            self.audit_service = AuditService::configure(&raw);
+            return self.audit_service.is_some();
+        }
+        // WASI environ: Envoy passes what `vm_config.environment_variables` names.
+        let env = |key: &str| std::env::var(key).ok();
+        match Config::load(&raw, &env) {
+            Ok(config) => {
+                log_line(
+                    LogLevel::Info,
+                    &format!(
+                        "aura-guard: configured for environment {}",
+                        config.environment.as_str()
+                    ),
+                );
+                if config.jwt_users_anonymous() {
+                    log_line(
+                        LogLevel::Warn,
+                        &format!(
+                            "aura-guard: {} is not set: rate-limited JWT users are anonymous \
+                             (limited per IP only); production refuses to start without it",
+                            config.jwt.secret_env
+                        ),
+                    );
+                }
+                if config.webhook.replay.enabled {
+                    // Before this worker serves requests (see init_replay_store).
+                    aura_guard_core::webhook::replay::init_replay_store(&mut WasmHost {
+                        context_id: self.context_id,
+                        root_context_id: self.context_id,
+                    });
+                }
+                self.policy = Some(Rc::new(Policy::new(config)));
+                true
+            }
+            Err(err) => {
+                // Returning false makes Envoy reject the configuration.
+                log_line(
+                    LogLevel::Error,
+                    &format!("aura-guard: invalid configuration: {err}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let policy = self.policy.clone()?;
+        Some(Box::new(AuraHttp {
+            filter: HttpFilter::new(policy),
+            host: WasmHost {
+                context_id,
+                root_context_id: self.context_id,
+            },
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_tick();
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(service) = self.audit_service.as_mut() {
+            service.on_queue_ready(queue_id);
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Audit (seed §3): one record per sensitive operation and per security event, sanitised,
+//! Audit (docs/audit.md): one record per sensitive operation and per security event, sanitised,
 //! handed to the shipper without delaying the request.
 //!
 //! - [`sanitize`]: redaction of sensitive keys, query parameters, headers and card numbers.

@@ -17,8 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WASM_REL = "target/wasm32-wasip1/release/aura_guard.wasm"
 WASM = os.path.join(ROOT, WASM_REL)
 
-# The seed's variables: never inherited from the outer environment, so the tests and the bench
-# are the same on every shell.
+# The filter's variables (the original's and aura-guard's additions,
+# docs/original-behaviour.md#environment-variables): never inherited from the outer environment,
+# so the tests and the bench are the same on every shell.
 SEED_ENV_PREFIXES = ("ENVIRONMENT", "DEBUG_ENDPOINTS_", "DEPRECATED_API_VERSIONS",
                      "DISABLED_API_VERSIONS", "JWT_SECRET_KEY", "WEBHOOK_", "AUDIT_")
 
@@ -32,7 +33,7 @@ def envoy_bin():
 
 
 def clean_env(extra=None):
-    """os.environ without the seed's variables, plus `extra`."""
+    """os.environ without the filter's variables, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SEED_ENV_PREFIXES)}
     env.update(extra or {})
     return env

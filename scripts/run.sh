@@ -4,7 +4,8 @@
 # until it is ready, prints a banner, and stops every child on Ctrl-C or SIGTERM.
 # Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080), COLLECTOR_PORT (9300),
 # RATELIMIT_GRPC_PORT (8081; Redis and the rate-limit service's HTTP port are picked free).
-# The seed's variables (ENVIRONMENT, DEBUG_ENDPOINTS_*, WEBHOOK_SECRET_*, JWT_SECRET_KEY, ...)
+# The original's variables and aura-guard's additions (ENVIRONMENT, DEBUG_ENDPOINTS_*,
+# WEBHOOK_SECRET_*, JWT_SECRET_KEY, ...; docs/original-behaviour.md#environment-variables)
 # configure the filter. The audit collector stores under AUDIT_LOG_DIR (./logs/audit) and
 # AUDIT_DATABASE_URL / DATABASE_URL (./data/audit.db). AUDIT_COLLECTOR_TOKEN, when unset, is a
 # fresh random token for this run only (given to the collector and Envoy, never printed).

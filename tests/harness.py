@@ -195,7 +195,8 @@ RATELIMIT_YAML_BIN = os.path.join(ROOT, "target/debug/examples/ratelimit_yaml")
 
 
 def render_ratelimit_yaml(ratelimit_config, out_path):
-    """The service YAML for a `ratelimit` config section (None: the seed's), rendered by the
+    """The service YAML for a `ratelimit` config section (None: the default, the original's
+    limits, docs/original-behaviour.md#rate-limiting), rendered by the
     filter's own code (`--example ratelimit_yaml`), so the descriptors cannot drift."""
     subprocess.run(["cargo", "build", "-q", "-p", "aura-guard-core", "--example", "ratelimit_yaml"],
                    cwd=ROOT, check=True)

@@ -1,4 +1,5 @@
-"""Security headers and the request id through real Envoy (seed §5, original_behaviour §4)."""
+"""Security headers and the request id through real Envoy
+(docs/original-behaviour.md#security-headers)."""
 import pytest
 
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' "

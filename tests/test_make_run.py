@@ -59,7 +59,8 @@ def test_run_serves_headers_and_stops_every_child_on_sigterm(tmp_path):
         wait_until(lambda: "payment_refund" in audit_text(), 15, "audit record", proc, log)
         assert "tok_make_run_secret" not in audit_text()
         assert "envoyproxy/ratelimit + Redis" in banner
-        # The seed's loop against the real rate-limit service: the sixth login is 429.
+        # The original's manual login check (docs/original-behaviour.md#manual-checks) against
+        # the real rate-limit service: the sixth login is 429.
         statuses = [request(ports["LISTEN_PORT"], "POST", "/auth/login",
                             {"content-type": "application/x-www-form-urlencoded"},
                             "username=test&password=wrong").status for _ in range(6)]

@@ -67,7 +67,8 @@ def assert_429(r):
 
 
 def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_factory):
-    # The seed's own config (5 per 300 s on /auth/login, per IP and per user).
+    # The original's login limit (5 per 300 s on /auth/login, per IP and per user;
+    # docs/original-behaviour.md#rate-limiting and #manual-checks).
     stack, _ = start(stack_factory, ratelimit_factory, rl_config())
     rs = [post(stack, "/auth/login", "username=test&password=wrong") for _ in range(10)]
     for r in rs[:5]:

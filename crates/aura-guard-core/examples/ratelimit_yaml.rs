@@ -1,5 +1,6 @@
-//! Prints the envoyproxy/ratelimit YAML for the rate-limit config: the seed config, or the
-//! `ratelimit` JSON object given as the first argument (a file path).
+//! Prints the envoyproxy/ratelimit YAML for the rate-limit config: the default config (the
+//! original's limits, docs/original-behaviour.md#rate-limiting), or the `ratelimit` JSON object
+//! given as the first argument (a file path).
 
 use aura_guard_core::ratelimit::config::RateLimitConfig;
 use aura_guard_core::ratelimit::service_yaml::render;

@@ -1,6 +1,7 @@
-//! Security events: what a capability emits when it blocks or notices something (the seed's
-//! `log_security_event`). The pipeline logs and counts each one and hands it to the audit
-//! pipeline; event metadata never holds secrets, signatures or raw credentials.
+//! Security events: what a capability emits when it blocks or notices something (the original's
+//! `log_security_event`, docs/original-behaviour.md#security-events). The pipeline logs and
+//! counts each one and hands it to the audit pipeline; event metadata never holds secrets,
+//! signatures or raw credentials.
 
 use serde::Serialize;
 

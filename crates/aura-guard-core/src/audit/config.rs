@@ -31,7 +31,7 @@ fn rule(op_type: &str, methods: &[&str], prefix: &str, contains: &[&str]) -> Ope
     }
 }
 
-/// The original's table (original_behaviour §5): 11 prefix mappings, then the 4 fallbacks.
+/// The original's table (docs/original-behaviour.md#audit): 11 prefix mappings, 4 fallbacks.
 pub fn default_operations() -> Vec<OperationRule> {
     vec![
         rule("user_create", &["POST"], "/api/v1/auth/users", &[]),
@@ -81,7 +81,7 @@ pub fn default_operations() -> Vec<OperationRule> {
 /// substring match). The original's nine, plus the variants it missed.
 pub fn default_redact_keys() -> Vec<String> {
     [
-        // original_behaviour §6
+        // The original's nine (docs/original-behaviour.md#redaction).
         "password",
         "token",
         "secret",

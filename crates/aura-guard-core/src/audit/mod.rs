@@ -1,4 +1,4 @@
-//! Audit (seed §3): one record per sensitive operation and per security event, sanitised,
+//! Audit (docs/audit.md): one record per sensitive operation and per security event, sanitised,
 //! handed to the shipper without delaying the request.
 //!
 //! - [`format`]: the record format v1 (docs/audit.md §2), shared with the collector.

@@ -15,7 +15,8 @@ use crate::webhook::config::WebhookConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Where the filter runs; decides which headers and protections apply (seed: `ENVIRONMENT`).
+/// Where the filter runs; decides which headers and protections apply (the original's
+/// `ENVIRONMENT`, docs/original-behaviour.md#environment).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
@@ -28,7 +29,7 @@ pub enum Environment {
 }
 
 impl Environment {
-    /// Parses the seed's `ENVIRONMENT` value (case-insensitive, surrounding space ignored).
+    /// Parses the original's `ENVIRONMENT` value (case-insensitive, surrounding space ignored).
     pub fn parse(value: &str) -> Option<Environment> {
         match value.trim().to_ascii_lowercase().as_str() {
             "development" => Some(Environment::Development),
@@ -103,15 +104,20 @@ pub struct Config {
     /// `webhook.max_body_bytes` instead. Envoy's own buffer limit (1 MiB by default) must not
     /// be smaller than either.
     pub max_body_bytes: usize,
-    /// Debug-endpoint protection (seed §1); `DEBUG_ENDPOINTS_*` override it.
+    /// Debug-endpoint protection (docs/original-behaviour.md#debug-endpoints);
+    /// `DEBUG_ENDPOINTS_*` override it.
     pub debug: DebugConfig,
-    /// API-version security (seed §6); `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
+    /// API-version security (docs/original-behaviour.md#api-versions);
+    /// `DEPRECATED_API_VERSIONS` / `DISABLED_API_VERSIONS`.
     pub versions: VersionsConfig,
-    /// Audit records (seed §3); `AUDIT_LOG_ENABLED` overrides `audit.enabled`.
+    /// Audit records (docs/original-behaviour.md#audit); `AUDIT_LOG_ENABLED` overrides
+    /// `audit.enabled`.
     pub audit: AuditConfig,
-    /// Webhook signature verification (seed §2 and the providers' schemes).
+    /// Webhook signature verification (docs/original-behaviour.md#webhooks and the providers'
+    /// schemes).
     pub webhook: WebhookConfig,
-    /// Auth rate limiting (seed §4) through envoyproxy/ratelimit; docs/ratelimit.md.
+    /// Auth rate limiting (docs/original-behaviour.md#rate-limiting) through envoyproxy/ratelimit;
+    /// docs/ratelimit.md.
     pub ratelimit: RateLimitConfig,
     /// The application's JWT secret, read by rate limiting and audit alike.
     pub jwt: JwtConfig,

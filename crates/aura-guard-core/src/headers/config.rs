@@ -1,4 +1,5 @@
-//! Security-header configuration (seed §5). Defaults are the original's exact values.
+//! Security-header configuration. Defaults are the original's exact values
+//! (docs/original-behaviour.md#security-headers).
 
 use crate::config::{ConfigError, Environment};
 use serde::Deserialize;

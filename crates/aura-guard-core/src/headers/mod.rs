@@ -1,5 +1,6 @@
-//! Security headers (seed §5) and the request id. Decides which headers a response gets;
-//! the pipeline applies them to upstream responses and to the filter's own local replies.
+//! Security headers (docs/original-behaviour.md#security-headers) and the request id. Decides
+//! which headers a response gets; the pipeline applies them to upstream responses and to the
+//! filter's own local replies.
 
 use crate::headers::config::Conflict;
 pub mod config;

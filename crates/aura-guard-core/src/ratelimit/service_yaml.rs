@@ -1,7 +1,7 @@
 //! Renders the envoyproxy/ratelimit YAML for a config, so the descriptors the filter sends
 //! and the service's config cannot drift: envoy/ratelimit/config.yaml is this output for
-//! the seed config (a test pins it; `cargo run -p aura-guard-core --example ratelimit_yaml`
-//! prints it).
+//! the default config, the original's limits (docs/original-behaviour.md#rate-limiting); a
+//! test pins it, and `cargo run -p aura-guard-core --example ratelimit_yaml` prints it.
 
 use std::fmt::Write;
 

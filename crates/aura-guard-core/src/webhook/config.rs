@@ -1,7 +1,8 @@
-//! Webhook signature verification settings (seed: `WEBHOOK_SECRET_*`, `WEBHOOK_TIMESTAMP_TOLERANCE`).
+//! Webhook signature verification settings (the original's `WEBHOOK_SECRET_*` variables and
+//! `WEBHOOK_TIMESTAMP_TOLERANCE`, docs/original-behaviour.md#webhooks).
 //!
-//! Sources are keyed by name (`stripe`, `github`, ...). The seed's five sources (square, toast,
-//! clover, stripe, twilio) always exist, as they did in the original; the other built-ins
+//! Sources are keyed by name (`stripe`, `github`, ...). The original's five sources (square,
+//! toast, clover, stripe, twilio) always exist, as they did there; the other built-ins
 //! (github, shopify, slack, standard) and custom sources exist once configured here or given a
 //! secret through the environment. Each source defaults its route and schemes from its name.
 
@@ -11,9 +12,10 @@ use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
-/// The seed's sources: they always exist so their routes stay guarded, as in the original.
+/// The original's five sources (docs/original-behaviour.md#webhooks): they always exist so
+/// their routes stay guarded, as in the original.
 pub const SEED_SOURCES: [&str; 5] = ["square", "toast", "clover", "stripe", "twilio"];
-/// Sources whose defaults (route, schemes) are known, seed ones included.
+/// Sources whose defaults (route, schemes) are known, the original five included.
 pub const BUILTIN_SOURCES: [&str; 9] = [
     "square", "toast", "clover", "stripe", "twilio", "github", "shopify", "slack", "standard",
 ];
@@ -55,7 +57,7 @@ impl Default for SourceConfig {
     }
 }
 
-/// Built-in default schemes for a source name; always includes the seed's generic scheme.
+/// Built-in default schemes for a source name; always includes the original's generic scheme.
 pub fn default_schemes(source: &str) -> Vec<Scheme> {
     let specific = match source {
         "square" => Some(Scheme::Square),
@@ -69,7 +71,8 @@ pub fn default_schemes(source: &str) -> Vec<Scheme> {
         "standard" => Some(Scheme::Standard),
         _ => None,
     };
-    // The provider scheme first: it is what the provider sends; generic stays for the seed's callers.
+    // The provider scheme first: it is what the provider sends; generic stays for the original's
+    // callers.
     specific.into_iter().chain([Scheme::Generic]).collect()
 }
 
@@ -215,12 +218,12 @@ impl Default for ReplayConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// Merged over the seed's five sources, which always exist.
+    /// Merged over the original's five sources, which always exist.
     #[serde(deserialize_with = "sources_with_seed")]
     pub sources: BTreeMap<String, SourceConfig>,
     /// Larger bodies are refused with 413 before any MAC is computed.
     pub max_body_bytes: u64,
-    /// `false` restores the seed's UNSAFE fallback for the generic scheme: without
+    /// `false` restores the original's UNSAFE fallback for the generic scheme: without
     /// `X-Webhook-Timestamp` the body alone is signed, so a captured delivery replays forever
     /// (only the local replay window stops it). Keep `true` unless a legacy sender cannot send it.
     pub require_timestamp: bool,
@@ -261,10 +264,11 @@ pub fn env_suffix(source: &str) -> String {
 }
 
 impl WebhookConfig {
-    /// Seed variables: `WEBHOOK_SECRET_<SOURCE>` (current), `WEBHOOK_SECRET_<SOURCE>_PREVIOUS`
-    /// (still accepted during a rotation), `WEBHOOK_URL_<SOURCE>` (public URL). Environment
-    /// secrets go before configured ones; a built-in source named only in the environment is
-    /// created with its defaults. Empty values are ignored, as the seed did.
+    /// The original's variables, extended (docs/original-behaviour.md#webhooks):
+    /// `WEBHOOK_SECRET_<SOURCE>` (current), `WEBHOOK_SECRET_<SOURCE>_PREVIOUS` (still accepted
+    /// during a rotation), `WEBHOOK_URL_<SOURCE>` (public URL). Environment secrets go before
+    /// configured ones; a built-in source named only in the environment is created with its
+    /// defaults. Empty values are ignored, as the original did.
     pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
         let mut names: Vec<String> = BUILTIN_SOURCES.iter().map(|s| s.to_string()).collect();
         for name in self.sources.keys() {

@@ -62,7 +62,8 @@ pub struct Verified {
     pub delivery_id: Option<String>,
 }
 
-/// Why a delivery is refused. `message()` is the seed's client-facing text.
+/// Why a delivery is refused. `message()` is the original's client-facing text
+/// (docs/original-behaviour.md#webhooks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     SourceNotConfigured,
@@ -114,7 +115,7 @@ impl Failure {
 
 /// Verifies one delivery for one source. The scheme used is the first of the source's schemes
 /// whose signature header is present; none present is "Missing webhook signature".
-/// `require_timestamp = false` is the seed's unsafe generic fallback (body signed alone).
+/// `require_timestamp = false` is the original's unsafe generic fallback (body signed alone).
 pub fn verify(
     source: &SourceConfig,
     name: &str,
@@ -146,7 +147,7 @@ pub fn verify(
 pub enum Outcome {
     Verified(Verified),
     /// Development only: the source has no secret, so the delivery passes unverified. Log a
-    /// warning (the seed skipped verification in development altogether).
+    /// warning (the original skipped verification in development altogether).
     UnverifiedDevelopment,
 }
 

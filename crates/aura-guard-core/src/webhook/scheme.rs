@@ -8,7 +8,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
-    /// The seed's `X-Webhook-Signature` = hex HMAC-SHA256 of `{X-Webhook-Timestamp}.{body}`.
+    /// The original's `X-Webhook-Signature` = hex HMAC-SHA256 of `{X-Webhook-Timestamp}.{body}`
+    /// (docs/original-behaviour.md#webhooks).
     Generic,
     /// `Stripe-Signature: t=…,v1=…`.
     Stripe,

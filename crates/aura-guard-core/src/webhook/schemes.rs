@@ -134,7 +134,7 @@ fn parse_ts(value: &str) -> Result<i64, Failure> {
         .map_err(|_| Failure::InvalidTimestamp)
 }
 
-/// Seed rule: `abs(now - ts) > tolerance` is refused; exactly `tolerance` passes.
+/// The original's rule: `abs(now - ts) > tolerance` is refused; exactly `tolerance` passes.
 fn check_window(ts: i64, ctx: &Ctx<'_>) -> Result<(), Failure> {
     if ts.abs_diff(ctx.now) > u64::from(ctx.source.tolerance_s) {
         Err(Failure::TimestampTooOld)
@@ -307,10 +307,10 @@ fn verify_generic(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
             Some(ts)
         }
         None if ctx.require_timestamp => return Err(Failure::MissingTimestamp),
-        // Seed compatibility (unsafe): body signed alone.
+        // The original's fallback (unsafe): body signed alone.
         None => None,
     };
-    // Exact, case-sensitive comparison of the hex string, like the seed's compare_digest.
+    // Exact, case-sensitive comparison of the hex string, like the original's compare_digest.
     any_secret(ctx, |secret| {
         ct_eq(sig, &generic_signature(secret, ts_str, req.body))
     })?;
@@ -354,7 +354,7 @@ fn verify_t_v1(ctx: &Ctx<'_>, scheme: Scheme, header: &str) -> Result<Verified, 
     let list = parse_t_list(value)?;
     let t_str = list.t.ok_or(Failure::MissingTimestamp)?;
     let ts = parse_ts(t_str)?;
-    // Both directions, like stripe-dotnet and the seed; the SDKs' other languages only
+    // Both directions, like stripe-dotnet and the original; the SDKs' other languages only
     // refuse old ones. Clover documents no tolerance: t is signed, so we apply ours.
     check_window(ts, ctx)?;
     if list.v1.is_empty() {

@@ -226,7 +226,7 @@ fn generic_requires_a_timestamp_unless_the_compatibility_switch_is_off() {
         Failure::MissingTimestamp.message(),
         "Invalid webhook timestamp"
     );
-    // require_timestamp = false: the seed's body-only signature is accepted.
+    // require_timestamp = false: the original's body-only signature is accepted.
     let v = verify(&src, "x", &req, NOW, false).unwrap();
     assert_eq!(v.scheme, Scheme::Generic);
     // ... but never a wrong one.

@@ -24,12 +24,24 @@ fn setup() -> (tempfile::TempDir, Collector) {
     (tmp, c)
 }
 
+/// A running collector and a chain of stream `s1` to post to it.
+fn setup_with_chain() -> (tempfile::TempDir, Collector, Chain) {
+    let (tmp, c) = setup();
+    (tmp, c, Chain::new("s1"))
+}
+
 fn query(c: &Collector, args: &[&str]) -> Vec<String> {
     let mut a = vec!["query"];
     a.extend_from_slice(args);
     let o = run(&a, &c.db_url);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     stdout_lines(&o)
+}
+
+/// Exactly `n` records are stored, in the files and in the database alike.
+fn assert_stored(c: &Collector, n: usize) {
+    assert_eq!(file_lines(&c.log_dir).len(), n, "file lines");
+    assert_eq!(query(c, &[]).len(), n, "database rows");
 }
 
 #[test]
@@ -56,20 +68,17 @@ fn healthz_answers_200_and_sigterm_stops_cleanly() {
 
 #[test]
 fn missing_or_wrong_token_is_401_and_stores_nothing() {
-    let (_tmp, c) = setup();
-    let mut ch = Chain::new("s1");
+    let (_tmp, c, mut ch) = setup_with_chain();
     let body = batch(&[ch.next(json!({}))]);
     assert_eq!(c.post(None, &body).0, 401);
     assert_eq!(c.post(Some("wrong-token-0123456789"), &body).0, 401);
     assert_eq!(c.post(Some(&TOKEN[..TOKEN.len() - 1]), &body).0, 401);
-    assert!(file_lines(&c.log_dir).is_empty());
-    assert!(query(&c, &[]).is_empty());
+    assert_stored(&c, 0);
 }
 
 #[test]
 fn wrong_content_type_is_415() {
-    let (_tmp, c) = setup();
-    let mut ch = Chain::new("s1");
+    let (_tmp, c, mut ch) = setup_with_chain();
     let headers = [
         ("Authorization", format!("Bearer {TOKEN}")),
         ("Content-Type", "application/json".to_string()),
@@ -144,8 +153,7 @@ fn batch_is_stored_verbatim_in_file_and_sqlite() {
 
 #[test]
 fn resent_batch_stores_nothing_twice() {
-    let (_tmp, c) = setup();
-    let mut ch = Chain::new("s1");
+    let (_tmp, c, mut ch) = setup_with_chain();
     let lines: Vec<String> = (0..3).map(|_| ch.next(json!({}))).collect();
     assert_eq!(c.post(Some(TOKEN), &batch(&lines)).0, 200);
     let (status, body) = c.post(Some(TOKEN), &batch(&lines));
@@ -161,14 +169,12 @@ fn resent_batch_stores_nothing_twice() {
         (status, body),
         (200, json!({"accepted": 1, "duplicates": 2}))
     );
-    assert_eq!(file_lines(&c.log_dir).len(), 4);
-    assert_eq!(query(&c, &[]).len(), 4);
+    assert_stored(&c, 4);
 }
 
 #[test]
 fn reused_id_with_different_content_is_409_and_stores_nothing() {
-    let (_tmp, c) = setup();
-    let mut ch = Chain::new("s1");
+    let (_tmp, c, mut ch) = setup_with_chain();
     let first = ch.next(json!({}));
     assert_eq!(c.post(Some(TOKEN), &batch(&[first])).0, 200);
     let mut other = Chain::new("s1");
@@ -177,14 +183,12 @@ fn reused_id_with_different_content_is_409_and_stores_nothing() {
     let (status, body) = c.post(Some(TOKEN), &batch(&[next, forged]));
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["line"], 2);
-    assert_eq!(file_lines(&c.log_dir).len(), 1);
-    assert_eq!(query(&c, &[]).len(), 1);
+    assert_stored(&c, 1);
 }
 
 #[test]
 fn malformed_line_rejects_the_whole_batch() {
-    let (_tmp, c) = setup();
-    let mut ch = Chain::new("s1");
+    let (_tmp, c, mut ch) = setup_with_chain();
     let good1 = ch.next(json!({}));
     let good3 = ch.next(json!({}));
     let body = format!("{good1}\n{{\"v\":1,\"id\":\n{good3}\n");
@@ -200,8 +204,7 @@ fn malformed_line_rejects_the_whole_batch() {
     let (status, resp) = c.post(Some(TOKEN), &batch(&[good1.clone(), bad_kind]));
     assert_eq!(status, 400);
     assert!(resp["error"].as_str().unwrap().contains("kind"), "{resp}");
-    assert!(file_lines(&c.log_dir).is_empty());
-    assert!(query(&c, &[]).is_empty());
+    assert_stored(&c, 0);
 }
 
 #[test]

@@ -286,16 +286,23 @@ fn stored_file(c: &Collector, n: usize) -> (std::path::PathBuf, Vec<String>) {
     (c.log_dir.join(format!("audit-{}.jsonl", today())), lines)
 }
 
+/// Rewrites the stored file with `lines` and runs `verify --files`, which must fail; returns
+/// its output and the file's name.
+fn verify_rewritten(c: &Collector, file: &std::path::Path, lines: &[String]) -> (String, String) {
+    std::fs::write(file, batch(lines)).unwrap();
+    let dir = c.log_dir.to_str().unwrap().to_string();
+    let (code, out) = verify(&["--files", &dir], &c.db_url);
+    assert_eq!(code, 1, "{out}");
+    let name = file.file_name().unwrap().to_str().unwrap().to_string();
+    (out, name)
+}
+
 #[test]
 fn verify_files_detects_a_removed_line() {
     let (_tmp, c) = setup();
     let (file, mut lines) = stored_file(&c, 5);
     lines.remove(2);
-    std::fs::write(&file, batch(&lines)).unwrap();
-    let dir = c.log_dir.to_str().unwrap().to_string();
-    let (code, out) = verify(&["--files", &dir], &c.db_url);
-    assert_eq!(code, 1, "{out}");
-    let name = file.file_name().unwrap().to_str().unwrap();
+    let (out, name) = verify_rewritten(&c, &file, &lines);
     assert!(
         out.contains(&format!(
             "MISSING stream=f seq=3..3 (after seq 2 at {name}:2, before seq 4 at {name}:3)"
@@ -313,11 +320,7 @@ fn verify_files_detects_an_edited_line() {
     let (_tmp, c) = setup();
     let (file, mut lines) = stored_file(&c, 4);
     lines[1] = lines[1].replace("203.0.113.7", "192.0.2.66");
-    std::fs::write(&file, batch(&lines)).unwrap();
-    let dir = c.log_dir.to_str().unwrap().to_string();
-    let (code, out) = verify(&["--files", &dir], &c.db_url);
-    assert_eq!(code, 1, "{out}");
-    let name = file.file_name().unwrap().to_str().unwrap();
+    let (out, name) = verify_rewritten(&c, &file, &lines);
     assert!(
         out.contains(&format!("HASH_BREAK stream=f seq=3 at {name}:3:")),
         "{out}"

@@ -8,7 +8,7 @@ use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::events::{SecurityEvent, Severity};
 use crate::host::{Host, Level};
 use crate::webhook::replay::{
-    replay_insert, replay_remove, STORE_ERROR_MESSAGE, STORE_ERROR_STATUS,
+    replay_insert, replay_remove, Insert, STORE_ERROR_MESSAGE, STORE_ERROR_STATUS,
 };
 use crate::webhook::{self, sanitised_headers, Failure, Outcome, WebhookRequest, EVENT_TYPE};
 
@@ -86,13 +86,29 @@ impl Stage for WebhookStage {
         if let (true, Some(key)) = (cfg.replay.enabled, verified.replay_key) {
             let max = usize::try_from(cfg.replay.max_entries).unwrap_or(usize::MAX);
             match replay_insert(host, max, &key, now, verified.replay_ttl_s) {
-                Ok(true) => {
+                Ok(Insert::New) => {
                     self.recorded = Some(RecordedReplay {
                         source: source.clone(),
                         key,
                     })
                 }
-                Ok(false) => return refuse(policy, ctx, host, &source, Failure::Replay, &headers),
+                Ok(Insert::Seen) => {
+                    return refuse(policy, ctx, host, &source, Failure::Replay, &headers)
+                }
+                // Fail closed rather than evict an unexpired key (which would reopen a replay):
+                // the provider retries the 503 once keys have expired. docs/webhooks.md.
+                Ok(Insert::Full) => {
+                    host.count(&stat_name(&source, "replay_store_full"));
+                    host.log(
+                        Level::Error,
+                        &format!(
+                            "aura-guard: webhook replay store full ({max} unexpired keys, \
+                             webhook.replay.max_entries): delivery from {source} refused with \
+                             {STORE_ERROR_STATUS}"
+                        ),
+                    );
+                    return Flow::Reply(Reply::detail(STORE_ERROR_STATUS, STORE_ERROR_MESSAGE));
+                }
                 Err(e) => {
                     host.count(&stat_name(&source, "replay_store_error"));
                     host.log(
@@ -461,6 +477,48 @@ mod tests {
                 Some(&1)
             );
         }
+    }
+
+    #[test]
+    fn a_full_replay_store_refuses_new_deliveries_with_503_and_keeps_every_key() {
+        let p = policy(
+            r#"{"environment": "production", "webhook": {"replay": {"max_entries": 1}}}"#,
+            &[
+                ("WEBHOOK_SECRET_STRIPE", SECRET),
+                ("JWT_SECRET_KEY", "jwt-test-secret"),
+            ],
+        );
+        let mut first = delivery("/webhooks/stripe", b"{\"n\":1}", Scheme::Stripe, SECRET);
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut first),
+            Action::Continue
+        );
+        let mut second = delivery("/webhooks/stripe", b"{\"n\":2}", Scheme::Stripe, SECRET);
+        second.shared = first.shared.clone();
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut second),
+            Action::Pause
+        );
+        assert_eq!(
+            reply(&second),
+            (503, serde_json::json!({"detail": STORE_ERROR_MESSAGE}))
+        );
+        assert_eq!(
+            second
+                .counters
+                .get("aura_guard.webhook.stripe.replay_store_full"),
+            Some(&1)
+        );
+        assert!(second
+            .logs
+            .borrow()
+            .iter()
+            .any(|(l, m)| *l == Level::Error && m.contains("replay store full")));
+        // The recorded key was not evicted: the first delivery is still a replay.
+        let mut replay = delivery("/webhooks/stripe", b"{\"n\":1}", Scheme::Stripe, SECRET);
+        replay.shared = second.shared.clone();
+        run(&mut HttpFilter::new(p), &mut replay);
+        assert_eq!(reply(&replay).0, 401);
     }
 
     #[test]

@@ -200,7 +200,8 @@ pub enum ReplayMode {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplayConfig {
     pub enabled: bool,
-    /// Bound of the local seen-set; the entry closest to expiry is evicted beyond it.
+    /// Bound of the local seen-set. A full set refuses new deliveries with 503 (fail closed):
+    /// an unexpired key is never evicted.
     pub max_entries: u32,
     pub mode: ReplayMode,
 }

@@ -1,7 +1,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::replay::ReplaySet;
+use super::replay::{Insert, ReplaySet};
 use super::schemes::twilio_url_variants;
 use super::sign::{sign, twilio_json_url, SignError, SignRequest};
 use super::*;
@@ -462,11 +462,14 @@ fn replay_set_refuses_a_verified_delivery_seen_twice() {
     let mut set = ReplaySet::new(100);
     let v = run(&src, &headers, b"{}", NOW).unwrap();
     let key = v.replay_key.unwrap();
-    assert!(set.check_and_insert(&key, NOW, v.replay_ttl_s));
+    assert_eq!(set.check_and_insert(&key, NOW, v.replay_ttl_s), Insert::New);
     let bytes = set.encode();
     let mut other_worker = ReplaySet::decode(&bytes, 100);
     let again = run(&src, &headers, b"{}", NOW + 10).unwrap();
-    assert!(!other_worker.check_and_insert(&key, NOW + 10, again.replay_ttl_s));
+    assert_eq!(
+        other_worker.check_and_insert(&key, NOW + 10, again.replay_ttl_s),
+        Insert::Seen
+    );
 }
 
 #[test]

@@ -480,6 +480,37 @@ mod tests {
     }
 
     #[test]
+    fn a_stripe_mac_resent_with_generic_headers_is_a_replay() {
+        let p = prod();
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut host),
+            Action::Continue
+        );
+        let sig = host.request_header("stripe-signature").unwrap();
+        let mac = sig.split("v1=").nth(1).unwrap().to_string();
+        let mut again = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        again
+            .request_headers
+            .retain(|(n, _)| n != "Stripe-Signature");
+        again
+            .request_headers
+            .push(("X-Webhook-Signature".into(), mac));
+        again
+            .request_headers
+            .push(("X-Webhook-Timestamp".into(), NOW.to_string()));
+        again.shared = host.shared.clone();
+        run(&mut HttpFilter::new(p), &mut again);
+        assert_eq!(
+            reply(&again),
+            (
+                401,
+                serde_json::json!({"detail": "Webhook delivery already processed"})
+            )
+        );
+    }
+
+    #[test]
     fn a_full_replay_store_refuses_new_deliveries_with_503_and_keeps_every_key() {
         let p = policy(
             r#"{"environment": "production", "webhook": {"replay": {"max_entries": 1}}}"#,

@@ -553,6 +553,40 @@ mod tests {
     }
 
     #[test]
+    fn builtin_provider_routes_without_a_secret_are_refused_outside_development() {
+        for env in ["production", "staging"] {
+            let p = policy(
+                "{}",
+                &[("ENVIRONMENT", env), ("JWT_SECRET_KEY", "jwt-test-secret")],
+            );
+            for source in ["github", "shopify", "slack", "standard"] {
+                let path = format!("/webhooks/{source}");
+                let mut host = delivery(&path, b"{}", Scheme::Generic, "x");
+                host.request_headers.retain(|(n, _)| !n.starts_with("X-"));
+                assert_eq!(
+                    run(&mut HttpFilter::new(p.clone()), &mut host),
+                    Action::Pause
+                );
+                assert_eq!(
+                    reply(&host),
+                    (
+                        401,
+                        serde_json::json!({"detail": "Webhook source not configured"})
+                    ),
+                    "{env} {source}"
+                );
+            }
+        }
+        let dev = policy("{}", &[]);
+        let mut host = delivery("/webhooks/github", b"{}", Scheme::Generic, "x");
+        assert_eq!(run(&mut HttpFilter::new(dev), &mut host), Action::Continue);
+        assert_eq!(
+            host.counters.get("aura_guard.webhook.github.unverified"),
+            Some(&1)
+        );
+    }
+
+    #[test]
     fn replay_check_can_be_disabled() {
         let p = policy(
             r#"{"webhook": {"replay": {"enabled": false}}}"#,

@@ -285,6 +285,24 @@ mod tests {
         host
     }
 
+    /// A Stripe delivery of `body` to a host sharing `prev`'s replay store (a later request,
+    /// possibly on another worker).
+    fn next_delivery(prev: &MockHost, body: &[u8]) -> MockHost {
+        let mut host = delivery("/webhooks/stripe", body, Scheme::Stripe, SECRET);
+        host.shared = prev.shared.clone();
+        host
+    }
+
+    /// A Stripe delivery of `body` that `p` lets through (its key is now recorded).
+    fn accepted(p: &Rc<Policy>, body: &[u8]) -> MockHost {
+        let mut host = delivery("/webhooks/stripe", body, Scheme::Stripe, SECRET);
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut host),
+            Action::Continue
+        );
+        host
+    }
+
     /// Headers, then the whole body in one callback.
     fn run(f: &mut HttpFilter, host: &mut MockHost) -> Action {
         let len = host.request_body.len();
@@ -379,13 +397,8 @@ mod tests {
     #[test]
     fn a_replay_is_refused_with_its_own_message() {
         let p = prod();
-        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        assert_eq!(
-            run(&mut HttpFilter::new(p.clone()), &mut host),
-            Action::Continue
-        );
-        let mut again = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        again.shared = host.shared.clone();
+        let host = accepted(&p, b"{}");
+        let mut again = next_delivery(&host, b"{}");
         let mut f = HttpFilter::new(p);
         assert_eq!(run(&mut f, &mut again), Action::Pause);
         assert_eq!(
@@ -420,14 +433,12 @@ mod tests {
                 .get("aura_guard.webhook.stripe.replay_released"),
             Some(&1)
         );
-        let mut retry = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        retry.shared = host.shared.clone();
+        let mut retry = next_delivery(&host, b"{}");
         let mut f = HttpFilter::new(p.clone());
         assert_eq!(run(&mut f, &mut retry), Action::Continue);
         respond(&mut f, &mut retry, "200");
         // Processed now: a further copy is a replay.
-        let mut third = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        third.shared = retry.shared.clone();
+        let mut third = next_delivery(&retry, b"{}");
         run(&mut HttpFilter::new(p), &mut third);
         assert_eq!(reply(&third).0, 401);
     }
@@ -439,8 +450,7 @@ mod tests {
         let mut f = HttpFilter::new(p.clone());
         run(&mut f, &mut host);
         f.reply(&mut host, Reply::json(429, &serde_json::json!({})));
-        let mut retry = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        retry.shared = host.shared.clone();
+        let mut retry = next_delivery(&host, b"{}");
         assert_eq!(run(&mut HttpFilter::new(p), &mut retry), Action::Continue);
     }
 
@@ -482,11 +492,7 @@ mod tests {
     #[test]
     fn a_stripe_mac_resent_with_generic_headers_is_a_replay() {
         let p = prod();
-        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        assert_eq!(
-            run(&mut HttpFilter::new(p.clone()), &mut host),
-            Action::Continue
-        );
+        let host = accepted(&p, b"{}");
         let sig = host.request_header("stripe-signature").unwrap();
         let mac = sig.split("v1=").nth(1).unwrap().to_string();
         let mut again = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
@@ -519,13 +525,8 @@ mod tests {
                 ("JWT_SECRET_KEY", "jwt-test-secret"),
             ],
         );
-        let mut first = delivery("/webhooks/stripe", b"{\"n\":1}", Scheme::Stripe, SECRET);
-        assert_eq!(
-            run(&mut HttpFilter::new(p.clone()), &mut first),
-            Action::Continue
-        );
-        let mut second = delivery("/webhooks/stripe", b"{\"n\":2}", Scheme::Stripe, SECRET);
-        second.shared = first.shared.clone();
+        let first = accepted(&p, b"{\"n\":1}");
+        let mut second = next_delivery(&first, b"{\"n\":2}");
         assert_eq!(
             run(&mut HttpFilter::new(p.clone()), &mut second),
             Action::Pause
@@ -546,8 +547,7 @@ mod tests {
             .iter()
             .any(|(l, m)| *l == Level::Error && m.contains("replay store full")));
         // The recorded key was not evicted: the first delivery is still a replay.
-        let mut replay = delivery("/webhooks/stripe", b"{\"n\":1}", Scheme::Stripe, SECRET);
-        replay.shared = second.shared.clone();
+        let mut replay = next_delivery(&second, b"{\"n\":1}");
         run(&mut HttpFilter::new(p), &mut replay);
         assert_eq!(reply(&replay).0, 401);
     }

@@ -290,25 +290,27 @@ mod tests {
     #[test]
     fn a_full_set_refuses_new_keys_and_never_evicts_an_unexpired_one() {
         let mut s = ReplaySet::new(3);
-        assert_eq!(s.check_and_insert("a", 1000, 100), New);
-        assert_eq!(s.check_and_insert("b", 1000, 300), New);
-        assert_eq!(s.check_and_insert("c", 1000, 200), New);
-        assert_eq!(s.check_and_insert("d", 1000, 300), Full);
-        assert_eq!(s.len(), 3);
-        // Every recorded key, the one closest to expiry included, is still a replay.
-        for k in ["a", "b", "c"] {
-            assert_eq!(s.check_and_insert(k, 1000, 300), Seen, "{k}");
+        // (key, now, ttl, answer); a expires after 1100, c after 1200, b after 1300.
+        let steps = [
+            ("a", 1000, 100, New),
+            ("b", 1000, 300, New),
+            ("c", 1000, 200, New),
+            ("d", 1000, 300, Full),
+            // Every recorded key, the one closest to expiry included, is still a replay.
+            ("a", 1000, 300, Seen),
+            ("b", 1000, 300, Seen),
+            ("c", 1000, 300, Seen),
+            // Refused, not recorded: still full, still not a replay.
+            ("d", 1050, 300, Full),
+            // Room again once a key has expired.
+            ("d", 1101, 300, New),
+            ("a", 1101, 300, Full),
+            ("d", 1101, 300, Seen),
+        ];
+        for (i, (key, now, ttl, answer)) in steps.into_iter().enumerate() {
+            assert_eq!(s.check_and_insert(key, now, ttl), answer, "step {i}: {key}");
+            assert!(s.len() <= 3);
         }
-        // Refused, not recorded: still full, still not a replay.
-        assert_eq!(s.check_and_insert("d", 1050, 300), Full);
-        // Room again once a key has expired (a: 1100).
-        assert_eq!(s.check_and_insert("d", 1101, 300), New);
-        assert_eq!(
-            s.check_and_insert("a", 1101, 300),
-            Full,
-            "a expired, set full"
-        );
-        assert_eq!(s.check_and_insert("d", 1101, 300), Seen);
     }
 
     #[test]

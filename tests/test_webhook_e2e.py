@@ -457,3 +457,130 @@ def test_sign_webhook_send_is_accepted_end_to_end(stack_factory):
     assert out.returncode == 1
     assert "Invalid webhook signature" in out.stdout
     assert len(s.upstream_requests()) == 1
+
+
+# --- Guarantees: one signed delivery is accepted once per source, whatever carries it -------
+REPLAYED = {"detail": "Webhook delivery already processed"}
+
+
+def t_and_v1(headers, name):
+    """(t, v1 hex) of a Stripe-Signature / Clover-Signature header."""
+    items = dict(p.split("=", 1) for p in headers[name].split(","))
+    return items["t"], items["v1"]
+
+
+def test_a_signed_delivery_resent_under_another_scheme_is_a_replay(stack_factory):
+    """Stripe and Clover sign `{t}.{body}` with the same hex HMAC-SHA256 as the original's
+    generic scheme, which both sources also accept: the captured MAC moved into the other
+    header set must not pass a second time, in either direction."""
+    s = stack_factory(env=PROD)
+    accepted = []
+    for source, header in (("stripe", "Stripe-Signature"), ("clover", "Clover-Signature")):
+        # Provider headers first, then the same MAC in the generic headers.
+        body = body_for(source)
+        path, headers = signed(s, source, body)
+        assert s.request("POST", path, headers=headers, body=body).status == 200
+        accepted.append(sha(body))
+        t, mac = t_and_v1(headers, header)
+        generic = {"content-type": "application/json", "X-Webhook-Timestamp": t,
+                   "X-Webhook-Signature": mac}
+        r = s.request("POST", path, headers=generic, body=body)
+        assert (r.status, r.json()) == (401, REPLAYED), source
+        # Generic first, then the same MAC in the provider's header.
+        body = body_for(source)
+        path, headers = signed(s, source, body, scheme="generic")
+        assert s.request("POST", path, headers=headers, body=body).status == 200
+        accepted.append(sha(body))
+        wrapped = {"content-type": "application/json",
+                   header: f"t={headers['X-Webhook-Timestamp']},"
+                           f"v1={headers['X-Webhook-Signature']}"}
+        r = s.request("POST", path, headers=wrapped, body=body)
+        assert (r.status, r.json()) == (401, REPLAYED), source
+    assert [x["body_sha256"] for x in s.upstream_requests()] == accepted
+    stats = s.stats()
+    assert stats.get("wasmcustom.aura_guard.webhook.stripe.replay") == 2, stats
+    assert stats.get("wasmcustom.aura_guard.webhook.clover.replay") == 2, stats
+
+
+def twilio_variants(body):
+    """The same signed parameters, reordered, re-encoded, repeated, or with a name/value
+    boundary moved (Twilio's signed string has no separators)."""
+    params = dict(p.split("=", 1) for p in body.decode().split("&"))
+    sid = params["AccountSid"]
+    return [
+        f"From=%2B15551234567&Body=Hello+%F0%9F%91%8B&AccountSid={sid}",
+        f"AccountSid={sid}&Body=Hello%20%f0%9f%91%8b&From=%2b15551234567",
+        f"%41ccountSid={sid}&Body=%48ello+%F0%9F%91%8B&From=%2B15551234567",
+        f"AccountSid={sid}&AccountSid={sid}&Body=Hello+%F0%9F%91%8B&From=%2B15551234567",
+        f"AccountSidA={sid[1:]}&Body=Hello+%F0%9F%91%8B&From=%2B15551234567&",
+    ]
+
+
+def test_twilio_params_reordered_or_reencoded_are_a_replay_and_take_no_room(stack_factory):
+    """Twilio signs the decoded, sorted parameters, not the raw body: every re-encoding of a
+    captured delivery is the same delivery. With room for two keys, a flood of variants
+    neither passes nor pushes out another source's key."""
+    s = stack_factory(env=PROD, plugin_config={"webhook": {"replay": {"max_entries": 2}}})
+    other = body_for("stripe")
+    opath, oheaders = signed(s, "stripe", other)
+    assert s.request("POST", opath, headers=oheaders, body=other).status == 200
+    body = body_for("twilio")
+    assert body.startswith(b"AccountSid=AC")
+    path, headers = signed(s, "twilio", body)
+    assert s.request("POST", path, headers=headers, body=body).status == 200
+    for variant in twilio_variants(body):
+        r = s.request("POST", path, headers=headers, body=variant.encode())
+        assert (r.status, r.json()) == (401, REPLAYED), variant
+    # The stripe key is still there: its replay is refused, not let through.
+    r = s.request("POST", opath, headers=oheaders, body=other)
+    assert (r.status, r.json()) == (401, REPLAYED)
+    assert [x["body_sha256"] for x in s.upstream_requests()] == [sha(other), sha(body)]
+    stats = s.stats()
+    assert stats.get("wasmcustom.aura_guard.webhook.twilio.replay") == 5, stats
+    assert not stats.get("wasmcustom.aura_guard.webhook.twilio.replay_store_full"), stats
+
+
+def test_a_full_replay_store_refuses_new_deliveries_with_503_and_evicts_nothing(stack_factory):
+    s = stack_factory(env=PROD, plugin_config={"webhook": {"replay": {"max_entries": 2}}})
+    first, second, third = (body_for("github") for _ in range(3))
+    prepared = {b: signed(s, "github", b) for b in (first, second, third)}
+    for b in (first, second):
+        path, headers = prepared[b]
+        assert s.request("POST", path, headers=headers, body=b).status == 200
+    path, headers = prepared[third]
+    r = s.request("POST", path, headers=headers, body=third)
+    assert (r.status, r.json()) == (503, {"detail": "Webhook replay check unavailable"})
+    assert r.header("x-request-id")
+    # Both recorded deliveries are still refused as replays: nothing was evicted.
+    for b in (first, second):
+        path, headers = prepared[b]
+        r = s.request("POST", path, headers=headers, body=b)
+        assert (r.status, r.json()) == (401, REPLAYED)
+    assert [x["body_sha256"] for x in s.upstream_requests()] == [sha(first), sha(second)]
+    stats = s.stats()
+    assert stats.get("wasmcustom.aura_guard.webhook.github.replay_store_full") == 1, stats
+    assert stats.get("wasmcustom.aura_guard.webhook.github.replay") == 2, stats
+    assert "webhook replay store full" in s.envoy_log()
+
+
+@pytest.mark.parametrize("source", ["github", "shopify", "slack", "standard"])
+def test_builtin_provider_route_without_a_secret_is_refused_in_production(stack_factory,
+                                                                           source):
+    # Secrets for every other source: only this one is unconfigured.
+    s = stack_factory(env=env_for(sources=[x for x in SOURCES if x != source]))
+    body = body_for(source)
+    for headers in ({"content-type": "application/json"},
+                    signed(s, source, body, secret=SECRETS[source])[1]):
+        r = s.request("POST", f"/webhooks/{source}", headers=headers, body=body)
+        assert (r.status, r.json()) == (401, {"detail": "Webhook source not configured"})
+    # Every spelling of the route is the route (or refused as an ambiguous path, docs/paths.md).
+    refused = 2
+    for path in (f"/Webhooks/{source}", f"/webhooks//{source}", f"/webhooks/{source}/",
+                 f"/webhooks/{source}?x=1"):
+        r = s.request("POST", path, headers={"content-type": "application/json"}, body=body)
+        assert r.status in (400, 401), (path, r)
+        refused += r.status == 401
+    assert s.upstream_requests() == []
+    stats = s.stats()
+    assert stats.get(f"wasmcustom.aura_guard.webhook.{source}.source_not_configured") == \
+        refused, stats

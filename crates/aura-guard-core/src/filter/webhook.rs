@@ -8,7 +8,7 @@ use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::events::{SecurityEvent, Severity};
 use crate::host::{Host, Level};
 use crate::webhook::replay::{
-    replay_insert, replay_remove, STORE_ERROR_MESSAGE, STORE_ERROR_STATUS,
+    replay_insert, replay_remove, Insert, STORE_ERROR_MESSAGE, STORE_ERROR_STATUS,
 };
 use crate::webhook::{self, sanitised_headers, Failure, Outcome, WebhookRequest, EVENT_TYPE};
 
@@ -86,13 +86,29 @@ impl Stage for WebhookStage {
         if let (true, Some(key)) = (cfg.replay.enabled, verified.replay_key) {
             let max = usize::try_from(cfg.replay.max_entries).unwrap_or(usize::MAX);
             match replay_insert(host, max, &key, now, verified.replay_ttl_s) {
-                Ok(true) => {
+                Ok(Insert::New) => {
                     self.recorded = Some(RecordedReplay {
                         source: source.clone(),
                         key,
                     })
                 }
-                Ok(false) => return refuse(policy, ctx, host, &source, Failure::Replay, &headers),
+                Ok(Insert::Seen) => {
+                    return refuse(policy, ctx, host, &source, Failure::Replay, &headers)
+                }
+                // Fail closed rather than evict an unexpired key (which would reopen a replay):
+                // the provider retries the 503 once keys have expired. docs/webhooks.md.
+                Ok(Insert::Full) => {
+                    host.count(&stat_name(&source, "replay_store_full"));
+                    host.log(
+                        Level::Error,
+                        &format!(
+                            "aura-guard: webhook replay store full ({max} unexpired keys, \
+                             webhook.replay.max_entries): delivery from {source} refused with \
+                             {STORE_ERROR_STATUS}"
+                        ),
+                    );
+                    return Flow::Reply(Reply::detail(STORE_ERROR_STATUS, STORE_ERROR_MESSAGE));
+                }
                 Err(e) => {
                     host.count(&stat_name(&source, "replay_store_error"));
                     host.log(
@@ -269,6 +285,24 @@ mod tests {
         host
     }
 
+    /// A Stripe delivery of `body` to a host sharing `prev`'s replay store (a later request,
+    /// possibly on another worker).
+    fn next_delivery(prev: &MockHost, body: &[u8]) -> MockHost {
+        let mut host = delivery("/webhooks/stripe", body, Scheme::Stripe, SECRET);
+        host.shared = prev.shared.clone();
+        host
+    }
+
+    /// A Stripe delivery of `body` that `p` lets through (its key is now recorded).
+    fn accepted(p: &Rc<Policy>, body: &[u8]) -> MockHost {
+        let mut host = delivery("/webhooks/stripe", body, Scheme::Stripe, SECRET);
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut host),
+            Action::Continue
+        );
+        host
+    }
+
     /// Headers, then the whole body in one callback.
     fn run(f: &mut HttpFilter, host: &mut MockHost) -> Action {
         let len = host.request_body.len();
@@ -363,13 +397,8 @@ mod tests {
     #[test]
     fn a_replay_is_refused_with_its_own_message() {
         let p = prod();
-        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        assert_eq!(
-            run(&mut HttpFilter::new(p.clone()), &mut host),
-            Action::Continue
-        );
-        let mut again = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        again.shared = host.shared.clone();
+        let host = accepted(&p, b"{}");
+        let mut again = next_delivery(&host, b"{}");
         let mut f = HttpFilter::new(p);
         assert_eq!(run(&mut f, &mut again), Action::Pause);
         assert_eq!(
@@ -404,14 +433,12 @@ mod tests {
                 .get("aura_guard.webhook.stripe.replay_released"),
             Some(&1)
         );
-        let mut retry = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        retry.shared = host.shared.clone();
+        let mut retry = next_delivery(&host, b"{}");
         let mut f = HttpFilter::new(p.clone());
         assert_eq!(run(&mut f, &mut retry), Action::Continue);
         respond(&mut f, &mut retry, "200");
         // Processed now: a further copy is a replay.
-        let mut third = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        third.shared = retry.shared.clone();
+        let mut third = next_delivery(&retry, b"{}");
         run(&mut HttpFilter::new(p), &mut third);
         assert_eq!(reply(&third).0, 401);
     }
@@ -423,8 +450,7 @@ mod tests {
         let mut f = HttpFilter::new(p.clone());
         run(&mut f, &mut host);
         f.reply(&mut host, Reply::json(429, &serde_json::json!({})));
-        let mut retry = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
-        retry.shared = host.shared.clone();
+        let mut retry = next_delivery(&host, b"{}");
         assert_eq!(run(&mut HttpFilter::new(p), &mut retry), Action::Continue);
     }
 
@@ -461,6 +487,103 @@ mod tests {
                 Some(&1)
             );
         }
+    }
+
+    #[test]
+    fn a_stripe_mac_resent_with_generic_headers_is_a_replay() {
+        let p = prod();
+        let host = accepted(&p, b"{}");
+        let sig = host.request_header("stripe-signature").unwrap();
+        let mac = sig.split("v1=").nth(1).unwrap().to_string();
+        let mut again = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        again
+            .request_headers
+            .retain(|(n, _)| n != "Stripe-Signature");
+        again
+            .request_headers
+            .push(("X-Webhook-Signature".into(), mac));
+        again
+            .request_headers
+            .push(("X-Webhook-Timestamp".into(), NOW.to_string()));
+        again.shared = host.shared.clone();
+        run(&mut HttpFilter::new(p), &mut again);
+        assert_eq!(
+            reply(&again),
+            (
+                401,
+                serde_json::json!({"detail": "Webhook delivery already processed"})
+            )
+        );
+    }
+
+    #[test]
+    fn a_full_replay_store_refuses_new_deliveries_with_503_and_keeps_every_key() {
+        let p = policy(
+            r#"{"environment": "production", "webhook": {"replay": {"max_entries": 1}}}"#,
+            &[
+                ("WEBHOOK_SECRET_STRIPE", SECRET),
+                ("JWT_SECRET_KEY", "jwt-test-secret"),
+            ],
+        );
+        let first = accepted(&p, b"{\"n\":1}");
+        let mut second = next_delivery(&first, b"{\"n\":2}");
+        assert_eq!(
+            run(&mut HttpFilter::new(p.clone()), &mut second),
+            Action::Pause
+        );
+        assert_eq!(
+            reply(&second),
+            (503, serde_json::json!({"detail": STORE_ERROR_MESSAGE}))
+        );
+        assert_eq!(
+            second
+                .counters
+                .get("aura_guard.webhook.stripe.replay_store_full"),
+            Some(&1)
+        );
+        assert!(second
+            .logs
+            .borrow()
+            .iter()
+            .any(|(l, m)| *l == Level::Error && m.contains("replay store full")));
+        // The recorded key was not evicted: the first delivery is still a replay.
+        let mut replay = next_delivery(&second, b"{\"n\":1}");
+        run(&mut HttpFilter::new(p), &mut replay);
+        assert_eq!(reply(&replay).0, 401);
+    }
+
+    #[test]
+    fn builtin_provider_routes_without_a_secret_are_refused_outside_development() {
+        for env in ["production", "staging"] {
+            let p = policy(
+                "{}",
+                &[("ENVIRONMENT", env), ("JWT_SECRET_KEY", "jwt-test-secret")],
+            );
+            for source in ["github", "shopify", "slack", "standard"] {
+                let path = format!("/webhooks/{source}");
+                let mut host = delivery(&path, b"{}", Scheme::Generic, "x");
+                host.request_headers.retain(|(n, _)| !n.starts_with("X-"));
+                assert_eq!(
+                    run(&mut HttpFilter::new(p.clone()), &mut host),
+                    Action::Pause
+                );
+                assert_eq!(
+                    reply(&host),
+                    (
+                        401,
+                        serde_json::json!({"detail": "Webhook source not configured"})
+                    ),
+                    "{env} {source}"
+                );
+            }
+        }
+        let dev = policy("{}", &[]);
+        let mut host = delivery("/webhooks/github", b"{}", Scheme::Generic, "x");
+        assert_eq!(run(&mut HttpFilter::new(dev), &mut host), Action::Continue);
+        assert_eq!(
+            host.counters.get("aura_guard.webhook.github.unverified"),
+            Some(&1)
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Webhook signature verification settings (the original's `WEBHOOK_SECRET_*` variables and
 //! `WEBHOOK_TIMESTAMP_TOLERANCE`, docs/original-behaviour.md#webhooks).
 //!
-//! Sources are keyed by name (`stripe`, `github`, ...). The original's five sources (square,
-//! toast, clover, stripe, twilio) always exist, as they did there; the other built-ins
-//! (github, shopify, slack, standard) and custom sources exist once configured here or given a
-//! secret through the environment. Each source defaults its route and schemes from its name.
+//! Sources are keyed by name (`stripe`, `github`, ...). Every built-in source (the original's
+//! five, square, toast, clover, stripe, twilio, and github, shopify, slack, standard) always
+//! exists, so its route is guarded (refused in production and staging) even without a secret;
+//! custom sources exist once configured here or given a secret through the environment. Each
+//! source defaults its route and schemes from its name.
 
 use super::scheme::{standard_webhooks_key, Scheme};
 use crate::config::{ConfigError, EnvLookup};
@@ -12,10 +13,9 @@ use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
-/// The original's five sources (docs/original-behaviour.md#webhooks): they always exist so
-/// their routes stay guarded, as in the original.
-pub const SEED_SOURCES: [&str; 5] = ["square", "toast", "clover", "stripe", "twilio"];
-/// Sources whose defaults (route, schemes) are known, the original five included.
+/// Sources whose defaults (route, schemes) are known, the original five
+/// (docs/original-behaviour.md#webhooks) included. They always exist, so their routes stay
+/// guarded: a route whose source has no secret must never pass unverified outside development.
 pub const BUILTIN_SOURCES: [&str; 9] = [
     "square", "toast", "clover", "stripe", "twilio", "github", "shopify", "slack", "standard",
 ];
@@ -200,7 +200,8 @@ pub enum ReplayMode {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplayConfig {
     pub enabled: bool,
-    /// Bound of the local seen-set; the entry closest to expiry is evicted beyond it.
+    /// Bound of the local seen-set. A full set refuses new deliveries with 503 (fail closed):
+    /// an unexpired key is never evicted.
     pub max_entries: u32,
     pub mode: ReplayMode,
 }
@@ -218,8 +219,8 @@ impl Default for ReplayConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// Merged over the original's five sources, which always exist.
-    #[serde(deserialize_with = "sources_with_seed")]
+    /// Merged over the built-in sources, which always exist.
+    #[serde(deserialize_with = "sources_with_builtins")]
     pub sources: BTreeMap<String, SourceConfig>,
     /// Larger bodies are refused with 413 before any MAC is computed.
     pub max_body_bytes: u64,
@@ -230,18 +231,18 @@ pub struct WebhookConfig {
     pub replay: ReplayConfig,
 }
 
-fn seed_sources() -> BTreeMap<String, SourceConfig> {
-    SEED_SOURCES
+fn builtin_sources() -> BTreeMap<String, SourceConfig> {
+    BUILTIN_SOURCES
         .iter()
         .map(|s| (s.to_string(), SourceConfig::default()))
         .collect()
 }
 
-fn sources_with_seed<'de, D: Deserializer<'de>>(
+fn sources_with_builtins<'de, D: Deserializer<'de>>(
     de: D,
 ) -> Result<BTreeMap<String, SourceConfig>, D::Error> {
     let mut map = BTreeMap::<String, SourceConfig>::deserialize(de)?;
-    for (name, source) in seed_sources() {
+    for (name, source) in builtin_sources() {
         map.entry(name).or_insert(source);
     }
     Ok(map)
@@ -250,7 +251,7 @@ fn sources_with_seed<'de, D: Deserializer<'de>>(
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
-            sources: seed_sources(),
+            sources: builtin_sources(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             require_timestamp: true,
             replay: ReplayConfig::default(),
@@ -388,7 +389,14 @@ mod tests {
         assert_eq!(c.replay.max_entries, 10_000);
         assert_eq!(c.replay.mode, ReplayMode::Local);
         let names: Vec<&str> = c.sources.keys().map(String::as_str).collect();
-        assert_eq!(names, ["clover", "square", "stripe", "toast", "twilio"]);
+        assert_eq!(
+            names,
+            [
+                "clover", "github", "shopify", "slack", "square", "standard", "stripe", "toast",
+                "twilio"
+            ]
+        );
+        assert!(c.sources.values().all(|s| !s.is_configured()));
         let stripe = &c.sources["stripe"];
         assert_eq!(stripe.tolerance_s, 300);
         assert_eq!(stripe.effective_route("stripe"), "/webhooks/stripe");
@@ -404,11 +412,21 @@ mod tests {
     }
 
     #[test]
-    fn configured_sources_are_merged_over_the_seed_five() {
-        let c = parse(r#"{"sources": {"github": {"secrets": ["s"]}}}"#);
-        assert!(c.sources.contains_key("github"));
+    fn configured_sources_are_merged_over_the_builtin_nine() {
+        let c = parse(r#"{"sources": {"github": {"secrets": ["s"]}, "mine": {}}}"#);
+        assert!(c.sources["github"].is_configured());
         assert!(c.sources.contains_key("square"));
-        assert_eq!(c.sources.len(), 6);
+        assert!(c.sources.contains_key("mine"));
+        assert_eq!(c.sources.len(), 10);
+        // Built-ins the configuration does not name still exist, unconfigured.
+        let c = parse(r#"{"sources": {}}"#);
+        for name in BUILTIN_SOURCES {
+            assert!(!c.sources[name].is_configured(), "{name}");
+        }
+        assert_eq!(
+            c.source_for_path("/webhooks/slack").map(|(n, _)| n),
+            Some("slack")
+        );
     }
 
     #[test]
@@ -472,7 +490,7 @@ mod tests {
             c.sources["square"].public_url.as_deref(),
             Some("https://api.example.com/webhooks/square")
         );
-        assert!(!c.sources.contains_key("slack"), "empty value ignored");
+        assert!(!c.sources["slack"].is_configured(), "empty value ignored");
         c.validate().unwrap();
     }
 
@@ -568,6 +586,7 @@ mod tests {
         assert_eq!(c.source_for_path("/hooks/gh?x=1").unwrap().0, "github");
         assert_eq!(c.source_for_path("/webhooks/stripe").unwrap().0, "stripe");
         assert!(c.source_for_path("/webhooks/stripe/").is_none());
+        // github moved to /hooks/gh: its default route is an ordinary path again.
         assert!(c.source_for_path("/webhooks/github").is_none());
     }
 

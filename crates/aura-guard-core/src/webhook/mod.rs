@@ -50,8 +50,10 @@ impl WebhookRequest<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub scheme: Scheme,
-    /// `<source>:<32 hex>`: a digest of what the MAC covers (the signed `webhook-id` for
-    /// Standard Webhooks / Svix, else timestamp + URL + body as signed). Unsigned ids such as
+    /// `<source>:<32 hex>`: a digest of what was verified, the exact string the MAC covers
+    /// (the signed `webhook-id` for Standard Webhooks / Svix). Not the scheme, header set or
+    /// signature that carried it, so a re-wrapped copy has the same key
+    /// (docs/webhooks.md#what-the-replay-key-covers). Unsigned ids such as
     /// `X-GitHub-Delivery` are not used: an attacker could change them to replay. `None` for
     /// clover-app, whose body is not authenticated, so replays cannot be told apart.
     pub replay_key: Option<String>,

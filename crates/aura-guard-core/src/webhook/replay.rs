@@ -8,6 +8,9 @@
 //! Format (little endian): `b"AGRS"`, version `1u8`, count `u32`, then `count` entries of
 //! 16-byte digest + `i64` expiry (unix seconds). Anything else decodes as an empty set: losing
 //! the set only reopens the replay window, it must never crash the filter.
+//!
+//! An unexpired key is never dropped to make room: a full set refuses the new delivery
+//! ([`Insert::Full`], answered 503 so the provider retries later). docs/webhooks.md#replay-protection.
 
 use crate::host::{Host, Level, SharedDataError};
 use sha2::{Digest, Sha256};
@@ -20,6 +23,18 @@ pub const CAS_ATTEMPTS: u32 = 16;
 /// status providers retry on.
 pub const STORE_ERROR_STATUS: u32 = 503;
 pub const STORE_ERROR_MESSAGE: &str = "Webhook replay check unavailable";
+
+/// What [`ReplaySet::check_and_insert`] did with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// The key was new and is now recorded.
+    New,
+    /// The key is already recorded and has not expired: a replay.
+    Seen,
+    /// The key is new but the set holds `max_entries` unexpired keys: nothing was recorded.
+    /// Evicting an unexpired key instead would let its delivery be replayed.
+    Full,
+}
 
 /// The replay store could not be read or updated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +82,12 @@ impl ReplaySet {
     }
 
     /// Never fails: missing, truncated or foreign bytes give an empty set. A set with more
-    /// entries than `max_entries` (the bound was lowered) keeps the latest-expiring ones.
+    /// entries than `max_entries` (the bound was lowered) keeps them all: it takes no new key
+    /// until enough have expired.
     pub fn decode(bytes: &[u8], max_entries: usize) -> Self {
         let mut set = ReplaySet::new(max_entries);
         if let Some(entries) = parse(bytes) {
             set.entries = entries;
-            set.enforce_bound(0);
         }
         set
     }
@@ -98,21 +113,23 @@ impl ReplaySet {
         self.entries.is_empty()
     }
 
-    /// Drops expired entries; returns `true` if `key` is new (and records it until
-    /// `now + ttl_s`), `false` if it was already seen and has not expired (a replay).
-    /// At the bound, the entry closest to expiry is evicted to make room.
-    pub fn check_and_insert(&mut self, key: &str, now: i64, ttl_s: i64) -> bool {
+    /// Drops expired entries, then: [`Insert::Seen`] if `key` is recorded (a replay),
+    /// [`Insert::Full`] if the set already holds `max_entries` keys (nothing is evicted),
+    /// else records `key` until `now + ttl_s` and answers [`Insert::New`].
+    pub fn check_and_insert(&mut self, key: &str, now: i64, ttl_s: i64) -> Insert {
         self.entries.retain(|e| e.expires_at >= now);
         let d = digest(key);
         if self.entries.iter().any(|e| e.digest == d) {
-            return false;
+            return Insert::Seen;
         }
-        self.enforce_bound(1);
+        if self.entries.len() >= self.max_entries {
+            return Insert::Full;
+        }
         self.entries.push(Entry {
             digest: d,
             expires_at: now.saturating_add(ttl_s.max(0)),
         });
-        true
+        Insert::New
     }
 
     /// Forgets `key`, e.g. when the upstream failed and the provider will retry the same
@@ -122,17 +139,6 @@ impl ReplaySet {
         let before = self.entries.len();
         self.entries.retain(|e| e.digest != d);
         self.entries.len() != before
-    }
-
-    /// Makes room for `extra` more entries.
-    fn enforce_bound(&mut self, extra: usize) {
-        let limit = self.max_entries.saturating_sub(extra);
-        if self.entries.len() > limit {
-            // Stable sort keeps insertion order among equal expiries: oldest goes first.
-            self.entries.sort_by_key(|e| e.expires_at);
-            let excess = self.entries.len() - limit;
-            self.entries.drain(..excess);
-        }
     }
 }
 
@@ -183,17 +189,18 @@ fn update_replay_set<T>(
     Err(ReplayStoreError::Contended)
 }
 
-/// Records `key` until `now + ttl_s`; `Ok(false)` when it is already there (a replay).
+/// Records `key` until `now + ttl_s` ([`ReplaySet::check_and_insert`]). The set is written
+/// back only when the key was recorded.
 pub fn replay_insert(
     host: &mut dyn Host,
     max_entries: usize,
     key: &str,
     now: i64,
     ttl_s: i64,
-) -> Result<bool, ReplayStoreError> {
+) -> Result<Insert, ReplayStoreError> {
     update_replay_set(host, max_entries, |set| {
-        let new = set.check_and_insert(key, now, ttl_s);
-        (new, new)
+        let answer = set.check_and_insert(key, now, ttl_s);
+        (answer, answer == Insert::New)
     })
 }
 
@@ -240,17 +247,20 @@ mod tests {
 
     use super::*;
 
+    use Insert::{Full, New, Seen};
+
     #[test]
     fn duplicate_is_refused_until_it_expires() {
         let mut s = ReplaySet::new(10);
-        assert!(s.check_and_insert("stripe:abc", 1000, 300));
-        assert!(!s.check_and_insert("stripe:abc", 1000, 300));
-        assert!(
-            !s.check_and_insert("stripe:abc", 1300, 300),
+        assert_eq!(s.check_and_insert("stripe:abc", 1000, 300), New);
+        assert_eq!(s.check_and_insert("stripe:abc", 1000, 300), Seen);
+        assert_eq!(
+            s.check_and_insert("stripe:abc", 1300, 300),
+            Seen,
             "last second still remembered"
         );
-        assert!(s.check_and_insert("stripe:abc", 1301, 300), "expired");
-        assert!(s.check_and_insert("stripe:other", 1301, 300));
+        assert_eq!(s.check_and_insert("stripe:abc", 1301, 300), New, "expired");
+        assert_eq!(s.check_and_insert("stripe:other", 1301, 300), New);
     }
 
     #[test]
@@ -262,8 +272,8 @@ mod tests {
         assert_eq!(bytes.len(), 9 + 2 * 24);
         let mut t = ReplaySet::decode(&bytes, 10);
         assert_eq!(t, s);
-        assert!(!t.check_and_insert("a", 1100, 300));
-        assert!(!t.check_and_insert("b", 1100, 300));
+        assert_eq!(t.check_and_insert("a", 1100, 300), Seen);
+        assert_eq!(t.check_and_insert("b", 1100, 300), Seen);
     }
 
     #[test]
@@ -278,28 +288,45 @@ mod tests {
     }
 
     #[test]
-    fn bound_evicts_the_entry_closest_to_expiry() {
+    fn a_full_set_refuses_new_keys_and_never_evicts_an_unexpired_one() {
         let mut s = ReplaySet::new(3);
-        assert!(s.check_and_insert("a", 1000, 100));
-        assert!(s.check_and_insert("b", 1000, 300));
-        assert!(s.check_and_insert("c", 1000, 200));
-        assert!(s.check_and_insert("d", 1000, 300));
-        assert_eq!(s.len(), 3);
-        assert!(s.check_and_insert("a", 1000, 100), "a was evicted");
-        assert!(!s.check_and_insert("b", 1000, 300));
-        assert!(!s.check_and_insert("d", 1000, 300));
+        // (key, now, ttl, answer); a expires after 1100, c after 1200, b after 1300.
+        let steps = [
+            ("a", 1000, 100, New),
+            ("b", 1000, 300, New),
+            ("c", 1000, 200, New),
+            ("d", 1000, 300, Full),
+            // Every recorded key, the one closest to expiry included, is still a replay.
+            ("a", 1000, 300, Seen),
+            ("b", 1000, 300, Seen),
+            ("c", 1000, 300, Seen),
+            // Refused, not recorded: still full, still not a replay.
+            ("d", 1050, 300, Full),
+            // Room again once a key has expired.
+            ("d", 1101, 300, New),
+            ("a", 1101, 300, Full),
+            ("d", 1101, 300, Seen),
+        ];
+        for (i, (key, now, ttl, answer)) in steps.into_iter().enumerate() {
+            assert_eq!(s.check_and_insert(key, now, ttl), answer, "step {i}: {key}");
+            assert!(s.len() <= 3);
+        }
     }
 
     #[test]
-    fn decode_with_a_lower_bound_keeps_the_latest_expiring() {
+    fn decode_with_a_lower_bound_keeps_every_entry_and_takes_no_new_key() {
         let mut s = ReplaySet::new(10);
         for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
             s.check_and_insert(k, 1000, 100 * (i as i64 + 1));
         }
         let mut t = ReplaySet::decode(&s.encode(), 2);
-        assert_eq!(t.len(), 2);
-        assert!(!t.check_and_insert("d", 1000, 1));
-        assert!(!t.check_and_insert("c", 1000, 1));
+        assert_eq!(t.len(), 4);
+        for k in ["a", "b", "c", "d"] {
+            assert_eq!(t.check_and_insert(k, 1000, 1), Seen, "{k}");
+        }
+        assert_eq!(t.check_and_insert("e", 1000, 1), Full);
+        // a, b and c expired: one below the bound.
+        assert_eq!(t.check_and_insert("e", 1301, 1), New);
     }
 
     #[test]
@@ -338,15 +365,15 @@ mod tests {
         s.check_and_insert("a", 1000, 300);
         assert!(s.remove("a"));
         assert!(!s.remove("a"));
-        assert!(s.check_and_insert("a", 1000, 300));
+        assert_eq!(s.check_and_insert("a", 1000, 300), New);
     }
 
     #[test]
     fn negative_ttl_is_treated_as_zero() {
         let mut s = ReplaySet::new(10);
-        assert!(s.check_and_insert("a", 1000, -50));
-        assert!(!s.check_and_insert("a", 1000, 300));
-        assert!(s.check_and_insert("a", 1001, 300));
+        assert_eq!(s.check_and_insert("a", 1000, -50), New);
+        assert_eq!(s.check_and_insert("a", 1000, 300), Seen);
+        assert_eq!(s.check_and_insert("a", 1001, 300), New);
     }
 
     #[test]
@@ -354,11 +381,28 @@ mod tests {
         let mut host = crate::host::mock::MockHost::default();
         init_replay_store(&mut host);
         let first = host.shared[REPLAY_SHARED_KEY].clone();
-        assert!(replay_insert(&mut host, 10, "k", 1_700_000_000, 300).unwrap());
+        assert_eq!(
+            replay_insert(&mut host, 10, "k", 1_700_000_000, 300).unwrap(),
+            New
+        );
         init_replay_store(&mut host);
         assert_ne!(host.shared[REPLAY_SHARED_KEY], first, "not reset");
-        assert!(!replay_insert(&mut host, 10, "k", 1_700_000_000, 300).unwrap());
+        assert_eq!(
+            replay_insert(&mut host, 10, "k", 1_700_000_000, 300).unwrap(),
+            Seen
+        );
         assert!(replay_remove(&mut host, 10, "k").unwrap());
         assert!(!replay_remove(&mut host, 10, "k").unwrap());
+    }
+
+    #[test]
+    fn a_full_store_is_not_written() {
+        let mut host = crate::host::mock::MockHost::default();
+        init_replay_store(&mut host);
+        assert_eq!(replay_insert(&mut host, 1, "a", 1000, 300).unwrap(), New);
+        let stored = host.shared[REPLAY_SHARED_KEY].clone();
+        assert_eq!(replay_insert(&mut host, 1, "b", 1000, 300).unwrap(), Full);
+        assert_eq!(host.shared[REPLAY_SHARED_KEY], stored);
+        assert_eq!(replay_insert(&mut host, 1, "a", 1000, 300).unwrap(), Seen);
     }
 }

@@ -151,13 +151,34 @@ fn ttl(ctx: &Ctx<'_>, ts: Option<i64>) -> i64 {
     }
 }
 
-/// `<source>:<hex of the first 16 bytes of sha256(scheme, parts…)>`, parts length-prefixed so
-/// different splits never collide.
-pub(crate) fn replay_key(source: &str, scheme: Scheme, parts: &[&[u8]]) -> String {
+/// What a replay key is derived from (docs/webhooks.md#what-the-replay-key-covers). Never the
+/// scheme or header set the client chose, never bytes the signature does not cover.
+pub(crate) enum KeyBasis<'a> {
+    /// The exact string the MAC covers, given in pieces that are concatenated: the same signed
+    /// string gets the same key whichever scheme, header set, parameter order or encoding
+    /// carried it, and whichever of several signatures (rotation) matched.
+    Signed(&'a [&'a [u8]]),
+    /// Standard Webhooks' signed `webhook-id`: the spec's idempotency key, the same for every
+    /// attempt of one message.
+    MessageId(&'a str),
+}
+
+/// `<source>:<hex of the first 16 bytes of sha256(tag, content)>`. The tag keeps the two
+/// bases apart; the pieces of a signed string are hashed as one concatenated string, so
+/// `["t", ".", body]` and `["t.body"]` are the same content.
+pub(crate) fn replay_key(source: &str, basis: &KeyBasis<'_>) -> String {
     let mut h = Sha256::new();
-    for p in std::iter::once(scheme.as_str().as_bytes()).chain(parts.iter().copied()) {
-        h.update(u64::try_from(p.len()).unwrap_or(u64::MAX).to_le_bytes());
-        h.update(p);
+    match basis {
+        KeyBasis::Signed(parts) => {
+            h.update(b"signed\0");
+            for p in *parts {
+                h.update(p);
+            }
+        }
+        KeyBasis::MessageId(id) => {
+            h.update(b"message-id\0");
+            h.update(id.as_bytes());
+        }
     }
     let digest = h.finalize();
     let short = digest.get(..16).unwrap_or(&[]);
@@ -168,12 +189,12 @@ fn verified(
     ctx: &Ctx<'_>,
     scheme: Scheme,
     ts: Option<i64>,
-    key_parts: &[&[u8]],
+    basis: KeyBasis<'_>,
     delivery_id: Option<&str>,
 ) -> Verified {
     Verified {
         scheme,
-        replay_key: Some(replay_key(ctx.name, scheme, key_parts)),
+        replay_key: Some(replay_key(ctx.name, &basis)),
         replay_ttl_s: ttl(ctx, ts),
         delivery_id: delivery_id.map(str::to_string),
     }
@@ -216,16 +237,22 @@ pub(crate) fn square_signature(scheme: Scheme, secret: &[u8], url: &str, body: &
     }
 }
 
-/// Twilio: URL + for each param name in sorted order, each distinct value sorted, name+value.
-pub(crate) fn twilio_signature(secret: &[u8], url: &str, params: &TwilioParams) -> String {
-    let mut s = url.as_bytes().to_vec();
+/// Twilio's signed parameter string: for each param name in sorted order, each distinct value
+/// sorted, name+value, with no separators (so `a=bc` and `ab=c` sign the same string).
+pub(crate) fn twilio_param_string(params: &TwilioParams) -> Vec<u8> {
+    let mut s = Vec::new();
     for (name, values) in params {
         for v in values {
             s.extend_from_slice(name.as_bytes());
             s.extend_from_slice(v.as_bytes());
         }
     }
-    b64(&hmac_sha1(secret, &[&s]))
+    s
+}
+
+/// Twilio: base64 HMAC-SHA1 of URL + the parameter string.
+pub(crate) fn twilio_signature(secret: &[u8], url: &str, params: &[u8]) -> String {
+    b64(&hmac_sha1(secret, &[url.as_bytes(), params]))
 }
 
 pub(crate) type TwilioParams = BTreeMap<String, BTreeSet<String>>;
@@ -314,12 +341,17 @@ fn verify_generic(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
     any_secret(ctx, |secret| {
         ct_eq(sig, &generic_signature(secret, ts_str, req.body))
     })?;
-    let ts_bytes = ts_str.unwrap_or("").as_bytes();
+    // The signed string: `{ts}.{body}`, or the body alone (the original's fallback). Stripe
+    // and Clover sign the same string with the same MAC, so a re-wrap gets the same key.
+    let signed: &[&[u8]] = match ts_str {
+        Some(t) => &[t.as_bytes(), b".", req.body],
+        None => &[req.body],
+    };
     Ok(verified(
         ctx,
         Scheme::Generic,
         ts,
-        &[ts_bytes, req.body],
+        KeyBasis::Signed(signed),
         None,
     ))
 }
@@ -368,7 +400,7 @@ fn verify_t_v1(ctx: &Ctx<'_>, scheme: Scheme, header: &str) -> Result<Verified, 
         ctx,
         scheme,
         Some(ts),
-        &[t_str.as_bytes(), req.body],
+        KeyBasis::Signed(&[t_str.as_bytes(), b".", req.body]),
         None,
     ))
 }
@@ -402,7 +434,7 @@ fn verify_square(ctx: &Ctx<'_>, scheme: Scheme) -> Result<Verified, Failure> {
         ctx,
         scheme,
         None,
-        &[url.as_bytes(), ctx.req.body],
+        KeyBasis::Signed(&[url.as_bytes(), ctx.req.body]),
         None,
     ))
 }
@@ -458,17 +490,21 @@ fn verify_twilio(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
         }
         None => twilio_form_params(req.body),
     };
+    let param_string = twilio_param_string(&params);
     let variants = twilio_url_variants(&url);
     any_secret(ctx, |secret| {
         variants
             .iter()
-            .any(|u| ct_eq(sig, &twilio_signature(secret, u, &params)))
+            .any(|u| ct_eq(sig, &twilio_signature(secret, u, &param_string)))
     })?;
+    // The decoded, sorted parameters are what is signed, not the raw body: reordered or
+    // re-encoded copies of one delivery get one key. The URL before its port variants, so
+    // the key does not depend on which variant (or secret) matched.
     Ok(verified(
         ctx,
         Scheme::Twilio,
         None,
-        &[url.as_bytes(), req.body],
+        KeyBasis::Signed(&[url.as_bytes(), &param_string]),
         None,
     ))
 }
@@ -488,7 +524,7 @@ fn verify_github(ctx: &Ctx<'_>, scheme: Scheme) -> Result<Verified, Failure> {
         ctx,
         scheme,
         None,
-        &[ctx.req.body],
+        KeyBasis::Signed(&[ctx.req.body]),
         ctx.req.header(GITHUB_DELIVERY),
     ))
 }
@@ -507,7 +543,13 @@ fn verify_shopify(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
         .req
         .header(SHOPIFY_WEBHOOK_ID)
         .or_else(|| ctx.req.header(SHOPIFY_WEBHOOK_ID_EVENTS));
-    Ok(verified(ctx, Scheme::Shopify, None, &[ctx.req.body], id))
+    Ok(verified(
+        ctx,
+        Scheme::Shopify,
+        None,
+        KeyBasis::Signed(&[ctx.req.body]),
+        id,
+    ))
 }
 
 fn verify_slack(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
@@ -527,7 +569,7 @@ fn verify_slack(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
         ctx,
         Scheme::Slack,
         Some(ts),
-        &[ts_str.as_bytes(), req.body],
+        KeyBasis::Signed(&[b"v0:", ts_str.as_bytes(), b":", req.body]),
         None,
     ))
 }
@@ -571,12 +613,13 @@ fn verify_standard(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
         let expected = standard_signature(&key, id, ts_str, req.body);
         v1.iter().any(|s| ct_eq(s, &expected))
     })?;
-    // webhook-id is signed and is the spec's idempotency key.
+    // webhook-id is signed and is the spec's idempotency key: one key for svix-* and
+    // webhook-* headers, for any subset of the v1 list, and for every attempt of the message.
     Ok(verified(
         ctx,
         Scheme::Standard,
         Some(ts),
-        &[id.as_bytes()],
+        KeyBasis::MessageId(id),
         Some(id),
     ))
 }
@@ -599,7 +642,7 @@ fn verify_toast(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
         ctx,
         Scheme::Toast,
         None,
-        &[req.body],
+        KeyBasis::Signed(&[req.body, ts.as_bytes()]),
         envelope.guid.as_deref(),
     ))
 }

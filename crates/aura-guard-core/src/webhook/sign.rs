@@ -87,7 +87,8 @@ pub fn sign(req: &SignRequest<'_>) -> Result<Vec<(String, String)>, SignError> {
             } else {
                 twilio_form_params(body)
             };
-            vec![h(TWILIO_SIGNATURE, twilio_signature(secret, url, &params))]
+            let signed = twilio_param_string(&params);
+            vec![h(TWILIO_SIGNATURE, twilio_signature(secret, url, &signed))]
         }
         Scheme::Github | Scheme::GithubSha1 => {
             let header = if req.scheme == Scheme::Github {

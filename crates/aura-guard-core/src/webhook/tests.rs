@@ -1,7 +1,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::replay::ReplaySet;
+use super::replay::{Insert, ReplaySet};
 use super::schemes::twilio_url_variants;
 use super::sign::{sign, twilio_json_url, SignError, SignRequest};
 use super::*;
@@ -462,11 +462,14 @@ fn replay_set_refuses_a_verified_delivery_seen_twice() {
     let mut set = ReplaySet::new(100);
     let v = run(&src, &headers, b"{}", NOW).unwrap();
     let key = v.replay_key.unwrap();
-    assert!(set.check_and_insert(&key, NOW, v.replay_ttl_s));
+    assert_eq!(set.check_and_insert(&key, NOW, v.replay_ttl_s), Insert::New);
     let bytes = set.encode();
     let mut other_worker = ReplaySet::decode(&bytes, 100);
     let again = run(&src, &headers, b"{}", NOW + 10).unwrap();
-    assert!(!other_worker.check_and_insert(&key, NOW + 10, again.replay_ttl_s));
+    assert_eq!(
+        other_worker.check_and_insert(&key, NOW + 10, again.replay_ttl_s),
+        Insert::Seen
+    );
 }
 
 #[test]
@@ -701,7 +704,302 @@ fn twilio_repeated_params_are_sorted_and_deduplicated() {
     let a = super::schemes::twilio_form_params(b"b=2&a=z&a=y&a=z");
     let b = super::schemes::twilio_form_params(b"a=y&a=z&b=2");
     assert_eq!(a, b);
-    let sig = super::schemes::twilio_signature(b"k", "https://x/", &a);
+    let sig = super::schemes::twilio_signature(
+        b"k",
+        "https://x/",
+        &super::schemes::twilio_param_string(&a),
+    );
     let manual = super::schemes::b64(&super::schemes::hmac_sha1(b"k", &[b"https://x/ayazb2"]));
     assert_eq!(sig, manual);
+}
+
+// ---- replay keys: what was verified, never how it was wrapped (docs/webhooks.md#what-the-replay-key-covers)
+
+fn h(name: &str, value: impl Into<String>) -> (String, String) {
+    (name.to_string(), value.into())
+}
+
+/// (scheme used, replay key) of a delivery that must verify.
+fn keyed(
+    src: &SourceConfig,
+    headers: &[(String, String)],
+    body: &[u8],
+    require_timestamp: bool,
+) -> (Scheme, String) {
+    let req = WebhookRequest {
+        headers,
+        body,
+        path_and_query: "/webhooks/x",
+    };
+    let v = verify(src, "x", &req, NOW, require_timestamp)
+        .unwrap_or_else(|f| panic!("{f:?} with {headers:?}"));
+    (v.scheme, v.replay_key.unwrap())
+}
+
+fn value_of<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    &headers.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn a_stripe_or_clover_mac_resent_under_another_t_dot_body_scheme_has_the_same_key() {
+    // generic, stripe and clover all sign `{t}.{body}` with hex HMAC-SHA256.
+    let src = source(&[Scheme::Stripe, Scheme::Clover, Scheme::Generic], &["k"]);
+    let body = br#"{"id":"evt_1"}"#;
+    let t = NOW.to_string();
+    for original in [Scheme::Stripe, Scheme::Clover, Scheme::Generic] {
+        let headers = signed(original, "k", body, NOW);
+        let mac = match original {
+            Scheme::Generic => value_of(&headers, "X-Webhook-Signature").to_string(),
+            _ => headers[0].1.split("v1=").nth(1).unwrap().to_string(),
+        };
+        let (_, key) = keyed(&src, &headers, body, true);
+        let rewraps = [
+            (
+                Scheme::Stripe,
+                vec![h("Stripe-Signature", format!("t={t},v1={mac}"))],
+            ),
+            (
+                Scheme::Clover,
+                vec![h("Clover-Signature", format!("t={t},v1={mac}"))],
+            ),
+            (
+                Scheme::Generic,
+                vec![
+                    h("X-Webhook-Signature", mac.clone()),
+                    h("X-Webhook-Timestamp", &*t),
+                ],
+            ),
+        ];
+        for (scheme, rewrapped) in rewraps {
+            assert_eq!(
+                keyed(&src, &rewrapped, body, true),
+                (scheme, key.clone()),
+                "{original:?} as {scheme:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_body_mac_resent_under_another_body_only_scheme_has_the_same_key() {
+    // github (hex, `sha256=`), shopify (base64) and generic without a timestamp all MAC the
+    // body alone with HMAC-SHA256.
+    let src = source(&[Scheme::Github, Scheme::Shopify, Scheme::Generic], &["k"]);
+    let body = br#"{"zen":"hi"}"#;
+    let gh = signed(Scheme::Github, "k", body, NOW);
+    let hex_mac = value_of(&gh, "X-Hub-Signature-256")
+        .strip_prefix("sha256=")
+        .unwrap()
+        .to_string();
+    let b64_mac = super::schemes::b64(&hex::decode(&hex_mac).unwrap());
+    let (_, key) = keyed(&src, &gh, body, true);
+    let shopify = vec![h("X-Shopify-Hmac-Sha256", b64_mac)];
+    assert_eq!(
+        keyed(&src, &shopify, body, true),
+        (Scheme::Shopify, key.clone())
+    );
+    let generic = vec![h("X-Webhook-Signature", hex_mac)];
+    assert_eq!(keyed(&src, &generic, body, false), (Scheme::Generic, key));
+}
+
+#[test]
+fn a_timestamped_signed_string_moved_into_a_body_only_scheme_has_the_same_key() {
+    // `{t}.{body}` is also a valid github delivery whose body is `{t}.{body}`, and Slack's
+    // `v0:{t}:{body}` likewise: the signed string, not the scheme, is the key.
+    let src = source(&[Scheme::Generic, Scheme::Slack, Scheme::Github], &["k"]);
+    let body = br#"{"a":1}"#;
+    for (scheme, prefix) in [(Scheme::Generic, ""), (Scheme::Slack, "v0:")] {
+        let headers = signed(scheme, "k", body, NOW);
+        let (_, key) = keyed(&src, &headers, body, true);
+        let sep = if scheme == Scheme::Slack { ":" } else { "." };
+        let moved = format!("{prefix}{NOW}{sep}{}", std::str::from_utf8(body).unwrap());
+        let mac = match scheme {
+            Scheme::Slack => value_of(&headers, "X-Slack-Signature")[3..].to_string(),
+            _ => value_of(&headers, "X-Webhook-Signature").to_string(),
+        };
+        let gh = vec![h("X-Hub-Signature-256", format!("sha256={mac}"))];
+        assert_eq!(
+            keyed(&src, &gh, moved.as_bytes(), true),
+            (Scheme::Github, key),
+            "{scheme:?}"
+        );
+    }
+}
+
+#[test]
+fn a_twilio_mac_resent_as_square_sha1_has_the_same_key() {
+    // Both are base64 HMAC-SHA1 of URL + bytes: Twilio's `a=bc` signs the same string as a
+    // Square SHA-1 body `abc`.
+    let src = source(&[Scheme::Twilio, Scheme::SquareSha1], &["k"]);
+    let tw = signed(Scheme::Twilio, "k", b"a=bc", NOW);
+    let (_, key) = keyed(&src, &tw, b"a=bc", true);
+    let sq = vec![h("x-square-signature", value_of(&tw, "X-Twilio-Signature"))];
+    assert_eq!(keyed(&src, &sq, b"abc", true), (Scheme::SquareSha1, key));
+}
+
+#[test]
+fn a_toast_mac_resent_as_shopify_has_the_same_key() {
+    let src = source(&[Scheme::Toast, Scheme::Shopify], &["k"]);
+    let body = body_for(Scheme::Toast);
+    let toast = signed(Scheme::Toast, "k", body, NOW);
+    let (_, key) = keyed(&src, &toast, body, true);
+    let moved = [body, b"2022-03-01T15:04:05.123Z".as_slice()].concat();
+    let shopify = vec![h(
+        "X-Shopify-Hmac-Sha256",
+        value_of(&toast, "Toast-Signature"),
+    )];
+    assert_eq!(keyed(&src, &shopify, &moved, true), (Scheme::Shopify, key));
+}
+
+#[test]
+fn dropping_one_of_two_provider_signature_headers_keeps_the_key() {
+    // GitHub sends X-Hub-Signature-256 and X-Hub-Signature; Square both of its headers.
+    for (a, b) in [
+        (Scheme::Github, Scheme::GithubSha1),
+        (Scheme::Square, Scheme::SquareSha1),
+    ] {
+        let src = source(&[a, b], &["k"]);
+        let mut both = signed(a, "k", b"{}", NOW);
+        both.extend(signed(b, "k", b"{}", NOW));
+        let (used, key) = keyed(&src, &both, b"{}", true);
+        assert_eq!(used, a);
+        let only_b = signed(b, "k", b"{}", NOW);
+        assert_eq!(keyed(&src, &only_b, b"{}", true), (b, key), "{a:?}");
+    }
+}
+
+#[test]
+fn a_delivery_signed_for_two_secrets_has_one_key_whichever_signature_is_kept() {
+    // Stripe: one v1 per secret during a rotation; stripping either keeps the key.
+    let src = source(&[Scheme::Stripe], &["current", "previous"]);
+    let body = b"{}";
+    let v1 = |secret: &str| {
+        let s = signed(Scheme::Stripe, secret, body, NOW);
+        s[0].1.split("v1=").nth(1).unwrap().to_string()
+    };
+    let (cur, prev) = (v1("current"), v1("previous"));
+    let header = |v: &str| vec![h("Stripe-Signature", format!("t={NOW},{v}"))];
+    let (_, key) = keyed(&src, &header(&format!("v1={cur},v1={prev}")), body, true);
+    for variant in [
+        format!("v1={cur}"),
+        format!("v1={prev}"),
+        format!("v1={prev},v1={cur},v0={cur}"),
+    ] {
+        assert_eq!(
+            keyed(&src, &header(&variant), body, true).1,
+            key,
+            "{variant}"
+        );
+    }
+    // Standard Webhooks: a space-separated v1 list, webhook-* or svix-* headers.
+    let src = source(&[Scheme::Standard], &[STD_SECRET, STD_SECRET_OLD]);
+    let sign_with = |secret: &str| {
+        sign(&SignRequest {
+            scheme: Scheme::Standard,
+            secret,
+            body,
+            now: NOW,
+            url: None,
+            msg_id: Some("msg_rotation"),
+        })
+        .unwrap()
+    };
+    let (new, old) = (sign_with(STD_SECRET), sign_with(STD_SECRET_OLD));
+    let with_sigs = |sigs: String, prefix: &str| {
+        vec![
+            h(&format!("{prefix}-id"), "msg_rotation"),
+            h(&format!("{prefix}-timestamp"), NOW.to_string()),
+            h(&format!("{prefix}-signature"), sigs),
+        ]
+    };
+    let both = format!("{} {}", new[2].1, old[2].1);
+    let (_, key) = keyed(&src, &with_sigs(both, "webhook"), body, true);
+    for (sigs, prefix) in [
+        (new[2].1.clone(), "webhook"),
+        (old[2].1.clone(), "webhook"),
+        (old[2].1.clone(), "svix"),
+    ] {
+        assert_eq!(keyed(&src, &with_sigs(sigs, prefix), body, true).1, key);
+    }
+}
+
+#[test]
+fn twilio_key_ignores_parameter_order_encoding_and_duplicates() {
+    let src = source(&[Scheme::Twilio], &["k"]);
+    let body = b"AccountSid=AC1&Body=Hello+%F0%9F%91%8B&From=%2B15551234567";
+    let headers = signed(Scheme::Twilio, "k", body, NOW);
+    let (_, key) = keyed(&src, &headers, body, true);
+    for variant in [
+        "From=%2B15551234567&Body=Hello+%F0%9F%91%8B&AccountSid=AC1",
+        "AccountSid=AC1&Body=Hello%20%f0%9f%91%8b&From=%2b15551234567",
+        "%41ccountSid=%41%43%31&Body=Hello+%F0%9F%91%8B&From=%2B15551234567",
+        "AccountSid=AC1&Body=Hello+%F0%9F%91%8B&From=%2B15551234567&AccountSid=AC1",
+        "AccountSid=AC1&&Body=Hello+%F0%9F%91%8B&From=%2B15551234567&",
+        // No separators in the signed string: moving a name/value boundary signs the same.
+        "AccountSidA=C1&Body=Hello+%F0%9F%91%8B&From=%2B15551234567",
+    ] {
+        assert_eq!(
+            keyed(&src, &headers, variant.as_bytes(), true),
+            (Scheme::Twilio, key.clone()),
+            "{variant}"
+        );
+    }
+    // Invalid UTF-8 decodes to U+FFFD: the signature does not tell %FF from %FE, nor the key.
+    let a = signed(Scheme::Twilio, "k", b"x=%FF", NOW);
+    let (_, ka) = keyed(&src, &a, b"x=%FF", true);
+    assert_eq!(keyed(&src, &a, b"x=%FE", true).1, ka);
+}
+
+#[test]
+fn twilio_key_does_not_depend_on_the_port_variant_that_matched() {
+    let src = source(&[Scheme::Twilio], &["k"]);
+    let body = b"CallSid=CA1";
+    let (_, key) = keyed(&src, &signed(Scheme::Twilio, "k", body, NOW), body, true);
+    let with_port = sign(&SignRequest {
+        scheme: Scheme::Twilio,
+        secret: "k",
+        body,
+        now: NOW,
+        url: Some("https://api.example.com:443/webhooks/x"),
+        msg_id: None,
+    })
+    .unwrap();
+    assert_eq!(keyed(&src, &with_port, body, true).1, key);
+}
+
+#[test]
+fn different_signed_content_or_source_gets_a_different_key() {
+    let src = source(&[Scheme::Stripe, Scheme::Generic], &["k"]);
+    let body = b"{}";
+    let (_, a) = keyed(&src, &signed(Scheme::Stripe, "k", body, NOW), body, true);
+    let (_, later) = keyed(
+        &src,
+        &signed(Scheme::Stripe, "k", body, NOW + 1),
+        body,
+        true,
+    );
+    assert_ne!(a, later, "the timestamp is signed: a new delivery");
+    let (_, other) = keyed(
+        &src,
+        &signed(Scheme::Stripe, "k", b"{ }", NOW),
+        b"{ }",
+        true,
+    );
+    assert_ne!(a, other);
+    let req = WebhookRequest {
+        headers: &signed(Scheme::Stripe, "k", body, NOW),
+        body,
+        path_and_query: "/webhooks/y",
+    };
+    let y = verify(&src, "y", &req, NOW, true)
+        .unwrap()
+        .replay_key
+        .unwrap();
+    assert_eq!(y.split_once(':').unwrap().1, a.split_once(':').unwrap().1);
+    assert_ne!(y, a, "keys are per source");
+    // A signed string and a message id never share a key.
+    assert_ne!(
+        super::schemes::replay_key("x", &super::schemes::KeyBasis::Signed(&[b"msg_1"])),
+        super::schemes::replay_key("x", &super::schemes::KeyBasis::MessageId("msg_1"))
+    );
 }

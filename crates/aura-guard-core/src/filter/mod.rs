@@ -212,8 +212,9 @@ fn first_answer(
 /// State of one HTTP stream.
 ///
 /// Order of the stages (each may end the request with a local reply):
-/// request headers: request id → path normalisation → audit start → path refusal → debug
-/// endpoints → API versions → webhook route → rate-limit route; then either the rate limit
+/// request headers: request id → path normalisation → override headers stripped → audit
+/// start → path refusal → debug endpoints → API versions → webhook route → rate-limit route;
+/// then either the rate limit
 /// runs at once, or (when a stage needs the body) with the whole body, held and never
 /// streamed to the upstream before the decision: audit capture → webhook signature → auth
 /// rate limit (asynchronous, resumed by `on_grpc_response`). Response headers: webhook replay
@@ -290,6 +291,7 @@ impl HttpFilter {
         };
         let flow = first_answer(
             &mut [
+                &mut headers::HeadersStage,
                 &mut self.audit,
                 &mut path::PathStage,
                 &mut debug::DebugStage,

@@ -37,13 +37,16 @@ impl SecurityHeaders {
                 overwrite,
             })
             .collect();
-        let mut strip_request: Vec<String> = cfg
+        let mut strip_request: Vec<String> = Vec::new();
+        for name in cfg
             .strip_request_headers
             .iter()
             .map(|h| comparable_header_name(h))
-            .collect();
-        strip_request.sort();
-        strip_request.dedup();
+        {
+            if !strip_request.contains(&name) {
+                strip_request.push(name);
+            }
+        }
         SecurityHeaders {
             headers,
             strip_request,

@@ -220,6 +220,11 @@ mod tests {
         nets(&["10.0.0.0/8"])
     }
 
+    /// The client IP of a request whose peer is the proxy 10.0.0.1.
+    fn behind_lan(xff: Option<&str>, trusted_hops: u32) -> Option<IpAddr> {
+        client_ip("10.0.0.1:5", xff, trusted_hops, &lan())
+    }
+
     #[test]
     fn zero_trusted_hops_ignores_xff() {
         assert_eq!(
@@ -231,44 +236,29 @@ mod tests {
     #[test]
     fn one_hop_takes_rightmost_entry_so_client_prefix_is_ignored() {
         // Client sent "6.6.6.6" itself; the trusted proxy appended the real peer 2.2.2.2.
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("6.6.6.6, 2.2.2.2"), 1, &lan()),
-            ip("2.2.2.2")
-        );
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("2.2.2.2"), 1, &lan()),
-            ip("2.2.2.2")
-        );
+        assert_eq!(behind_lan(Some("6.6.6.6, 2.2.2.2"), 1), ip("2.2.2.2"));
+        assert_eq!(behind_lan(Some("2.2.2.2"), 1), ip("2.2.2.2"));
     }
 
     #[test]
     fn two_hops_take_second_from_right() {
         let xff = "6.6.6.6, 7.7.7.7, 3.3.3.3, 10.0.0.2";
-        assert_eq!(client_ip("10.0.0.1:5", Some(xff), 2, &lan()), ip("3.3.3.3"));
+        assert_eq!(behind_lan(Some(xff), 2), ip("3.3.3.3"));
     }
 
     #[test]
     fn spoofing_many_entries_cannot_move_the_trusted_position() {
         let spoof = "1.1.1.1, 1.1.1.2, 1.1.1.3, 1.1.1.4";
         let xff = format!("{spoof}, 5.5.5.5");
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some(&xff), 1, &lan()),
-            ip("5.5.5.5")
-        );
+        assert_eq!(behind_lan(Some(&xff), 1), ip("5.5.5.5"));
     }
 
     #[test]
     fn missing_or_garbage_xff_falls_back_to_the_trusted_peer() {
-        assert_eq!(client_ip("10.0.0.1:5", None, 1, &lan()), ip("10.0.0.1"));
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("1.1.1.1, nonsense"), 1, &lan()),
-            ip("10.0.0.1")
-        );
-        assert_eq!(client_ip("10.0.0.1:5", Some(""), 1, &lan()), ip("10.0.0.1"));
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("1.1.1.1,,"), 1, &lan()),
-            ip("10.0.0.1")
-        );
+        assert_eq!(behind_lan(None, 1), ip("10.0.0.1"));
+        assert_eq!(behind_lan(Some("1.1.1.1, nonsense"), 1), ip("10.0.0.1"));
+        assert_eq!(behind_lan(Some(""), 1), ip("10.0.0.1"));
+        assert_eq!(behind_lan(Some("1.1.1.1,,"), 1), ip("10.0.0.1"));
     }
 
     #[test]
@@ -276,15 +266,9 @@ mod tests {
         // The client reached the inner proxy directly: the entry that proxy wrote is the
         // client's real address (before trusted proxies were checked hop by hop, the peer was
         // used here).
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("2.2.2.2"), 2, &lan()),
-            ip("2.2.2.2")
-        );
+        assert_eq!(behind_lan(Some("2.2.2.2"), 2), ip("2.2.2.2"));
         // Every entry is a trusted proxy (an internal caller): the last one reached.
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("10.0.0.9"), 3, &lan()),
-            ip("10.0.0.9")
-        );
+        assert_eq!(behind_lan(Some("10.0.0.9"), 3), ip("10.0.0.9"));
     }
 
     #[test]
@@ -313,30 +297,14 @@ mod tests {
         // Two trusted hops configured, but the client connected to the inner proxy (10.0.0.1)
         // directly with a forged entry: that proxy appended the client's real address
         // 203.0.113.50, which is not a proxy, so the forged 6.6.6.6 is never reached.
-        assert_eq!(
-            client_ip("10.0.0.1:5", Some("6.6.6.6, 203.0.113.50"), 2, &lan()),
-            ip("203.0.113.50")
-        );
+        let forged = behind_lan(Some("6.6.6.6, 203.0.113.50"), 2);
+        assert_eq!(forged, ip("203.0.113.50"));
         // Through both proxies (outer 10.0.0.2): the outer proxy's entry is used.
-        assert_eq!(
-            client_ip(
-                "10.0.0.1:5",
-                Some("6.6.6.6, 192.0.2.1, 10.0.0.2"),
-                2,
-                &lan()
-            ),
-            ip("192.0.2.1")
-        );
+        let through = behind_lan(Some("6.6.6.6, 192.0.2.1, 10.0.0.2"), 2);
+        assert_eq!(through, ip("192.0.2.1"));
         // More trusted proxies than hops: the walk stops after `trusted_hops`.
-        assert_eq!(
-            client_ip(
-                "10.0.0.1:5",
-                Some("10.0.0.4, 10.0.0.3, 10.0.0.2"),
-                2,
-                &lan()
-            ),
-            ip("10.0.0.3")
-        );
+        let internal = behind_lan(Some("10.0.0.4, 10.0.0.3, 10.0.0.2"), 2);
+        assert_eq!(internal, ip("10.0.0.3"));
     }
 
     #[test]

@@ -144,7 +144,8 @@ AURA_HEADERS_CONFIG = {"environment": "production", "audit": NO_AUDIT}
 AURA_RATELIMIT_CONFIG = {
     "environment": "production",
     "audit": NO_AUDIT,
-    "ratelimit": {"enabled": True, "timeout_ms": RLS_TIMEOUT_MS, "trusted_hops": 1},
+    "ratelimit": {"enabled": True, "timeout_ms": RLS_TIMEOUT_MS, "trusted_hops": 1,
+                  "trusted_proxies": ["127.0.0.1/32"]},
 }
 
 AURA_WEBHOOK_CONFIG = {

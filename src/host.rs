@@ -172,6 +172,13 @@ impl Host for WasmHost {
         );
     }
 
+    fn remove_request_header(&mut self, name: &str) {
+        // No value removes the header (proxy-wasm's remove_http_request_header).
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
+            warn_failed("remove_http_request_header", status);
+        }
+    }
+
     fn response_header(&self, name: &str) -> Option<String> {
         map_value(
             MapType::HttpResponseHeaders,

@@ -93,7 +93,8 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
 def test_two_clients_behind_a_trusted_proxy_are_limited_independently(stack_factory,
                                                                        ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=3)], trusted_hops=1))
+                     rl_config([login_route(requests=3)], trusted_hops=1,
+                               trusted_proxies=["127.0.0.1/32"]))
 
     def attempt(ip):
         # A fresh username each time: only the IP limit is in play.
@@ -124,7 +125,8 @@ def test_spoofed_forwarded_for_from_an_untrusted_client_changes_nothing(stack_fa
 def test_one_username_attacked_from_several_ips_is_limited_per_user(stack_factory,
                                                                     ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=3)], trusted_hops=1))
+                     rl_config([login_route(requests=3)], trusted_hops=1,
+                               trusted_proxies=["127.0.0.1/32"]))
     rs = [post(stack, "/auth/login", "username=Victim&password=guess",
                {"x-forwarded-for": f"192.0.2.{i}"}) for i in range(1, 7)]
     assert [r.status for r in rs[:3]] == [401] * 3
@@ -178,7 +180,7 @@ def test_refresh_user_comes_from_a_verified_jwt_and_a_forged_one_is_anonymous(st
                                                                                ratelimit_factory):
     rl = rl_config([route("refresh", "/auth/refresh", 2, 600,
                           identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
-                   trusted_hops=1)
+                   trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
     stack, _ = start(stack_factory, ratelimit_factory, rl)
     good = jwt("alice", TEST_JWT_SECRET)
     forged = jwt("alice", "not-the-secret")

@@ -42,6 +42,8 @@ pub trait Host {
 
     fn request_header(&self, name: &str) -> Option<String>;
     fn set_request_header(&mut self, name: &str, value: &str);
+    /// Removes every value of a request header, so the upstream never sees it.
+    fn remove_request_header(&mut self, name: &str);
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&mut self, name: &str, value: &str);
     /// Ends the request with a reply made by the filter; the upstream never sees the request.
@@ -182,6 +184,10 @@ pub mod mock {
         }
         fn set_request_header(&mut self, name: &str, value: &str) {
             set(&mut self.request_headers, name, value)
+        }
+        fn remove_request_header(&mut self, name: &str) {
+            self.request_headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         }
         fn response_header(&self, name: &str) -> Option<String> {
             get(&self.response_headers, name)

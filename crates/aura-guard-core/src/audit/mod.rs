@@ -203,7 +203,7 @@ mod tests {
         let ip = h
             .downstream_address
             .as_deref()
-            .and_then(|a| crate::client_ip::client_ip(a, None, 0));
+            .and_then(crate::client_ip::parse_ip);
         let start = RequestStart {
             start_ms,
             request_id: id,

@@ -86,8 +86,9 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// The client's address: Envoy's downstream peer, or the X-Forwarded-For entry written by
-    /// the outermost of `ratelimit.trusted_hops` trusted proxies (never a client-sent entry).
+    /// The client's address: Envoy's downstream peer, or, when that peer is one of
+    /// `ratelimit.trusted_proxies`, the X-Forwarded-For entry reached by walking back through
+    /// at most `ratelimit.trusted_hops` trusted proxies (never a client-sent entry).
     /// Read from the host at most once per request, and only when a stage asks.
     pub fn client_ip(&self, policy: &Policy, host: &dyn Host) -> Option<IpAddr> {
         *self.client_ip.get_or_init(|| {
@@ -99,6 +100,7 @@ impl RequestCtx {
                 peer.as_deref().unwrap_or_default(),
                 xff.as_deref(),
                 rl.trusted_hops,
+                &rl.trusted_proxies,
             )
         })
     }
@@ -210,8 +212,9 @@ fn first_answer(
 /// State of one HTTP stream.
 ///
 /// Order of the stages (each may end the request with a local reply):
-/// request headers: request id → path normalisation → audit start → path refusal → debug
-/// endpoints → API versions → webhook route → rate-limit route; then either the rate limit
+/// request headers: request id → path normalisation → override headers stripped → audit
+/// start → path refusal → debug endpoints → API versions → webhook route → rate-limit route;
+/// then either the rate limit
 /// runs at once, or (when a stage needs the body) with the whole body, held and never
 /// streamed to the upstream before the decision: audit capture → webhook signature → auth
 /// rate limit (asynchronous, resumed by `on_grpc_response`). Response headers: webhook replay
@@ -288,6 +291,7 @@ impl HttpFilter {
         };
         let flow = first_answer(
             &mut [
+                &mut headers::HeadersStage,
                 &mut self.audit,
                 &mut path::PathStage,
                 &mut debug::DebugStage,
@@ -841,7 +845,8 @@ mod tests {
         let ip = audited_client_ip("{}", "198.51.100.9:40000", Some("6.6.6.6, 203.0.113.5"));
         assert_eq!(ip, "198.51.100.9");
         // One trusted proxy (Envoy appends no entry here): its X-Forwarded-For entry.
-        let cfg = r#"{"ratelimit": {"trusted_hops": 1, "xff_appended_by_envoy": false}}"#;
+        let cfg = r#"{"ratelimit": {"trusted_hops": 1, "trusted_proxies": ["198.51.100.9"],
+            "xff_appended_by_envoy": false}}"#;
         let ip = audited_client_ip(cfg, "198.51.100.9:40000", Some("6.6.6.6, 203.0.113.5"));
         assert_eq!(ip, "203.0.113.5");
         // IPv6 peers are recorded without brackets or port.

@@ -557,7 +557,10 @@ mod tests {
         );
         assert_eq!(forwarded_for_before_envoy(None, true), None);
 
-        let f = filter_in("production", r#"{"ratelimit": {"trusted_hops": 1}}"#);
+        let f = filter_in(
+            "production",
+            r#"{"ratelimit": {"trusted_hops": 1, "trusted_proxies": ["127.0.0.1"]}}"#,
+        );
         let mut host = login("");
         host.downstream_address = Some("127.0.0.1:4000".into());
         host.request_headers.push((
@@ -590,7 +593,8 @@ mod tests {
     fn xff_is_honoured_only_through_trusted_hops() {
         let mut f = filter_in(
             "production",
-            r#"{"ratelimit": {"trusted_hops": 1, "xff_appended_by_envoy": false}}"#,
+            r#"{"ratelimit": {"trusted_hops": 1, "trusted_proxies": ["10.1.1.1"],
+                "xff_appended_by_envoy": false}}"#,
         );
         let mut host = login("");
         host.downstream_address = Some("10.1.1.1:5".into());

@@ -34,7 +34,22 @@ pub struct HeadersConfig {
     pub on_conflict: Conflict,
     /// Header carrying the request id; passed through when valid, else generated.
     pub request_id_header: String,
+    /// Request headers removed before the request goes upstream: the URL and method overrides
+    /// some frameworks honour, which would route the request somewhere the filter never
+    /// judged (docs/request-hygiene.md). Matched case-insensitively, `_` as `-`. Empty: none.
+    pub strip_request_headers: Vec<String>,
 }
+
+/// Headers that make an upstream route by another URL or method than the request line's
+/// (docs/request-hygiene.md lists who honours each).
+pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 6] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+];
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -64,6 +79,10 @@ impl Default for HeadersConfig {
             ]),
             on_conflict: Conflict::Overwrite,
             request_id_header: "x-request-id".to_string(),
+            strip_request_headers: DEFAULT_STRIP_REQUEST_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
         }
     }
 }
@@ -113,6 +132,22 @@ impl HeadersConfig {
                 }
             }
         }
+        for (i, name) in self.strip_request_headers.iter().enumerate() {
+            let field = || format!("{at}.strip_request_headers[{i}]");
+            if !is_token(name) {
+                return Err(ConfigError::new(field(), "not a valid HTTP header name"));
+            }
+            // Removing these would break the request itself, not an override.
+            if ["host", "content-length", "transfer-encoding"]
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                return Err(ConfigError::new(
+                    field(),
+                    "host and the body framing headers cannot be stripped",
+                ));
+            }
+        }
         if !is_token(&self.request_id_header) {
             return Err(ConfigError::new(
                 format!("{at}.request_id_header"),
@@ -121,6 +156,18 @@ impl HeadersConfig {
         }
         Ok(())
     }
+}
+
+/// The form header names are compared in: lower case, `_` as `-`. CGI-style servers (PHP,
+/// Rack, WSGI) map both spellings to the same `HTTP_X_...` variable, so `X_Original_URL`
+/// must be stripped as surely as `X-Original-URL`.
+pub fn comparable_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
 }
 
 /// RFC 9110 token characters: what a header name may contain.

@@ -2,7 +2,7 @@
 //! which headers a response gets; the pipeline applies them to upstream responses and to the
 //! filter's own local replies.
 
-use crate::headers::config::Conflict;
+use crate::headers::config::{comparable_header_name, Conflict};
 pub mod config;
 
 use crate::config::Environment;
@@ -16,10 +16,13 @@ pub struct HeaderSet {
     pub overwrite: bool,
 }
 
-/// Computed once per configuration: the header list for the configured environment.
+/// Computed once per configuration: the header list for the configured environment, and the
+/// request headers stripped before the upstream.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     headers: Vec<HeaderSet>,
+    /// `strip_request_headers`, in [`comparable_header_name`] form.
+    strip_request: Vec<String>,
 }
 
 impl SecurityHeaders {
@@ -34,11 +37,38 @@ impl SecurityHeaders {
                 overwrite,
             })
             .collect();
-        SecurityHeaders { headers }
+        let mut strip_request: Vec<String> = Vec::new();
+        for name in cfg
+            .strip_request_headers
+            .iter()
+            .map(|h| comparable_header_name(h))
+        {
+            if !strip_request.contains(&name) {
+                strip_request.push(name);
+            }
+        }
+        SecurityHeaders {
+            headers,
+            strip_request,
+        }
     }
 
     pub fn headers(&self) -> &[HeaderSet] {
         &self.headers
+    }
+
+    /// Whether any request header is to be stripped.
+    pub fn strips_request_headers(&self) -> bool {
+        !self.strip_request.is_empty()
+    }
+
+    /// The configured name (comparable form) a request header `name` is stripped as, if any.
+    pub fn stripped_as(&self, name: &str) -> Option<&str> {
+        let name = comparable_header_name(name);
+        self.strip_request
+            .iter()
+            .find(|h| **h == name)
+            .map(String::as_str)
     }
 }
 
@@ -153,6 +183,54 @@ mod tests {
         let mut cfg = HeadersConfig::default();
         cfg.common.insert("X-A".into(), "a\r\nSet-Cookie: x".into());
         assert_eq!(cfg.validate().unwrap_err().field, "headers.common.X-A");
+    }
+
+    #[test]
+    fn the_default_strip_list_is_the_url_and_method_overrides() {
+        let set = SecurityHeaders::new(&HeadersConfig::default(), Environment::Production);
+        for (sent, as_) in [
+            ("X-Original-URL", "x-original-url"),
+            ("x_rewrite_url", "x-rewrite-url"),
+            ("X-HTTP-Method-Override", "x-http-method-override"),
+            ("x-http-method", "x-http-method"),
+            ("X_Method_Override", "x-method-override"),
+            ("x-original-method", "x-original-method"),
+        ] {
+            assert_eq!(set.stripped_as(sent), Some(as_), "{sent}");
+        }
+        for kept in [
+            "x-forwarded-for",
+            "x-original-host",
+            "x-http-methods",
+            "x-method",
+        ] {
+            assert_eq!(set.stripped_as(kept), None, "{kept}");
+        }
+        let none = HeadersConfig {
+            strip_request_headers: Vec::new(),
+            ..HeadersConfig::default()
+        };
+        assert!(!SecurityHeaders::new(&none, Environment::Production).strips_request_headers());
+    }
+
+    #[test]
+    fn strip_list_entries_must_be_header_names_and_not_framing_headers() {
+        for (bad, why) in [
+            ("Bad Header", "not a valid HTTP header name"),
+            (":path", "not a valid HTTP header name"),
+            ("", "not a valid HTTP header name"),
+            ("Content-Length", "cannot be stripped"),
+            ("transfer-encoding", "cannot be stripped"),
+            ("Host", "cannot be stripped"),
+        ] {
+            let cfg = HeadersConfig {
+                strip_request_headers: vec!["x-ok".into(), bad.into()],
+                ..HeadersConfig::default()
+            };
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.field, "headers.strip_request_headers[1]", "{bad}");
+            assert!(err.message.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

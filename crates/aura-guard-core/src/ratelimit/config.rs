@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_ip::Cidr;
 use crate::config::{ConfigError, EnvLookup};
 use crate::ratelimit::window::{unit_for_span, MAX_MULTIPLIER};
 use crate::secret::{self, Secret};
@@ -92,8 +93,13 @@ pub struct RateLimitConfig {
     pub cluster: String,
     /// Per-call timeout for ShouldRateLimit.
     pub timeout_ms: u64,
-    /// Proxies in front of Envoy that append to X-Forwarded-For; 0 = use the peer address.
+    /// At most this many proxies in front of Envoy append to X-Forwarded-For; 0 = use the
+    /// peer address. Needs `trusted_proxies`.
     pub trusted_hops: u32,
+    /// The networks the trusted proxies' addresses are in (CIDR or single addresses).
+    /// X-Forwarded-For is believed only from a peer in this list, and only hop by hop while
+    /// each address reached is in it too (docs/ratelimit.md, "Who is limited").
+    pub trusted_proxies: Vec<Cidr>,
     /// Envoy itself appends one X-Forwarded-For entry before the filter runs
     /// (`use_remote_address: true`, as in envoy/envoy.yaml): it is not a trusted proxy's entry
     /// and is skipped before counting `trusted_hops`. Set false only with
@@ -131,6 +137,7 @@ impl Default for RateLimitConfig {
             cluster: "ratelimit".to_string(),
             timeout_ms: 20,
             trusted_hops: 0,
+            trusted_proxies: Vec::new(),
             xff_appended_by_envoy: true,
             ipv6_prefix_len: 64,
             user_hash_key_env: None,
@@ -199,6 +206,30 @@ impl RateLimitConfig {
         }
         if self.trusted_hops > 16 {
             return fail("trusted_hops", "must be <= 16");
+        }
+        // Hops without a proxy list would trust X-Forwarded-For from any peer, so a client
+        // connecting to Envoy directly could pick its own identity.
+        if self.trusted_hops > 0 && self.trusted_proxies.is_empty() {
+            return fail(
+                "trusted_proxies",
+                "must list the trusted proxies' networks (e.g. [\"10.0.0.0/8\"]) when trusted_hops > 0",
+            );
+        }
+        if self.trusted_hops == 0 && !self.trusted_proxies.is_empty() {
+            return fail(
+                "trusted_hops",
+                "must be > 0 when trusted_proxies is set (how many proxies append to X-Forwarded-For)",
+            );
+        }
+        if let Some(i) = self
+            .trusted_proxies
+            .iter()
+            .position(|c| c.prefix_len() == 0)
+        {
+            return fail(
+                &format!("trusted_proxies[{i}]"),
+                "a /0 network trusts every peer; list the proxies' networks",
+            );
         }
         if !(16..=128).contains(&self.ipv6_prefix_len) {
             return fail("ipv6_prefix_len", "must be in 16..=128");
@@ -366,6 +397,18 @@ mod tests {
         check(&|c| c.domain = String::new(), "ratelimit.domain:");
         check(&|c| c.cluster = " ".into(), "ratelimit.cluster:");
         check(&|c| c.trusted_hops = 99, "ratelimit.trusted_hops:");
+        check(&|c| c.trusted_hops = 1, "ratelimit.trusted_proxies:");
+        check(
+            &|c| c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()],
+            "ratelimit.trusted_hops:",
+        );
+        check(
+            &|c| {
+                c.trusted_hops = 1;
+                c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap(), "::/0".parse().unwrap()];
+            },
+            "ratelimit.trusted_proxies[1]:",
+        );
         check(&|c| c.ipv6_prefix_len = 0, "ratelimit.ipv6_prefix_len:");
         check(
             &|c| c.routes[0].window_s = 11,
@@ -403,6 +446,40 @@ mod tests {
             &|c| c.routes[0].identity.body_fields = vec![String::new()],
             "ratelimit.routes[0].identity.body_fields:",
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_a_bad_entry_is_refused_naming_it() {
+        use crate::config::Config;
+        let c = Config::load(
+            br#"{"ratelimit": {"trusted_hops": 2,
+                 "trusted_proxies": ["10.0.0.0/8", "127.0.0.1", "::ffff:192.168.0.0/112"]}}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let got: Vec<String> = c
+            .ratelimit
+            .trusted_proxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(got, ["10.0.0.0/8", "127.0.0.1/32", "192.168.0.0/16"]);
+        let err = Config::load(
+            br#"{"ratelimit": {"trusted_hops": 1, "trusted_proxies": ["10.0.0.0/8", "10.0.0.1/8"]}}"#,
+            &|_| None,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "ratelimit.trusted_proxies[1]");
+        assert!(err.message.contains("host bits"), "{err}");
+        let err = Config::load(
+            br#"{"ratelimit": {"trusted_hops": 1, "trusted_proxies": ["proxy.internal"]}}"#,
+            &|_| None,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "ratelimit.trusted_proxies[0]");
+        // Hops without proxies: refused, naming the missing list.
+        let err = Config::load(br#"{"ratelimit": {"trusted_hops": 1}}"#, &|_| None).unwrap_err();
+        assert_eq!(err.field, "ratelimit.trusted_proxies");
     }
 
     #[test]

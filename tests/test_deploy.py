@@ -195,7 +195,8 @@ def test_deploy_envoy_config_passes_envoy_validate(tmp_path, environment):
                        env=clean_env({"ENVIRONMENT": environment,
                                       "AUDIT_COLLECTOR_TOKEN": "test-only-token-0123456789",
                                       # Production refuses to start without it (auth rate
-                                      # limits verify refresh tokens with it).
-                                      "JWT_SECRET_KEY": "test-only-jwt-secret"}))
+                                      # limits verify refresh tokens with it) or with one
+                                      # shorter than 32 bytes.
+                                      "JWT_SECRET_KEY": "test-only-jwt-secret-0123456789abcdef"}))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout + r.stderr

@@ -58,11 +58,14 @@ def render(template, listen_port=None, admin_port=None, upstream_port=None,
 
 
 # --- deploy/envoy.yaml -------------------------------------------------------------------------
-# The docker compose config is envoy/envoy.yaml with these changes and no others: Envoy binds
-# all addresses inside its container, reaches the other services by their compose names, and
-# loads the module from where deploy/docker-compose.yaml mounts it.
+# The docker compose config is envoy/envoy.yaml with these changes and no others: the listener
+# binds all addresses inside its container, the admin API binds loopback only (it can stop
+# Envoy, /quitquitquit; the compose healthcheck runs inside the container), Envoy reaches the
+# other services by their compose names, and loads the module from where
+# deploy/docker-compose.yaml mounts it.
 DEPLOY_OUT = os.path.join(ROOT, "deploy", "envoy.yaml")
 DEPLOY_BIND = "0.0.0.0"
+DEPLOY_ADMIN_BIND = "127.0.0.1"
 DEPLOY_WASM = "/etc/envoy/aura_guard.wasm"
 DEPLOY_CLUSTER_TYPE = "STRICT_DNS"
 # cluster -> compose service. A cluster added to envoy/envoy.yaml needs its service here.
@@ -74,18 +77,18 @@ DEPLOY_HEADER = """\
 #   .venv/bin/python scripts/render_envoy.py --deploy
 # tests/test_deploy.py fails when this file differs from what that command writes.
 #
-# aura-guard in docker compose (deploy/docker-compose.yaml): Envoy listens on :{listen} (admin
-# :{admin}) in its container and reaches the other services by their compose names. Everything
-# else is envoy/envoy.yaml (the local stack) as it stands; only the bind addresses, the cluster
-# hosts (STRICT_DNS) and the module path differ. tests/test_deploy.py validates this file with
-# the real Envoy binary.
+# aura-guard in docker compose (deploy/docker-compose.yaml): Envoy listens on :{listen} in its
+# container (admin on its loopback only, 127.0.0.1:{admin}) and reaches the other services by
+# their compose names. Everything else is envoy/envoy.yaml (the local stack) as it stands; only
+# the bind addresses, the cluster hosts (STRICT_DNS) and the module path differ.
+# tests/test_deploy.py validates this file with the real Envoy binary.
 """
 
 
 def deploy_config(cfg):
     """What deploy/envoy.yaml must parse to: `cfg` (envoy/envoy.yaml) with the deploy changes."""
     cfg = copy.deepcopy(cfg)
-    cfg["admin"]["address"]["socket_address"]["address"] = DEPLOY_BIND
+    cfg["admin"]["address"]["socket_address"]["address"] = DEPLOY_ADMIN_BIND
     for listener in cfg["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["address"] = DEPLOY_BIND
     for cluster in cfg["static_resources"]["clusters"]:
@@ -137,7 +140,11 @@ def render_deploy(template):
     listeners = [listener["address"]["socket_address"]
                  for listener in cfg["static_resources"]["listeners"]]
     clusters = cfg["static_resources"]["clusters"]
-    edits = [(sock(a), [sock({**a, "address": DEPLOY_BIND})], 1) for a in [admin] + listeners]
+    edits = [(sock(admin),
+              ["# Loopback only: anyone who reaches the admin API can stop Envoy",
+               "# (/quitquitquit). Read it from inside the container (deploy/README.md).",
+               sock({**admin, "address": DEPLOY_ADMIN_BIND})], 1)]
+    edits += [(sock(a), [sock({**a, "address": DEPLOY_BIND})], 1) for a in listeners]
     for cluster in clusters:
         a = cluster_socket_address(cfg, cluster["name"])
         edits.append((sock(a), [sock({**a, "address": DEPLOY_HOSTS[cluster["name"]]})], 1))

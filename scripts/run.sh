@@ -11,6 +11,10 @@
 # fresh random token for this run only (given to the collector and Envoy, never printed).
 # Audit is on in staging/production; make run also turns it on in development
 # (AUDIT_LOG_ENABLED=true unless set) so the pipeline can be tried.
+# The filter runs as production when nothing names the environment (README, "Configuration");
+# make run is a development tool, so it passes ENVIRONMENT=development unless you set it, and
+# says so in the banner. Outside development JWT_SECRET_KEY is required: the demo value is for
+# development only (and the filter refuses a short or demo secret in production).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -20,9 +24,23 @@ LISTEN_PORT="${LISTEN_PORT:-8000}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-8080}"
 RATELIMIT_GRPC_PORT="${RATELIMIT_GRPC_PORT:-8081}"
-# The demo upstream signs its tokens with this and the filter verifies refresh tokens with it;
-# a demo value unless set (production refuses to start without one).
-if [ -z "${JWT_SECRET_KEY:-}" ]; then export JWT_SECRET_KEY=demo-jwt-secret; JWT_NOTE=" (demo value)"; fi
+if [ -z "${ENVIRONMENT:-}" ]; then
+  export ENVIRONMENT=development
+  ENV_NOTE="development, set by make run because ENVIRONMENT was not set; the filter alone runs as production"
+else
+  ENV_NOTE="$ENVIRONMENT, from ENVIRONMENT"
+fi
+# The demo upstream signs its tokens with this and the filter verifies refresh tokens with it.
+if [ -z "${JWT_SECRET_KEY:-}" ]; then
+  # Compared as the filter parses ENVIRONMENT: case-insensitive, surrounding space ignored.
+  if [ "$(printf '%s' "$ENVIRONMENT" | tr -d '[:space:]' | tr '[:upper:]' '[:lower:]')" != development ]; then
+    echo "run: ENVIRONMENT=$ENVIRONMENT needs JWT_SECRET_KEY: make run uses its demo JWT secret in development only." >&2
+    echo "run: give it a random secret of 32 bytes or more, e.g." >&2
+    echo "run:   JWT_SECRET_KEY=\$(openssl rand -hex 32) ENVIRONMENT=$ENVIRONMENT make run" >&2
+    exit 1
+  fi
+  export JWT_SECRET_KEY=demo-jwt-secret; JWT_NOTE=" (demo value, development only)"
+fi
 COLLECTOR_PORT="${COLLECTOR_PORT:-9300}"
 COLLECTOR_BIN="${AURA_COLLECTOR_BIN:-$ROOT/target/debug/aura-collector}"
 if [ -z "${AUDIT_COLLECTOR_TOKEN:-}" ]; then
@@ -92,7 +110,7 @@ else DB_NOTE=./data/audit.db; fi
 
 cat <<BANNER
 
-  aura-guard is running (environment: ${ENVIRONMENT:-development})
+  aura-guard is running (environment: $ENV_NOTE)
     proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
     admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)
     upstream  http://127.0.0.1:$UPSTREAM_PORT   (demo)

@@ -61,6 +61,11 @@ impl RootContext for AuraRoot {
                         config.environment.as_str()
                     ),
                 );
+                // Nothing named the environment: production, said loudly so a development
+                // stack that forgot ENVIRONMENT sees why its debug endpoints are gone.
+                if let Some(warning) = config.environment_warning() {
+                    log_line(LogLevel::Warn, &warning);
+                }
                 if config.jwt_users_anonymous() {
                     log_line(
                         LogLevel::Warn,

@@ -18,8 +18,9 @@ import render_envoy  # noqa: E402
 from aura_common import WASM, clean_env, envoy_bin, free_port, tail  # noqa: E402,F401
 
 # JWT_SECRET_KEY every stack gets unless the test sets its own (the filter verifies refresh and
-# bearer tokens with it; the demo upstream signs its tokens with it).
-TEST_JWT_SECRET = "e2e-jwt-secret"
+# bearer tokens with it; the demo upstream signs its tokens with it). Production refuses a
+# secret shorter than 32 bytes (README, "Configuration"), so it is longer.
+TEST_JWT_SECRET = "e2e-jwt-secret-for-tests-only-0123456789"
 # `make build` builds it (cargo build -p aura-collector); AURA_COLLECTOR_BIN overrides.
 COLLECTOR_BIN = os.environ.get("AURA_COLLECTOR_BIN") or os.path.join(
     ROOT, "target/debug/aura-collector")
@@ -107,6 +108,16 @@ class Process:
         self._logf.close()
 
 
+def names_environment(plugin_config):
+    """Whether a plugin configuration (dict or JSON text) names `environment`."""
+    if isinstance(plugin_config, str):
+        try:
+            plugin_config = json.loads(plugin_config)
+        except ValueError:
+            return False
+    return isinstance(plugin_config, dict) and "environment" in plugin_config
+
+
 class Stack:
     """Envoy + demo upstream (+ optional services). Use `Stack(...).start()` via the fixture."""
 
@@ -115,7 +126,14 @@ class Stack:
         self.log_dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.plugin_config = plugin_config if plugin_config is not None else {}
-        self.env = {"JWT_SECRET_KEY": TEST_JWT_SECRET, **(env or {})}
+        env = {"JWT_SECRET_KEY": TEST_JWT_SECRET, **(env or {})}
+        # Like `make run`, the harness names the environment: development unless the test names
+        # one (ENVIRONMENT or the plugin configuration's `environment`). The filter alone runs
+        # as production; `env={"ENVIRONMENT": None}` starts it with none named, as a bare
+        # deployment would (a None value means "unset").
+        if "ENVIRONMENT" not in env and not names_environment(self.plugin_config):
+            env["ENVIRONMENT"] = "development"
+        self.env = {k: v for k, v in env.items() if v is not None}
         self.concurrency = concurrency
         self.listen_port = free_port()
         self.admin_port = free_port()

@@ -10,13 +10,17 @@ settings."""
 import difflib
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 import yaml
 
-from harness import ROOT, WASM, clean_env, envoy_bin
+from harness import ROOT, WASM, clean_env, envoy_bin, free_port
 from aura_common import WASM_REL, cluster_socket_address, find_wasm_config, wasm_services
 import render_envoy  # scripts/, on sys.path through harness
 
@@ -195,7 +199,190 @@ def test_deploy_envoy_config_passes_envoy_validate(tmp_path, environment):
                        env=clean_env({"ENVIRONMENT": environment,
                                       "AUDIT_COLLECTOR_TOKEN": "test-only-token-0123456789",
                                       # Production refuses to start without it (auth rate
-                                      # limits verify refresh tokens with it).
-                                      "JWT_SECRET_KEY": "test-only-jwt-secret"}))
+                                      # limits verify refresh tokens with it) or with one
+                                      # shorter than 32 bytes.
+                                      "JWT_SECRET_KEY": "test-only-jwt-secret-0123456789abcdef"}))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout + r.stderr
+
+
+# --- secure defaults: admin on loopback, Redis password, required secrets, .env ignored ---------
+# Compose's own interpolation: `$$` is a literal `$`, `${X:?msg}` fails when X is unset or
+# empty, `${X:-default}` falls back when it is. (docker compose is not installed here.)
+INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?::([?-])([^}]*))?\}")
+# The secrets compose must refuse to start without, and the services that need each.
+REQUIRED = {"JWT_SECRET_KEY": ["envoy", "upstream"], "AUDIT_COLLECTOR_TOKEN": ["envoy", "collector"],
+            "REDIS_PASSWORD": ["redis", "ratelimit"]}
+
+
+def interpolate(text, env):
+    def one(m):
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.groups()
+        value = env.get(name, "")
+        if op == "?" and not value:
+            raise KeyError(f"{name}: {arg}")
+        return arg if op == "-" and not value else value
+    return INTERPOLATION.sub(one, text)
+
+
+def service_env(compose, name, env):
+    """The environment compose gives service `name` (values interpolated from `env`)."""
+    return {k: interpolate(str(v), env) for k, v in
+            compose["services"][name].get("environment", {}).items() if v is not None}
+
+
+def test_deploy_admin_listens_on_loopback_only_and_is_not_published(compose):
+    cfg = load(DEPLOY_ENVOY)
+    assert cfg["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    # The API itself still listens on every address of the container.
+    listener = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener["address"] == "0.0.0.0"
+    admin_port = cfg["admin"]["address"]["socket_address"]["port_value"]
+    for svc in compose["services"].values():
+        for mapping in svc.get("ports", []):
+            assert not str(mapping).endswith(f":{admin_port}"), mapping
+    assert "127.0.0.1" in compose["services"]["envoy"]["healthcheck"]["test"][-1]
+
+
+def test_compose_healthcheck_reads_ready_from_the_loopback_admin(compose, stack_factory):
+    # The healthcheck's own command, run against a real Envoy's admin on 127.0.0.1.
+    test = compose["services"]["envoy"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"], test
+    admin_port = load(DEPLOY_ENVOY)["admin"]["address"]["socket_address"]["port_value"]
+    target = f"/dev/tcp/127.0.0.1/{admin_port} "
+    assert target in test[3], test
+
+    def check(port):
+        script = test[3].replace(target, f"/dev/tcp/127.0.0.1/{port} ")
+        return subprocess.run(["bash", "-c", script], capture_output=True, timeout=10).returncode
+
+    s = stack_factory()
+    assert check(s.admin_port) == 0
+    assert check(free_port()) != 0  # nothing listening: unhealthy
+
+
+def test_every_required_secret_stops_compose_when_missing(compose):
+    for var, services in REQUIRED.items():
+        for name in services:
+            env = compose["services"][name]["environment"]
+            refs = [str(v) for v in env.values() if v is not None and var in str(v)]
+            assert refs and all(f"${{{var}:?" in v for v in refs), (name, var, env)
+            others = {k: "x" * 40 for k in REQUIRED if k != var}
+            with pytest.raises(KeyError, match=var):
+                service_env(compose, name, {**others, var: ""})
+    # The filter's JWT secret is not optional anywhere.
+    text = open(COMPOSE).read()
+    assert re.search(r"JWT_SECRET_KEY:\s*$", text, re.M) is None
+
+
+def test_redis_password_is_what_the_ratelimit_service_logs_in_with(compose):
+    pw = "p:a ss'w\"d-0123456789abcdef0123456789"  # ':' and quotes must survive
+    env = {"REDIS_PASSWORD": pw, "JWT_SECRET_KEY": "x" * 40, "AUDIT_COLLECTOR_TOKEN": "x" * 40}
+    assert service_env(compose, "redis", env)["REDIS_PASSWORD"] == pw
+    auth = service_env(compose, "ratelimit", env)["REDIS_AUTH"]
+    # envoyproxy/ratelimit splits REDIS_AUTH at the first ':' into user and password.
+    user, _, password = auth.partition(":")
+    assert (user, password) == ("default", pw)
+    assert "--requirepass" in " ".join(compose["services"]["redis"]["command"])
+
+
+def redis_cmd(sock, *args):
+    sock.sendall(("*%d\r\n" % len(args) + "".join(
+        "$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args)).encode())
+    return sock.recv(256)
+
+
+def test_compose_redis_refuses_commands_without_the_password_and_ratelimit_starts_with_it(
+        compose, tmp_path):
+    """The compose commands and variables, run for real: redis-server with the redis service's
+    command, envoyproxy/ratelimit with the ratelimit service's environment."""
+    from run_ratelimit import CONFIG_YAML, SERVICE_BIN
+    if not SERVICE_BIN.is_file() or not shutil.which("redis-server"):
+        pytest.skip("envoyproxy/ratelimit or redis-server missing: run scripts/setup-ratelimit.sh")
+    pw = "p:a ss'w\"d-0123456789abcdef0123456789"
+    env = {"REDIS_PASSWORD": pw, "JWT_SECRET_KEY": "x" * 40, "AUDIT_COLLECTOR_TOKEN": "x" * 40}
+    redis_port = free_port()
+    command = [interpolate(c, env) for c in compose["services"]["redis"]["command"]]
+    command[-1] += f" --port {redis_port} --bind 127.0.0.1 --dir {tmp_path}"
+    procs = []
+
+    def spawn(argv, proc_env, log):
+        with open(tmp_path / log, "wb") as out:
+            p = subprocess.Popen(argv, env=proc_env, stdout=out, stderr=subprocess.STDOUT,
+                                 cwd=tmp_path)
+        procs.append(p)
+        return p
+
+    try:
+        spawn(command, {**clean_env(), **service_env(compose, "redis", env)}, "redis.log")
+        deadline = time.time() + 10
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", redis_port), timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, (tmp_path / "redis.log").read_text()
+                time.sleep(0.05)
+        with sock:
+            assert redis_cmd(sock, "PING").startswith(b"-NOAUTH"), "Redis answered without a password"
+            user, _, password = service_env(compose, "ratelimit", env)["REDIS_AUTH"].partition(":")
+            assert redis_cmd(sock, "AUTH", user, password) == b"+OK\r\n"
+            assert redis_cmd(sock, "PING") == b"+PONG\r\n"
+
+        conf = tmp_path / "runtime" / "ratelimit" / "config"
+        conf.mkdir(parents=True)
+        shutil.copy(CONFIG_YAML, conf / "config.yaml")
+
+        def ratelimit(with_auth):
+            rl = service_env(compose, "ratelimit", env)
+            if not with_auth:
+                del rl["REDIS_AUTH"]
+            http = free_port()
+            rl.update({"REDIS_URL": f"127.0.0.1:{redis_port}", "RUNTIME_ROOT": str(tmp_path / "runtime"),
+                       "HOST": "127.0.0.1", "PORT": str(http), "GRPC_HOST": "127.0.0.1",
+                       "GRPC_PORT": str(free_port()), "DEBUG_HOST": "127.0.0.1",
+                       "DEBUG_PORT": str(free_port()), "PATH": os.environ.get("PATH", "")})
+            p = spawn([str(SERVICE_BIN)], rl, f"ratelimit-{with_auth}.log")
+            deadline = time.time() + 30
+            while time.time() < deadline and p.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthcheck",
+                                                timeout=1) as r:
+                        return r.status == 200
+                except OSError:
+                    time.sleep(0.1)
+            return False
+
+        # Without REDIS_AUTH the service cannot use Redis and never becomes healthy.
+        assert not ratelimit(with_auth=False)
+        assert "NOAUTH" in (tmp_path / "ratelimit-False.log").read_text()
+        assert ratelimit(with_auth=True), (tmp_path / "ratelimit-True.log").read_text()[-3000:]
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_deploy_env_is_git_ignored_and_its_example_is_not():
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    assert ignored("deploy/.env")
+    assert not ignored("deploy/.env.example")
+    assert os.path.isfile(os.path.join(DEPLOY, ".env.example"))
+
+
+def test_env_example_names_every_required_secret_without_a_value():
+    with open(os.path.join(DEPLOY, ".env.example")) as f:
+        lines = dict(line.split("=", 1) for line in f.read().splitlines()
+                     if line and not line.startswith("#"))
+    for var in REQUIRED:
+        # Empty, so compose stops until a real value is filled in.
+        assert lines.get(var) == "", (var, lines)
+    assert lines.get("ENVIRONMENT") == "production"

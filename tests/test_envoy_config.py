@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import ROOT, Stack, clean_env, envoy_bin
+from harness import ROOT, TEST_JWT_SECRET, Stack, clean_env, envoy_bin
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "envoy", "**", "*.yaml"), recursive=True))
 ENVOY_CONFIGS = [c for c in CONFIGS if "static_resources" in open(c).read()]
@@ -19,8 +19,10 @@ def test_repo_has_envoy_configs():
 
 @pytest.mark.parametrize("path", ENVOY_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_envoy_validates_config(path):
+    # No ENVIRONMENT: the filter runs as production, which needs the JWT secret.
     r = subprocess.run([envoy_bin(), "--mode", "validate", "-c", path], cwd=ROOT,
-                       capture_output=True, text=True, env=clean_env(), timeout=120)
+                       capture_output=True, text=True,
+                       env=clean_env({"JWT_SECRET_KEY": TEST_JWT_SECRET}), timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 

@@ -3,7 +3,8 @@
 //! `PluginConfig.configuration`; the original's environment variables override it where they
 //! exist (docs/original-behaviour.md). Parsing is strict (`deny_unknown_fields`) and
 //! `Config::load` validates everything and loads the secrets, so a bad configuration is
-//! refused at `on_configure` with an error naming the field.
+//! refused at `on_configure` with an error naming the field. Nothing named means production
+//! (README, "Configuration"): a deployment that forgets `ENVIRONMENT` gets every protection.
 
 use crate::audit::config::AuditConfig;
 use crate::debug::config::DebugConfig;
@@ -16,16 +17,29 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Where the filter runs; decides which headers and protections apply (the original's
-/// `ENVIRONMENT`, docs/original-behaviour.md#environment).
+/// `ENVIRONMENT`, docs/original-behaviour.md#environment). The default is production: the
+/// original defaulted to development, which opened debug endpoints, skipped webhook
+/// verification, failed the rate limiter open and audited nothing wherever the variable was
+/// forgotten.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
-    #[default]
     Development,
     Staging,
+    #[default]
     Production,
+}
+
+/// What named [`Config::environment`]; the glue warns when nothing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnvironmentSource {
+    /// Neither `ENVIRONMENT` nor the plugin configuration: production.
+    #[default]
+    Unset,
+    Configuration,
+    Variable,
 }
 
 impl Environment {
@@ -92,12 +106,67 @@ impl std::error::Error for ConfigError {}
 /// Looks up an environment variable; the glue passes WASI environ, tests pass a map.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The shortest JWT secret production accepts: an HS256 key must be at least as long as the
+/// hash output, 256 bits (RFC 7518 §3.2); shorter ones are within reach of offline guessing
+/// from any one token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// JWT secrets from demos and documentation, refused in production whatever their length
+/// (compared lower-cased and trimmed): `make run`'s former fallback, deploy/README.md's former
+/// placeholder, jwt.io's example key, and common framework placeholders.
+const DEMO_JWT_SECRETS: &[&str] = &[
+    "demo-jwt-secret",
+    "change-me-to-a-long-random-secret",
+    "your-256-bit-secret",
+    "your-secret-key",
+    "your-jwt-secret",
+    "secret",
+    "secretkey",
+    "jwt-secret",
+    "supersecret",
+];
+
+/// Placeholder words (compared lower-cased, without `-` and `_`): a secret containing one was
+/// copied from a template, not generated.
+const PLACEHOLDER_WORDS: &[&str] = &["changeme", "replaceme", "changethis"];
+
+/// Why production refuses `secret` as the JWT key, if it does. The answer never contains it.
+fn weak_jwt_secret(secret: &str) -> Option<String> {
+    let lower = secret.trim().to_ascii_lowercase();
+    let squashed: String = lower.chars().filter(|c| !matches!(c, '-' | '_')).collect();
+    if DEMO_JWT_SECRETS.contains(&lower.as_str())
+        || PLACEHOLDER_WORDS.iter().any(|w| squashed.contains(w))
+    {
+        return Some(
+            "is a known demo or placeholder value; production refuses it (generate one, e.g. \
+             `openssl rand -hex 32`)"
+                .to_string(),
+        );
+    }
+    if secret.len() < MIN_JWT_SECRET_BYTES {
+        return Some(format!(
+            "is shorter than {MIN_JWT_SECRET_BYTES} bytes (HS256 needs a 256-bit key, RFC 7518 \
+             section 3.2); production refuses it"
+        ));
+    }
+    None
+}
+
 /// The filter's whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Overridden by `ENVIRONMENT`.
+    /// Where the filter runs, resolved by [`Config::load`]: `ENVIRONMENT`, else the plugin
+    /// configuration's `environment`, else production.
+    #[serde(skip)]
     pub environment: Environment,
+    /// The plugin configuration's `environment` as written (`None`: not named). Read
+    /// `environment` instead.
+    #[serde(rename = "environment")]
+    pub configured_environment: Option<Environment>,
+    /// What named `environment` (set by [`Config::load`], not configurable).
+    #[serde(skip)]
+    pub environment_source: EnvironmentSource,
     pub headers: HeadersConfig,
     /// Largest request body the filter buffers when a stage needs the whole body (auth
     /// identities, audited operations); larger gets 413. Webhook routes use
@@ -123,10 +192,14 @@ pub struct Config {
     pub jwt: JwtConfig,
 }
 
+/// Production with nothing named: what `Config::load` makes of an empty configuration without
+/// variables (unit tests that need another environment say so).
 impl Default for Config {
     fn default() -> Self {
         Config {
             environment: Environment::default(),
+            configured_environment: None,
+            environment_source: EnvironmentSource::default(),
             headers: HeadersConfig::default(),
             max_body_bytes: 1024 * 1024,
             debug: DebugConfig::default(),
@@ -154,7 +227,7 @@ impl Config {
             return Ok(Config::default());
         }
         let de = &mut serde_json::Deserializer::from_slice(json);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." || path.is_empty() {
                 "configuration".to_string()
@@ -162,7 +235,12 @@ impl Config {
                 path
             };
             ConfigError::new(field, e.into_inner().to_string())
-        })
+        })?;
+        if let Some(environment) = config.configured_environment {
+            config.environment = environment;
+            config.environment_source = EnvironmentSource::Configuration;
+        }
+        Ok(config)
     }
 
     fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
@@ -173,6 +251,7 @@ impl Config {
                     format!("unknown environment {value:?} (development | staging | production)"),
                 )
             })?;
+            self.environment_source = EnvironmentSource::Variable;
         }
         self.debug.apply_env(env)?;
         self.versions.apply_env(env)?;
@@ -207,7 +286,34 @@ impl Config {
                 ),
             ));
         }
+        // A demo or short secret lets anyone who knows or guesses it sign tokens as any user
+        // (charging their rate-limit counters, naming them in audit records).
+        if self.environment == Environment::Production {
+            if let Some(reason) = self
+                .jwt
+                .secret
+                .as_ref()
+                .and_then(|s| weak_jwt_secret(s.expose()))
+            {
+                return Err(ConfigError::new(
+                    "jwt.secret_env",
+                    format!("the secret in {} {reason}", self.jwt.secret_env),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The configure-time warning when nothing named the environment, naming `ENVIRONMENT`.
+    pub fn environment_warning(&self) -> Option<String> {
+        (self.environment_source == EnvironmentSource::Unset).then(|| {
+            format!(
+                "aura-guard: ENVIRONMENT is not set (nor the plugin configuration's \
+                 `environment`): running as {}; set ENVIRONMENT=development for a development \
+                 stack",
+                self.environment
+            )
+        })
     }
 
     /// A rate-limit route takes the user from a JWT but no secret was found (tolerated
@@ -225,12 +331,114 @@ mod tests {
     use super::*;
     use crate::testing::env_of;
 
+    /// A secret production accepts (40 bytes, not a demo value).
+    const GOOD_SECRET: &str = "unit-test-jwt-secret-0123456789abcdefghi";
+
     #[test]
-    fn empty_configuration_means_defaults_in_development() {
-        let c = Config::load(b"", &env_of(&[])).unwrap();
+    fn no_environment_anywhere_means_production_with_a_warning_naming_environment() {
+        for json in [&b""[..], b" ", b"{}", br#"{"headers": {}}"#] {
+            let c = Config::load(json, &env_of(&[("JWT_SECRET_KEY", GOOD_SECRET)])).unwrap();
+            assert_eq!(c.environment, Environment::Production);
+            assert_eq!(c.environment_source, EnvironmentSource::Unset);
+            let warning = c.environment_warning().unwrap();
+            assert!(
+                warning.contains("ENVIRONMENT is not set") && warning.contains("production"),
+                "{warning}"
+            );
+        }
+        // Production's rules apply to the default: no JWT secret is refused.
+        let err = Config::load(b"{}", &env_of(&[])).unwrap_err();
+        assert_eq!(err.field, "jwt.secret_env");
+    }
+
+    #[test]
+    fn a_named_environment_is_kept_without_the_warning() {
+        let c = Config::load(br#"{"environment": "development"}"#, &env_of(&[])).unwrap();
         assert_eq!(c.environment, Environment::Development);
-        let c = Config::load(b"{}", &env_of(&[])).unwrap();
+        assert_eq!(c.environment_source, EnvironmentSource::Configuration);
+        assert_eq!(c.environment_warning(), None);
+        let c = Config::load(b"", &env_of(&[("ENVIRONMENT", "development")])).unwrap();
         assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.environment_source, EnvironmentSource::Variable);
+        assert_eq!(c.environment_warning(), None);
+        // Named production is production without the warning.
+        let c = Config::load(
+            br#"{"environment": "production"}"#,
+            &env_of(&[("JWT_SECRET_KEY", GOOD_SECRET)]),
+        )
+        .unwrap();
+        assert_eq!(c.environment, Environment::Production);
+        assert_eq!(c.environment_warning(), None);
+    }
+
+    #[test]
+    fn the_environment_key_is_found_only_at_the_top_level() {
+        // A nested "environment" (here a header name) names nothing.
+        let json = br#"{"headers": {"common": {"environment": "development"}}}"#;
+        let c = Config::load(json, &env_of(&[("JWT_SECRET_KEY", GOOD_SECRET)])).unwrap();
+        assert_eq!(c.environment, Environment::Production);
+        assert_eq!(c.environment_source, EnvironmentSource::Unset);
+    }
+
+    #[test]
+    fn production_refuses_a_short_jwt_secret_without_printing_it() {
+        let short = "a-31-byte-secret-0123456789abcd";
+        assert_eq!(short.len(), MIN_JWT_SECRET_BYTES - 1);
+        for env in [
+            env_of(&[("JWT_SECRET_KEY", short)]),
+            env_of(&[("ENVIRONMENT", "production"), ("JWT_SECRET_KEY", short)]),
+        ] {
+            let err = Config::load(b"{}", &env).unwrap_err();
+            assert_eq!(err.field, "jwt.secret_env");
+            assert!(err.message.contains("shorter than 32 bytes"), "{err}");
+            assert!(err.message.contains("JWT_SECRET_KEY"), "{err}");
+            assert!(!err.to_string().contains(short), "{err}");
+        }
+        // Exactly 32 bytes is enough; so is a multi-byte secret of 32 bytes.
+        let exact = "a-32-byte-secret-0123456789abcde";
+        assert_eq!(exact.len(), MIN_JWT_SECRET_BYTES);
+        assert!(Config::load(b"{}", &env_of(&[("JWT_SECRET_KEY", exact)])).is_ok());
+        // Even without a JWT route the secret is checked (audit reads user ids with it).
+        let no_jwt_routes = br#"{"ratelimit": {"routes": [
+            {"name": "login", "path": "/auth/login", "requests": 5, "window_s": 300}]}}"#;
+        let err = Config::load(no_jwt_routes, &env_of(&[("JWT_SECRET_KEY", short)])).unwrap_err();
+        assert_eq!(err.field, "jwt.secret_env");
+    }
+
+    #[test]
+    fn production_refuses_demo_and_placeholder_jwt_secrets_whatever_their_length() {
+        for demo in [
+            "demo-jwt-secret",
+            "change-me-to-a-long-random-secret",
+            " Change-Me-To-A-Long-Random-Secret ",
+            "your-256-bit-secret",
+            "secret",
+            "CHANGE_ME_0123456789abcdef0123456789abcdef",
+            "please-replace-me-with-a-generated-secret",
+            "changethis-0123456789abcdef0123456789abcdef",
+        ] {
+            let err = Config::load(b"{}", &env_of(&[("JWT_SECRET_KEY", demo)])).unwrap_err();
+            assert_eq!(err.field, "jwt.secret_env", "{demo}");
+            assert!(err.message.contains("demo or placeholder"), "{demo}: {err}");
+            // ("secret" is a word of the message itself.)
+            if demo != "secret" {
+                assert!(!err.to_string().contains(demo.trim()), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn outside_production_demo_and_short_secrets_are_accepted() {
+        for env in ["development", "staging"] {
+            for secret in ["demo-jwt-secret", "k"] {
+                let c = Config::load(
+                    b"{}",
+                    &env_of(&[("ENVIRONMENT", env), ("JWT_SECRET_KEY", secret)]),
+                )
+                .unwrap();
+                assert_eq!(c.jwt.secret.as_ref().unwrap().expose(), secret);
+            }
+        }
     }
 
     #[test]
@@ -253,7 +461,10 @@ mod tests {
     fn environment_variable_overrides_the_configuration() {
         let c = Config::load(
             br#"{"environment": "staging"}"#,
-            &env_of(&[("ENVIRONMENT", " Production "), ("JWT_SECRET_KEY", "k")]),
+            &env_of(&[
+                ("ENVIRONMENT", " Production "),
+                ("JWT_SECRET_KEY", GOOD_SECRET),
+            ]),
         )
         .unwrap();
         assert_eq!(c.environment, Environment::Production);
@@ -271,6 +482,7 @@ mod tests {
         let c = Config::load(
             b"{}",
             &env_of(&[
+                ("ENVIRONMENT", "development"),
                 ("DEBUG_ENDPOINTS_ENABLED", "true"),
                 ("DEBUG_ENDPOINTS_WHITELIST", "token"),
                 ("DISABLED_API_VERSIONS", "v0"),
@@ -284,7 +496,14 @@ mod tests {
 
     #[test]
     fn the_jwt_secret_is_loaded_once_and_never_printed() {
-        let c = Config::load(b"{}", &env_of(&[("JWT_SECRET_KEY", "s3cret-value")])).unwrap();
+        let c = Config::load(
+            b"{}",
+            &env_of(&[
+                ("ENVIRONMENT", "development"),
+                ("JWT_SECRET_KEY", "s3cret-value"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.jwt.secret.as_ref().unwrap().expose(), "s3cret-value");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cret-value"), "{dbg}");
@@ -308,9 +527,10 @@ mod tests {
 
     #[test]
     fn missing_jwt_secret_outside_production_makes_jwt_users_anonymous() {
-        let c = Config::load(b"{}", &env_of(&[])).unwrap();
+        let dev = br#"{"environment": "development"}"#;
+        let c = Config::load(dev, &env_of(&[])).unwrap();
         assert!(c.jwt_users_anonymous());
-        let c = Config::load(b"{}", &env_of(&[("JWT_SECRET_KEY", "k")])).unwrap();
+        let c = Config::load(dev, &env_of(&[("JWT_SECRET_KEY", "k")])).unwrap();
         assert!(!c.jwt_users_anonymous());
         let err = Config::load(br#"{"jwt": {"secret_env": " "}}"#, &env_of(&[])).unwrap_err();
         assert_eq!(err.field, "jwt.secret_env");

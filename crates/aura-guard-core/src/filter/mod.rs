@@ -822,7 +822,7 @@ mod tests {
     fn audited_client_ip(config_json: &str, peer: &str, xff: Option<&str>) -> serde_json::Value {
         let config = Config::load(config_json.as_bytes(), &|k: &str| match k {
             "ENVIRONMENT" => Some("production".to_string()),
-            "JWT_SECRET_KEY" => Some("test-secret".to_string()),
+            "JWT_SECRET_KEY" => Some("test-secret-0123456789abcdefghijklmn".to_string()),
             _ => None,
         })
         .unwrap();

@@ -286,7 +286,8 @@ mod tests {
         Code, DescriptorStatus, RateLimit, RateLimitRequest, RateLimitResponse,
     };
 
-    const SECRET: &str = "test-jwt-secret";
+    // Production refuses a JWT secret under 32 bytes.
+    const SECRET: &str = "test-jwt-secret-0123456789abcdefghij";
 
     fn filter_in(env: &str, json: &str) -> HttpFilter {
         let lookup = |k: &str| match k {

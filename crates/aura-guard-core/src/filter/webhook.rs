@@ -246,8 +246,14 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
     const SECRET: &str = "stripe-test-secret";
 
+    /// Development unless the test names the environment (the filter's own default is
+    /// production).
     fn policy(json: &str, env: &[(&str, &str)]) -> Rc<Policy> {
-        let lookup = crate::testing::env_of(env);
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "ENVIRONMENT") {
+            env.push(("ENVIRONMENT", "development"));
+        }
+        let lookup = crate::testing::env_of(&env);
         Rc::new(Policy::new(Config::load(json.as_bytes(), &lookup).unwrap()))
     }
 
@@ -258,7 +264,7 @@ mod tests {
                 ("ENVIRONMENT", "production"),
                 ("WEBHOOK_SECRET_STRIPE", SECRET),
                 // Production needs it for the auth rate limiter's JWT routes.
-                ("JWT_SECRET_KEY", "jwt-test-secret"),
+                ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij"),
             ],
         )
     }

@@ -103,7 +103,8 @@ mod tests {
     use std::rc::Rc;
 
     fn run(config_json: &str, headers: &[(&str, &str)]) -> MockHost {
-        let config = Config::load(config_json.as_bytes(), &|_| None).unwrap();
+        let env = crate::testing::env_of(&[("ENVIRONMENT", "development")]);
+        let config = Config::load(config_json.as_bytes(), &env).unwrap();
         let mut f = HttpFilter::new(Rc::new(Policy::new(config)));
         let mut host = MockHost::default();
         for (k, v) in [(":method", "GET"), (":path", "/api/v2/ping")]

@@ -528,7 +528,7 @@ mod tests {
             r#"{"environment": "production", "webhook": {"replay": {"max_entries": 1}}}"#,
             &[
                 ("WEBHOOK_SECRET_STRIPE", SECRET),
-                ("JWT_SECRET_KEY", "jwt-test-secret"),
+                ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij"),
             ],
         );
         let first = accepted(&p, b"{\"n\":1}");
@@ -563,7 +563,7 @@ mod tests {
         for env in ["production", "staging"] {
             let p = policy(
                 "{}",
-                &[("ENVIRONMENT", env), ("JWT_SECRET_KEY", "jwt-test-secret")],
+                &[("ENVIRONMENT", env), ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij")],
             );
             for source in ["github", "shopify", "slack", "standard"] {
                 let path = format!("/webhooks/{source}");

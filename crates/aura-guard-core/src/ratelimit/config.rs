@@ -454,7 +454,7 @@ mod tests {
         let c = Config::load(
             br#"{"ratelimit": {"trusted_hops": 2,
                  "trusted_proxies": ["10.0.0.0/8", "127.0.0.1", "::ffff:192.168.0.0/112"]}}"#,
-            &|_| None,
+            &crate::testing::env_of(&[("ENVIRONMENT", "development")]),
         )
         .unwrap();
         let got: Vec<String> = c

@@ -165,6 +165,14 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    // The same import wasi-libc declares; std's `Instant::now` panics when it fails.
+    #[link_name = "clock_time_get"]
+    fn wasi_clock_time_get(clock_id: u32, precision: u64, time: *mut u64) -> u32;
 }
 
 /// Takes over a buffer the host allocated through `proxy_on_memory_allocate` (see the module
@@ -435,6 +443,23 @@ pub(crate) fn increment_metric(metric_id: u32, offset: i64) -> Result<(), HostEr
 pub(crate) fn record_metric(metric_id: u32, value: u64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check(unsafe { proxy_record_metric(metric_id, value) })
+}
+
+/// A metric's value (a gauge another VM sets is read this way: Envoy keeps one stat per name).
+pub(crate) fn get_metric(metric_id: u32) -> Result<u64, HostError> {
+    let mut value: u64 = 0;
+    // SAFETY: `value` is a live local.
+    check(unsafe { proxy_get_metric(metric_id, &mut value) })?;
+    Ok(value)
+}
+
+/// WASI's monotonic clock (`CLOCKID_MONOTONIC`, Envoy's monotonic time source) in ns; None
+/// when the host refuses it (older hosts answer ENOTSUP) or answers 0.
+pub(crate) fn monotonic_ns() -> Option<u64> {
+    let mut t: u64 = 0;
+    // SAFETY: `t` is a live u64 the host writes.
+    let errno = unsafe { wasi_clock_time_get(1, 1, &mut t) };
+    (errno == 0 && t != 0).then_some(t)
 }
 
 /// The ABI's header-map encoding: a u32 count, then (name length, value length) u32 pairs,

@@ -31,6 +31,10 @@ impl ServiceHost for WasmServiceHost {
         host::now_ms()
     }
 
+    fn monotonic_ms(&self) -> Option<u64> {
+        host::monotonic_ms()
+    }
+
     fn log(&mut self, level: Level, message: &str) {
         host::log_line(host::log_level(level), message);
     }

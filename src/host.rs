@@ -4,12 +4,16 @@
 //! is logged and turned into "absent", never unwrapped (docs/robustness.md).
 
 use crate::abi::{self, HostError};
+use aura_guard_core::audit::service;
 use aura_guard_core::host::{GrpcCall, Host, Level, SharedDataError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// Records a worker did not enqueue because the shipper's heartbeat had passed.
+const SHIPPER_STALE: &str = "aura_guard.audit.shipper_stale";
 
 pub(crate) fn log_line(level: LogLevel, message: &str) {
     // Nothing better to do if logging itself fails.
@@ -41,6 +45,11 @@ pub(crate) fn now_ms() -> u64 {
             0
         }
     }
+}
+
+/// The host's monotonic clock in ms (any origin); None when it has none (docs/robustness.md).
+pub(crate) fn monotonic_ms() -> Option<u64> {
+    abi::monotonic_ns().map(|ns| ns / 1_000_000)
 }
 
 thread_local! {
@@ -100,6 +109,30 @@ pub(crate) fn set_gauge(name: &str, value: u64) {
         if let Err(status) = abi::record_metric(id, value) {
             warn_failed("record_metric", status);
         }
+    }
+}
+
+/// The value of the gauge `name` (set by whichever VM of this Envoy writes it); None if the
+/// host refuses.
+pub(crate) fn gauge_value(name: &str) -> Option<u64> {
+    let id = metric_id(MetricKind::Gauge, name)?;
+    match abi::get_metric(id) {
+        Ok(v) => Some(v),
+        Err(status) => {
+            warn_failed("get_metric", status);
+            None
+        }
+    }
+}
+
+/// Whether the audit shipper's heartbeat still holds (docs/robustness.md): a shipper whose
+/// VM trapped or stopped ticking no longer drains its queue, and records enqueued there would
+/// pile up in Envoy's unbounded queue, uncounted. Not judged when either side has no
+/// monotonic clock or the gauge cannot be read.
+fn audit_shipper_alive() -> bool {
+    match (gauge_value(service::ALIVE_UNTIL), monotonic_ms()) {
+        (Some(alive_until), Some(now)) => service::shipper_alive(alive_until, now),
+        _ => true,
     }
 }
 
@@ -284,6 +317,12 @@ impl Host for WasmHost {
     }
 
     fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+        // The only queue is the audit shipper's. Refused here, the filter counts the record
+        // in `enqueue_failed` and `dropped`.
+        if !audit_shipper_alive() {
+            add_counter(SHIPPER_STALE, 1);
+            return false;
+        }
         let key = (vm_id.to_string(), queue.to_string());
         // Resolved once per worker; resolved again if the queue went away (service reload).
         for attempt in 0..2 {

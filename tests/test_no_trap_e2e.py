@@ -4,8 +4,8 @@ A collector that sends its response head and then resets the connection made Env
 shipper back with no response (`onHttpCallFailure`); the SDK then panicked reading the header
 map ("unexpected status: 2"), the shipper's singleton VM trapped, and no record was shipped
 again until Envoy restarted. Every e2e test also runs under conftest.py's `no_trap` check."""
+import http.server
 import os
-import socket
 import threading
 import time
 import types
@@ -19,55 +19,29 @@ class ResettingCollector:
     100 bytes, sends one (`{`) and closes: Envoy sees the upstream reset mid-body."""
 
     def __init__(self, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(8)
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                fake.posts += 1
+                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: 100\r\n\r\n{")
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
         self.posts = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            with conn:
-                conn.settimeout(5)
-                try:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    head, _, body = data.partition(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value.strip())
-                    while len(body) < length:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        body += chunk
-                    if head.startswith(b"POST "):
-                        self.posts += 1
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                                 b"content-length: 100\r\n\r\n{")
-                except OSError:
-                    pass
-
     def close(self):
-        try:
-            # Wakes the accept() blocked in the thread (close alone does not on Linux).
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.thread.join(timeout=5)
+        self.server.server_close()
 
 
 def test_a_collector_reset_after_its_response_head_is_retried_without_a_trap(stack_factory,

@@ -44,6 +44,14 @@ class ResettingCollector:
         self.server.server_close()
 
 
+def refunds(s, first, n, pause=0.0):
+    """Refunds `first` .. `first + n - 1` (each audited), `pause` s apart; the next number."""
+    for i in range(first, first + n):
+        assert refund(s, i).status == 200
+        time.sleep(pause)
+    return first + n
+
+
 def test_a_collector_reset_after_its_response_head_is_retried_without_a_trap(stack_factory,
                                                                               log_dir):
     port = free_port()
@@ -51,18 +59,12 @@ def test_a_collector_reset_after_its_response_head_is_retried_without_a_trap(sta
     collector = Collector(os.path.join(log_dir, "collector"), port=port)
     try:
         s = stack_factory(env=dict(AUDIT_ENV), collector_port=port, audit_config=FAST)
-        sent = 0
-        for _ in range(5):
-            assert refund(s, sent).status == 200
-            sent += 1
+        sent = refunds(s, 0, 5)
         # The first batch reaches the fake collector and is cut mid-answer.
         wait_until(lambda: fake.posts >= 1, 10, "the shipper's POST to the resetting collector")
         fake.close()
         collector.start()
-        for _ in range(5):
-            assert refund(s, sent).status == 200
-            sent += 1
-            time.sleep(0.2)
+        sent = refunds(s, sent, 5, pause=0.2)
         # The cut batch is retried: every record arrives, exactly once, in order.
         recs = wait_records(collector, sent, timeout=30)
         assert len(recs) == sent, recs

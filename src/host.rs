@@ -1,17 +1,23 @@
 //! The core's `Host` over proxy-wasm host calls, and the helpers every part of the glue
-//! shares (logging, metrics, time). Every `Result` is handled: a failed host call is logged
-//! and turned into "absent", never unwrapped.
+//! shares (logging, metrics, time). Every host call goes through `abi` (statuses mapped to
+//! `Result`, never a panic) except the gRPC dispatch, see `dispatch_grpc`; a failed host call
+//! is logged and turned into "absent", never unwrapped (docs/robustness.md).
 
+use crate::abi::{self, HostError};
+use aura_guard_core::audit::service;
 use aura_guard_core::host::{GrpcCall, Host, Level, SharedDataError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
+
+/// Records a worker did not enqueue because the shipper's heartbeat had passed.
+const SHIPPER_STALE: &str = "aura_guard.audit.shipper_stale";
 
 pub(crate) fn log_line(level: LogLevel, message: &str) {
     // Nothing better to do if logging itself fails.
-    let _ = hostcalls::log(level, message);
+    let _ = abi::log(level, message);
 }
 
 pub(crate) fn log_level(level: Level) -> LogLevel {
@@ -23,7 +29,7 @@ pub(crate) fn log_level(level: Level) -> LogLevel {
     }
 }
 
-pub(crate) fn warn_failed(what: &str, status: Status) {
+pub(crate) fn warn_failed(what: &str, status: HostError) {
     log_line(
         LogLevel::Warn,
         &format!("aura-guard: host call {what} failed: {status:?}"),
@@ -32,16 +38,18 @@ pub(crate) fn warn_failed(what: &str, status: Status) {
 
 /// Unix time in milliseconds (0 if the host cannot tell).
 pub(crate) fn now_ms() -> u64 {
-    match hostcalls::get_current_time() {
-        Ok(t) => t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0),
+    match abi::current_time_ns() {
+        Ok(ns) => ns / 1_000_000,
         Err(status) => {
             warn_failed("get_current_time", status);
             0
         }
     }
+}
+
+/// The host's monotonic clock in ms (any origin); None when it has none (docs/robustness.md).
+pub(crate) fn monotonic_ms() -> Option<u64> {
+    abi::monotonic_ns().map(|ns| ns / 1_000_000)
 }
 
 thread_local! {
@@ -70,7 +78,7 @@ pub(crate) fn metric_id(kind: MetricKind, name: &str) -> Option<u32> {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Gauge => MetricType::Gauge,
         };
-        match hostcalls::define_metric(ty, name) {
+        match abi::define_metric(ty, name) {
             Ok(id) => {
                 m.insert(key, id);
                 Some(id)
@@ -89,7 +97,7 @@ pub(crate) fn add_counter(name: &str, n: u64) {
         return;
     }
     if let Some(id) = metric_id(MetricKind::Counter, name) {
-        if let Err(status) = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX)) {
+        if let Err(status) = abi::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX)) {
             warn_failed("increment_metric", status);
         }
     }
@@ -98,16 +106,41 @@ pub(crate) fn add_counter(name: &str, n: u64) {
 /// Sets the gauge `name`.
 pub(crate) fn set_gauge(name: &str, value: u64) {
     if let Some(id) = metric_id(MetricKind::Gauge, name) {
-        if let Err(status) = hostcalls::record_metric(id, value) {
+        if let Err(status) = abi::record_metric(id, value) {
             warn_failed("record_metric", status);
         }
     }
 }
 
-/// One header value as text. Bytes, converted lossily: the SDK's String variant unwraps UTF-8
-/// (a client could trap the VM with an obs-text value).
+/// The value of the gauge `name` (set by whichever VM of this Envoy writes it); None if the
+/// host refuses.
+pub(crate) fn gauge_value(name: &str) -> Option<u64> {
+    let id = metric_id(MetricKind::Gauge, name)?;
+    match abi::get_metric(id) {
+        Ok(v) => Some(v),
+        Err(status) => {
+            warn_failed("get_metric", status);
+            None
+        }
+    }
+}
+
+/// Whether the audit shipper's heartbeat still holds (docs/robustness.md): a shipper whose
+/// VM trapped or stopped ticking no longer drains its queue, and records enqueued there would
+/// pile up in Envoy's unbounded queue, uncounted. Not judged when either side has no
+/// monotonic clock or the gauge cannot be read.
+fn audit_shipper_alive() -> bool {
+    match (gauge_value(service::ALIVE_UNTIL), monotonic_ms()) {
+        (Some(alive_until), Some(now)) => service::shipper_alive(alive_until, now),
+        _ => true,
+    }
+}
+
+/// One header value as text, converted lossily (a client can send an obs-text value at will).
+/// After Envoy released the map (e.g. request headers once the request went on) the host
+/// answers BadArgument: logged, and the header is absent.
 fn map_value(map: MapType, name: &str, what: &str) -> Option<String> {
-    match hostcalls::get_map_value_bytes(map, name) {
+    match abi::get_map_value(map, name) {
         Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
         Err(status) => {
             warn_failed(what, status);
@@ -117,7 +150,7 @@ fn map_value(map: MapType, name: &str, what: &str) -> Option<String> {
 }
 
 fn set_map_value(map: MapType, name: &str, value: &str, what: &str) {
-    if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
+    if let Err(status) = abi::replace_map_value(map, name, value.as_bytes()) {
         warn_failed(what, status);
     }
 }
@@ -201,13 +234,13 @@ impl Host for WasmHost {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
+        if let Err(e) = abi::send_local_response(status, &headers, body) {
             warn_failed("send_http_response", e);
         }
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
-        match hostcalls::get_buffer(BufferType::HttpRequestBody, start, len) {
+        match abi::get_buffer(BufferType::HttpRequestBody, start, len) {
             Ok(body) => Some(body.unwrap_or_default()),
             Err(status) => {
                 warn_failed("get_buffer(request body)", status);
@@ -217,15 +250,14 @@ impl Host for WasmHost {
     }
 
     fn resume_request(&mut self) {
-        if let Err(status) = hostcalls::resume_http_request() {
+        if let Err(status) = abi::continue_request() {
             warn_failed("resume_http_request", status);
         }
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {
-        // The bytes variant: the SDK's String variant unwraps UTF-8 and would trap the VM on
-        // an obs-text header value a client can send at will.
-        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        // Values as bytes: a client can send an obs-text header value at will.
+        match abi::get_map_pairs(MapType::HttpRequestHeaders) {
             Ok(pairs) => pairs
                 .into_iter()
                 .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
@@ -238,7 +270,7 @@ impl Host for WasmHost {
     }
 
     fn downstream_address(&self) -> Option<String> {
-        match hostcalls::get_property(vec!["source", "address"]) {
+        match abi::get_property(&["source", "address"]) {
             Ok(v) => v.and_then(|b| String::from_utf8(b).ok()),
             Err(status) => {
                 warn_failed("get_property(source.address)", status);
@@ -248,7 +280,7 @@ impl Host for WasmHost {
     }
 
     fn response_code(&self) -> Option<u32> {
-        match hostcalls::get_property(vec!["response", "code"]) {
+        match abi::get_property(&["response", "code"]) {
             Ok(v) => v.and_then(|b| aura_guard_core::audit::parse_response_code(&b)),
             Err(status) => {
                 warn_failed("get_property(response.code)", status);
@@ -258,8 +290,23 @@ impl Host for WasmHost {
     }
 
     fn dispatch_grpc(&mut self, call: &GrpcCall<'_>) -> Option<u32> {
-        // A cluster missing from the Envoy config comes back as ParseFailure, an Err here:
-        // the route's failure mode applies.
+        // On the SDK (it registers the token for the answer). Envoy's grpcCall answers Ok,
+        // ParseFailure (a cluster missing from the Envoy config), InternalFailure (the call
+        // could not start): the SDK returns those as Err, and the route's failure mode applies.
+        // Its only other answers are BadArgument, when the name parses as a serialized
+        // GrpcService (refused just below), and InvalidMemoryAccess, for pointers that are not
+        // ours (these come from live slices). Those two the SDK would panic on.
+        if parses_as_grpc_service(call.cluster) {
+            log_line(
+                LogLevel::Error,
+                &format!(
+                    "aura-guard: gRPC cluster name {:?} is read by Envoy as a serialized \
+                     GrpcService, not a cluster name; not dispatched",
+                    call.cluster
+                ),
+            );
+            return None;
+        }
         match hostcalls::dispatch_grpc_call(
             call.cluster,
             call.service,
@@ -270,20 +317,26 @@ impl Host for WasmHost {
         ) {
             Ok(token) => Some(token),
             Err(status) => {
-                warn_failed("dispatch_grpc_call", status);
+                warn_failed("dispatch_grpc_call", abi::from_sdk(status));
                 None
             }
         }
     }
 
     fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+        // The only queue is the audit shipper's. Refused here, the filter counts the record
+        // in `enqueue_failed` and `dropped`.
+        if !audit_shipper_alive() {
+            add_counter(SHIPPER_STALE, 1);
+            return false;
+        }
         let key = (vm_id.to_string(), queue.to_string());
         // Resolved once per worker; resolved again if the queue went away (service reload).
         for attempt in 0..2 {
             let id = QUEUES.with(|q| q.borrow().get(&key).copied());
             let id = match id {
                 Some(id) => id,
-                None => match hostcalls::resolve_shared_queue(vm_id, queue) {
+                None => match abi::resolve_shared_queue(vm_id, queue) {
                     Ok(Some(id)) => {
                         QUEUES.with(|q| q.borrow_mut().insert(key.clone(), id));
                         id
@@ -295,7 +348,7 @@ impl Host for WasmHost {
                     }
                 },
             };
-            match hostcalls::enqueue_shared_queue(id, Some(data)) {
+            match abi::enqueue_shared_queue(id, data) {
                 Ok(()) => return true,
                 Err(status) => {
                     QUEUES.with(|q| q.borrow_mut().remove(&key));
@@ -312,7 +365,7 @@ impl Host for WasmHost {
         &self,
         key: &str,
     ) -> Result<(Option<Vec<u8>>, Option<u32>), SharedDataError> {
-        hostcalls::get_shared_data(key).map_err(|status| {
+        abi::get_shared_data(key).map_err(|status| {
             warn_failed("get_shared_data", status);
             SharedDataError::Unavailable
         })
@@ -324,9 +377,9 @@ impl Host for WasmHost {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), SharedDataError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match abi::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
-            Err(proxy_wasm::types::Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(HostError::CasMismatch) => Err(SharedDataError::CasMismatch),
             Err(status) => {
                 warn_failed("set_shared_data", status);
                 Err(SharedDataError::Unavailable)
@@ -338,14 +391,50 @@ impl Host for WasmHost {
         // Envoy cancels a context's outstanding calls when it is destroyed: made on the root
         // context, the call survives the end of the request. The effective context is
         // restored afterwards so later host calls act on the request again.
-        if let Err(status) = hostcalls::set_effective_context(self.root_context_id) {
+        if let Err(status) = abi::set_effective_context(self.root_context_id) {
             warn_failed("set_effective_context(root)", status);
             return false;
         }
         let sent = self.dispatch_grpc(call).is_some();
-        if let Err(status) = hostcalls::set_effective_context(self.context_id) {
+        if let Err(status) = abi::set_effective_context(self.context_id) {
             warn_failed("set_effective_context(http)", status);
         }
         sent
+    }
+}
+
+/// Whether Envoy's `grpcCall` would read `cluster` as a serialized `GrpcService` proto (it
+/// tries that before taking it as a cluster name): a name that parses gets BadArgument from
+/// Envoy, which the SDK panics on (docs/robustness.md). Decoding it as an empty message (every
+/// field unknown, skipped by wire type) accepts every byte string a protobuf parser accepts,
+/// so a name refused by this check cannot be one Envoy would have taken as a cluster.
+pub(crate) fn parses_as_grpc_service(cluster: &str) -> bool {
+    <() as prost::Message>::decode(cluster.as_bytes()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parses_as_grpc_service;
+
+    #[test]
+    fn cluster_names_that_parse_as_a_grpc_service_proto_are_recognised() {
+        // The empty name is an empty message; 'a' (0x61) is field 12, fixed64: 8 more bytes
+        // make a whole message.
+        for name in ["", "aaaaaaaaa", "\u{8}\u{1}"] {
+            assert!(parses_as_grpc_service(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_cluster_names_do_not_parse_as_a_grpc_service_proto() {
+        for name in [
+            "ratelimit",
+            "audit_collector",
+            "rate-limit",
+            "outbound|8081||ratelimit.default.svc.cluster.local",
+            "aaaaaaaa",
+        ] {
+            assert!(!parses_as_grpc_service(name), "{name:?}");
+        }
     }
 }

@@ -2,12 +2,12 @@
 //! [`Policy`], and creates one HTTP context per stream. In the audit shipper's bootstrap VM
 //! it hosts the [`AuditService`] instead.
 
+use crate::abi;
 use crate::audit_service::{self, AuditService};
 use crate::host::{log_line, WasmHost};
 use crate::AuraHttp;
 use aura_guard_core::config::Config;
 use aura_guard_core::filter::{HttpFilter, Policy};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use std::rc::Rc;
@@ -24,19 +24,19 @@ impl Context for AuraRoot {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _num_headers: usize,
+        num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
         if let Some(service) = self.audit_service.as_mut() {
-            service.on_http_call_response(token_id, body_size);
+            service.on_http_call_response(token_id, num_headers, body_size);
         }
     }
 }
 
 impl RootContext for AuraRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        let raw = match abi::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(status) => {
                 log_line(
@@ -98,9 +98,10 @@ impl RootContext for AuraRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let policy = self.policy.clone()?;
+        // Never None: the SDK panics on it. Without a policy (a root whose configuration was
+        // refused, or the shipper's, where Envoy creates no streams) the stream is refused.
         Some(Box::new(AuraHttp {
-            filter: HttpFilter::new(policy),
+            filter: self.policy.clone().map(HttpFilter::new),
             host: WasmHost {
                 context_id,
                 root_context_id: self.context_id,

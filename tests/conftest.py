@@ -5,6 +5,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import ROOT, WASM, Stack, start_ratelimit_service  # noqa: E402
 
 
@@ -18,6 +19,21 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(autouse=True)
+def no_trap():
+    """Every test: no Envoy it started trapped a wasm VM. After the test (its traffic done and
+    its stacks stopped, each Stack reading its counters just before), Envoy's log has no panic
+    or RuntimeError, and no VM was created or reloaded after Envoy became ready
+    (docs/robustness.md)."""
+    first = len(harness.STARTED)
+    yield
+    stacks = harness.STARTED[first:]
+    del harness.STARTED[first:]
+    problems = [f"{s.envoy.log}: {p}" for s in stacks for p in s.trap_report()]
+    if problems:
+        pytest.fail("a wasm VM trapped:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ logs/e2e/<test> when a test fails."""
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,14 @@ COLLECTOR_BIN = os.environ.get("AURA_COLLECTOR_BIN") or os.path.join(
     ROOT, "target/debug/aura-collector")
 # Token the tests give both the collector and Envoy's audit shipper.
 TEST_COLLECTOR_TOKEN = "e2e-collector-token-5f1d9c0a7b3e"
+
+# Every Stack whose Envoy became ready, in this process: conftest.py's autouse `no_trap`
+# checks the ones a test started (docs/robustness.md).
+STARTED = []
+# What a trapped wasm VM (or a crashing Envoy) leaves in Envoy's log: the module's panic hook
+# ("aura-guard panic: panicked at ..."), V8's "Uncaught RuntimeError: unreachable", Envoy's own
+# panics.
+TRAP_LOG = re.compile(r"panic|RuntimeError", re.IGNORECASE)
 
 
 def wait_until(check, timeout, what, proc=None, log=None):
@@ -144,6 +153,9 @@ class Stack:
         self.record = os.path.join(log_dir, "upstream-requests.jsonl")
         self.procs = []
         self.envoy = None
+        # Envoy's wasm VM counters when it became ready, and just before it was stopped.
+        self.vm_ready = {}
+        self.vm_stopped = None
 
     def start(self):
         up = Process("upstream", [sys.executable, os.path.join(ROOT, "scripts/demo_upstream.py"),
@@ -177,11 +189,43 @@ class Stack:
         self.procs.append(self.envoy)
         wait_until(lambda: request(self.admin_port, "GET", "/ready").status == 200, 30,
                    "envoy", self.envoy.proc, self.envoy.log)
+        self.vm_ready = self.vm_counters()
+        self.vm_stopped = None
+        STARTED.append(self)
 
     def stop(self):
+        # After the test's own traffic, before Envoy goes: what the no-trap check compares.
+        if self.envoy is not None and self.envoy.alive():
+            try:
+                self.vm_stopped = self.vm_counters()
+            except (OSError, ValueError):
+                self.vm_stopped = None
         for p in reversed(self.procs):
             p.stop()
         self.procs = []
+
+    def vm_counters(self):
+        """Envoy's wasm VM counters: VMs created (`wasm.envoy.wasm.runtime.v8.created`) and,
+        per plugin, reloads after a trap (`wasm.<plugin>.vm_reload*`, FAIL_RELOAD)."""
+        return {k: v for k, v in self.stats("wasm.").items()
+                if k.endswith(".created") or ".vm_reload" in k}
+
+    def trap_report(self):
+        """Why this Envoy's wasm VMs are not known to have run without a trap since it became
+        ready: its log lines that show a panic, and VM counters that moved. Empty: no trap."""
+        problems = []
+        if self.envoy is not None and os.path.exists(self.envoy.log):
+            lines = [ln for ln in self.envoy_log().splitlines() if TRAP_LOG.search(ln)]
+            problems += [f"envoy log: {ln[:400]}" for ln in lines[:5]]
+        now = self.vm_counters() if self.envoy is not None and self.envoy.alive() \
+            else self.vm_stopped
+        if now is None:
+            return problems
+        for name in sorted(set(self.vm_ready) | set(now)):
+            before, after = self.vm_ready.get(name, 0), now.get(name, 0)
+            if after != before or (".vm_reload" in name and after != 0):
+                problems.append(f"{name}: {before} when ready, {after} after the test")
+        return problems
 
     # --- what tests use -------------------------------------------------------------------
     def request(self, method, path, headers=None, body=None, timeout=10):

@@ -23,6 +23,26 @@ const RECORDS_SHIPPED: &str = "aura_guard.audit.records_shipped";
 const BATCHES_FAILED: &str = "aura_guard.audit.batches_failed";
 const BATCHES_REJECTED: &str = "aura_guard.audit.batches_rejected";
 const BUFFERED: &str = "aura_guard.audit.buffered";
+/// Counted on every tick: alert when it stops growing (the shipper is dead or stuck).
+const TICKS: &str = "aura_guard.audit.ticks";
+/// The shipper's heartbeat (docs/robustness.md): a gauge holding the host's monotonic time in
+/// ms until which the shipper vouches it is alive, written at configure and on every tick.
+/// The workers read the same gauge (Envoy keeps one stat per name) and count a record as
+/// dropped instead of enqueuing it once that time has passed ([`shipper_alive`]).
+pub const ALIVE_UNTIL: &str = "aura_guard.audit.alive_until_ms";
+/// The least a heartbeat vouches for: a tick can be late while Envoy's main thread is busy.
+pub const MIN_ALIVE_MS: u64 = 10_000;
+
+/// How long one heartbeat vouches for: three ticks, at least [`MIN_ALIVE_MS`].
+pub fn alive_for_ms(tick_ms: u64) -> u64 {
+    tick_ms.saturating_mul(3).max(MIN_ALIVE_MS)
+}
+
+/// Whether a worker should still enqueue: the shipper's heartbeat ([`ALIVE_UNTIL`]; 0 when it
+/// never wrote one, e.g. a host without a monotonic clock) against the worker's monotonic now.
+pub fn shipper_alive(alive_until_ms: u64, monotonic_now_ms: u64) -> bool {
+    alive_until_ms == 0 || monotonic_now_ms <= alive_until_ms
+}
 
 /// A batch POST for the host to dispatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +57,11 @@ pub struct HttpCall<'a> {
 /// What the shipper's loop needs from the host. An `Err` carries the host's status as text,
 /// for the log.
 pub trait ServiceHost {
-    /// Unix time in milliseconds.
+    /// Unix time in milliseconds (the wall clock: it can step, backwards too).
     fn now_ms(&self) -> u64;
+    /// The host's monotonic clock in milliseconds (any origin, never steps back); None when
+    /// the host has none. The shipper's timers run on it.
+    fn monotonic_ms(&self) -> Option<u64>;
     fn log(&mut self, level: Level, message: &str);
     /// Four unpredictable bytes for the stream id; None when the host has none.
     fn random4(&mut self) -> Option<[u8; 4]>;
@@ -81,6 +104,8 @@ pub struct AuditService {
     token: Option<String>,
     queue_id: u32,
     in_flight: Option<u32>,
+    /// (wall, monotonic) ms at configure; None without a monotonic clock. See `now`.
+    clock: Option<(u64, u64)>,
 }
 
 impl AuditService {
@@ -149,13 +174,40 @@ impl AuditService {
                 cfg.cluster, cfg.queue_name, cfg.batch_size, cfg.flush_interval_ms, cfg.max_buffer_records
             ),
         );
-        Some(AuditService {
+        let clock = host.monotonic_ms().map(|mono| (host.now_ms(), mono));
+        let service = AuditService {
             shipper: Shipper::new(cfg.clone(), stream),
             cfg,
             token,
             queue_id,
             in_flight: None,
-        })
+            clock,
+        };
+        service.heartbeat(host);
+        Some(service)
+    }
+
+    /// The shipper's time: the wall clock at configure plus the monotonic time since, so a
+    /// step of the wall clock (backwards: flushes and retries would wait until it caught up)
+    /// moves no timer, and gap records still carry a wall-clock `ts`. The wall clock alone
+    /// when the host has no monotonic clock.
+    fn now(&self, host: &dyn ServiceHost) -> u64 {
+        match (self.clock, host.monotonic_ms()) {
+            (Some((wall_start, mono_start)), Some(mono)) => {
+                wall_start.saturating_add(mono.saturating_sub(mono_start))
+            }
+            _ => host.now_ms(),
+        }
+    }
+
+    /// Writes [`ALIVE_UNTIL`] (nothing without a monotonic clock: workers then never judge).
+    fn heartbeat(&self, host: &mut dyn ServiceHost) {
+        if let Some(mono) = host.monotonic_ms() {
+            host.set_gauge(
+                ALIVE_UNTIL,
+                mono.saturating_add(alive_for_ms(self.cfg.tick_ms)),
+            );
+        }
     }
 
     /// Drains the queue into the shipper, then sends a batch if one is due.
@@ -163,7 +215,7 @@ impl AuditService {
         if queue_id != self.queue_id {
             return;
         }
-        let now = host.now_ms();
+        let now = self.now(host);
         loop {
             match host.dequeue(queue_id) {
                 Ok(Some(entry)) => {
@@ -194,7 +246,9 @@ impl AuditService {
     }
 
     pub fn on_tick(&mut self, host: &mut dyn ServiceHost) {
-        let now = host.now_ms();
+        add(host, TICKS, 1);
+        self.heartbeat(host);
+        let now = self.now(host);
         self.pump(host, now);
     }
 
@@ -219,7 +273,7 @@ impl AuditService {
         let result = answer
             .as_ref()
             .map_or(BatchResult::Failed, |(s, _)| BatchResult::Status(*s));
-        let now = host.now_ms();
+        let now = self.now(host);
         let outcome = self.shipper.on_result(result, now);
         self.account(host, outcome, answer);
         self.pump(host, now);
@@ -332,6 +386,7 @@ pub mod mock {
     #[derive(Debug, Default)]
     pub struct MockServiceHost {
         pub now_ms: u64,
+        pub monotonic_ms: Option<u64>,
         pub logs: Vec<(Level, String)>,
         pub env: BTreeMap<String, String>,
         /// None: the host has no randomness.
@@ -365,6 +420,9 @@ pub mod mock {
     impl ServiceHost for MockServiceHost {
         fn now_ms(&self) -> u64 {
             self.now_ms
+        }
+        fn monotonic_ms(&self) -> Option<u64> {
+            self.monotonic_ms
         }
         fn log(&mut self, level: Level, message: &str) {
             self.logs.push((level, message.to_string()));
@@ -436,10 +494,13 @@ mod tests {
 
     const TOKEN: &str = "collector-token-0123456789";
     const T0: u64 = 1_764_384_000_000;
+    /// The mock's monotonic clock at the start (any origin).
+    const MONO0: u64 = 5_000;
 
     fn host() -> MockServiceHost {
         let mut h = MockServiceHost {
             now_ms: T0,
+            monotonic_ms: Some(MONO0),
             random: Some([0xa1, 0xb2, 0xc3, 0xd4]),
             ..MockServiceHost::default()
         };
@@ -467,9 +528,10 @@ mod tests {
         s.on_queue_ready(h, QUEUE_ID);
     }
 
-    /// Lets `ms` pass, then the timer fires.
+    /// Lets `ms` pass (on both clocks), then the timer fires.
     fn tick_after(s: &mut AuditService, h: &mut MockServiceHost, ms: u64) {
         h.now_ms += ms;
+        h.monotonic_ms = h.monotonic_ms.map(|m| m + ms);
         s.on_tick(h);
     }
 
@@ -841,6 +903,68 @@ mod tests {
         s.on_http_call_response(&mut h, token + 1, Some((200, None)));
         assert!(s.awaits(token));
         assert!(h.counters.is_empty());
+    }
+
+    #[test]
+    fn a_wall_clock_step_back_moves_no_flush_or_retry_timer() {
+        let mut h = host();
+        let mut s = service(&mut h, 100, 10);
+        enqueue(&mut s, &mut h, 0..3);
+        assert!(h.calls.is_empty());
+        // An hour back: on the wall clock alone the batch would wait an hour more.
+        h.now_ms -= 3_600_000;
+        tick_after(&mut s, &mut h, 999);
+        assert!(h.calls.is_empty(), "not before the flush interval");
+        tick_after(&mut s, &mut h, 1);
+        assert_eq!(h.calls.len(), 1);
+        assert_eq!(seqs(&h.calls[0]), [1, 2, 3]);
+        answer(&mut s, &mut h, 503, None);
+        h.now_ms -= 3_600_000;
+        tick_after(&mut s, &mut h, 100);
+        assert_eq!(h.calls.len(), 2, "the retry leaves after its back-off");
+        assert_eq!(h.calls[1].body, h.calls[0].body);
+    }
+
+    #[test]
+    fn without_a_monotonic_clock_the_wall_clock_times_the_batches_and_no_heartbeat_is_written() {
+        let mut h = host();
+        h.monotonic_ms = None;
+        let mut s = service(&mut h, 100, 10);
+        assert!(!h.gauges.contains_key(ALIVE_UNTIL));
+        enqueue(&mut s, &mut h, 0..1);
+        tick_after(&mut s, &mut h, 1000);
+        assert_eq!(h.calls.len(), 1);
+        assert!(!h.gauges.contains_key(ALIVE_UNTIL));
+        assert_eq!(h.counter("aura_guard.audit.ticks"), 1);
+    }
+
+    #[test]
+    fn configure_and_every_tick_write_the_heartbeat_and_count_the_tick() {
+        let mut h = host();
+        let mut s = AuditService::configure(&mut h, b"").unwrap();
+        // tick_ms 200: three ticks are less than the 10 s minimum.
+        assert_eq!(h.gauges[ALIVE_UNTIL], MONO0 + 10_000);
+        assert_eq!(h.counter("aura_guard.audit.ticks"), 0);
+        tick_after(&mut s, &mut h, 200);
+        assert_eq!(h.gauges[ALIVE_UNTIL], MONO0 + 200 + 10_000);
+        assert_eq!(h.counter("aura_guard.audit.ticks"), 1);
+        tick_after(&mut s, &mut h, 200);
+        assert_eq!(h.counter("aura_guard.audit.ticks"), 2);
+
+        let mut h = host();
+        AuditService::configure(&mut h, br#"{"tick_ms": 5000}"#).unwrap();
+        assert_eq!(h.gauges[ALIVE_UNTIL], MONO0 + 15_000, "three ticks");
+    }
+
+    #[test]
+    fn a_worker_enqueues_while_the_heartbeat_holds_and_not_once_it_is_past() {
+        assert!(shipper_alive(MONO0 + 10_000, MONO0));
+        assert!(shipper_alive(MONO0 + 10_000, MONO0 + 10_000));
+        assert!(!shipper_alive(MONO0 + 10_000, MONO0 + 10_001));
+        // No heartbeat ever written (no shipper yet, or no monotonic clock): not judged.
+        assert!(shipper_alive(0, MONO0 + 1_000_000));
+        assert_eq!(alive_for_ms(1), MIN_ALIVE_MS);
+        assert_eq!(alive_for_ms(u64::MAX), u64::MAX);
     }
 
     #[test]

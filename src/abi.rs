@@ -99,7 +99,6 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
-    #[allow(dead_code)]
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
@@ -280,10 +279,8 @@ pub(crate) fn replace_map_value(map: MapType, key: &str, value: &[u8]) -> Result
     })
 }
 
-/// Removes a header (every value of it); removing an absent header is not an error.
-// For `WasmHost::remove_request_header` (being added on another branch): the SDK's
-// `remove_map_value` panics on BadArgument like the other header calls.
-#[allow(dead_code)]
+/// Removes a header (every value of it); removing an absent header is not an error. (The
+/// SDK's `remove_map_value` panics on BadArgument like its other header calls.)
 pub(crate) fn remove_map_value(map: MapType, key: &str) -> Result<(), HostError> {
     // SAFETY: the key is live for the call.
     check(unsafe { proxy_remove_header_map_value(map as u32, key.as_ptr(), key.len()) })

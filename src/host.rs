@@ -206,9 +206,8 @@ impl Host for WasmHost {
     }
 
     fn remove_request_header(&mut self, name: &str) {
-        // No value removes the header (proxy-wasm's remove_http_request_header).
-        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
-            warn_failed("remove_http_request_header", status);
+        if let Err(e) = abi::remove_map_value(MapType::HttpRequestHeaders, name) {
+            warn_failed("remove_http_request_header", e);
         }
     }
 

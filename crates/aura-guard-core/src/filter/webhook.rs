@@ -563,7 +563,10 @@ mod tests {
         for env in ["production", "staging"] {
             let p = policy(
                 "{}",
-                &[("ENVIRONMENT", env), ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij")],
+                &[
+                    ("ENVIRONMENT", env),
+                    ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij"),
+                ],
             );
             for source in ["github", "shopify", "slack", "standard"] {
                 let path = format!("/webhooks/{source}");

@@ -58,7 +58,7 @@ def wait_records(collector, n, timeout=15, kind=None):
     return collector.lines()
 
 
-def assert_no_secrets(collector, s):
+def assert_no_secrets(collector, s, secrets=()):
     blobs = {"files": collector.files_text(),
              "db": json.dumps(collector.db_rows()),
              "envoy log": s.envoy_log()}
@@ -67,8 +67,145 @@ def assert_no_secrets(collector, s):
             with open(os.path.join(collector.dir, proc), errors="replace") as f:
                 blobs["collector log " + proc] = f.read()
     for where, text in blobs.items():
-        for secret in SECRETS + [TEST_COLLECTOR_TOKEN]:
+        for secret in SECRETS + [TEST_COLLECTOR_TOKEN] + list(secrets):
             assert secret not in text, f"{secret!r} found in {where}"
+
+
+# Payment and identity secrets of every kind (docs/audit.md §9.2), under keys spelt the ways
+# clients spell them, nested and in arrays, with card numbers written with dots, double spaces
+# and mixed separators. Each value is distinctive so the stores can be searched for it.
+PAYMENT_SECRETS = {
+    "cardCvc": "cvc-e2e-a1", "card-cvv2": "cvv2-e2e-a2", "CARD_CID": "cid-e2e-a3",
+    "card.csc": "csc-e2e-a4", "securityCode": "seccode-e2e-a5", "cvn": "cvn-e2e-a6",
+    "pinBlock": "pinblock-e2e-a7", "IBAN": "DE89370400440532013000",
+    "accountNumber": "acct-e2e-b1", "routing-number": "routing-e2e-b2",
+    "sort_code": "sortcode-e2e-b3", "BSB": "bsb-e2e-b4", "ssn": "ssn-e2e-b5",
+    "taxId": "taxid-e2e-b6", "itin": "itin-e2e-b7", "national_id": "natid-e2e-b8",
+    "otp": "otp-e2e-c1", "totpCode": "totp-e2e-c2", "mfa-code": "mfa-e2e-c3",
+    "2fa": "twofa-e2e-c4", "passphrase": "passphrase-e2e-c5",
+    "private_key": "privkey-e2e-c6", "clientSecret": "clientsecret-e2e-c7",
+}
+# Card numbers (Luhn-valid test numbers) as written in the request, and their digits.
+CARDS = {"4111.1111.1111.1111": "4111111111111111", "5500  0000  0000  0004": "5500000000000004",
+         "3782-822463 10005": "378282246310005", "5105.1051.0510.5100": "5105105105105100",
+         "4000.0566.5566.5556": "4000056655665556", "3566 0020 2036 0505": "3566002020360505",
+         "6011-0009-9013-9424": "6011000990139424", "4242424242424242": "4242424242424242"}
+# Ordinary values that must stay readable (short fragments inside words, non-Luhn numbers).
+KEPT = {"business_name": "Classname Bistro", "shipping_address": "1 Spinning Way",
+        "destination": "Lyon", "setting": "express", "opinion": "fine", "footprint": "small"}
+
+
+def payment_body():
+    s = PAYMENT_SECRETS
+    return {
+        "amount": 2500, "currency": "EUR", "reason": "duplicate charge",
+        "card": {k: s[k] for k in ("cardCvc", "card-cvv2", "CARD_CID", "card.csc", "securityCode",
+                                   "cvn", "pinBlock")}
+        | {"number": "4111.1111.1111.1111", "expiry": "12/29", "brand": "visa", "PIN": 48213},
+        "payer": {k: s[k] for k in ("IBAN", "accountNumber", "routing-number", "sort_code", "BSB",
+                                    "ssn", "taxId", "itin", "national_id")} | KEPT,
+        "auth": [{k: s[k]} for k in ("otp", "totpCode", "mfa-code", "2fa", "passphrase",
+                                     "private_key", "clientSecret")] + [{"mfa_enabled": True}],
+        "notes": ["card 5500  0000  0000  0004 was charged twice", "call +1 555 123 4567",
+                  "refund of 2024-01-15", {"memo": "backup card 3782-822463 10005"}],
+        "order_id": "4111111111111112",
+        "amounts": [4242424242424242, 12, 25.5],
+    }
+
+
+def payment_body_sanitised():
+    r = "[REDACTED]"
+    body = payment_body()
+    for section in ("card", "payer"):
+        body[section] = {k: (r if k in PAYMENT_SECRETS else v) for k, v in body[section].items()}
+    body["card"].update(number=r, PIN=r)
+    body["auth"] = [{k: (r if k in PAYMENT_SECRETS else v) for k, v in d.items()}
+                    for d in body["auth"]]
+    body["notes"] = [r, "call +1 555 123 4567", "refund of 2024-01-15", {"memo": r}]
+    body["amounts"] = [r, 12, 25.5]
+    return body
+
+
+def payment_secret_values():
+    return list(PAYMENT_SECRETS.values()) + list(CARDS) + list(CARDS.values())
+
+
+def pay(s, rid, content_type, query="", request_id=None):
+    headers = {"user-agent": "e2e/1.0 (card 3566 0020 2036 0505)",
+               "x-request-id": request_id or rid}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    return s.request("POST", f"/api/v1/payments/refund/5105.1051.0510.5100?n={rid}{query}",
+                     headers=headers, body=json.dumps(payment_body()))
+
+
+def stored_records(collector, n):
+    """The records in the files, and each one's line as stored in SQLite, by path."""
+    recs = wait_records(collector, n)
+    assert len(recs) == n, recs
+    rows = collector.db_rows()
+    assert len(rows) == n and {r["id"] for r in rows} == {r["id"] for r in recs}
+    for row in rows:
+        line = json.loads(row["line"])
+        assert line == next(r for r in recs if r["id"] == row["id"])
+        assert row["path"] == line["path"] and row["request_id"] == line["request_id"]
+    return recs
+
+
+def test_payment_and_identity_secrets_of_every_kind_never_reach_the_collector(stack_factory,
+                                                                             collector):
+    # A CVC, PIN, OTP, IBAN, tax id, passphrase or private key under any spelling of its key, and
+    # card numbers with any separators, in the body, the path, the query, the user agent and the
+    # request id: none of them is stored, in the files or the database, or logged.
+    s = audit_stack(stack_factory, collector)
+    query = ("&cardCvc=cvcq-e2e-d1&otp-code=otpq-e2e-d2&card=4000.0566.5566.5556"
+             "&shipping=express&PIN=pinq-e2e-d3")
+    assert pay(s, "json", "application/json", query).status == 200
+    assert pay(s, "rid", "application/json", request_id="6011-0009-9013-9424").status == 200
+    assert s.upstream_requests()[0]["body_sha256"] == \
+        hashlib.sha256(json.dumps(payment_body()).encode()).hexdigest()
+    recs = stored_records(collector, 2)
+    by_n = {r["path"].split("?n=")[1].split("&")[0]: r for r in recs}
+    rec = by_n["json"]
+    assert rec["type"] == "payment_refund" and rec["status"] == 200
+    assert rec["request_body"] == payment_body_sanitised()
+    assert rec["metadata"] == {}
+    assert rec["path"] == ("/api/v1/payments/refund/[REDACTED]?n=json&cardCvc=[REDACTED]"
+                           "&otp-code=[REDACTED]&card=[REDACTED]&shipping=express&PIN=[REDACTED]")
+    assert rec["user_agent"] == "e2e/1.0 (card [REDACTED])"
+    assert rec["request_id"] == "json"
+    assert by_n["rid"]["request_id"] == "[REDACTED]"
+    assert_no_secrets(collector, s, payment_secret_values() + ["cvcq-e2e-d1", "otpq-e2e-d2",
+                                                               "pinq-e2e-d3"])
+    assert collector.run("verify").returncode == 0
+
+
+def test_a_json_body_without_content_type_or_as_text_plain_is_recorded_sanitised(stack_factory,
+                                                                                 collector):
+    # FastAPI parses a body without a Content-Type as JSON: the record must hold it, sanitised,
+    # not null. text/plain (no CORS preflight) is sniffed the same way. Plain text and forms
+    # are not recorded.
+    s = audit_stack(stack_factory, collector)
+    assert pay(s, "none", None).status == 200
+    assert pay(s, "empty", "").status == 200
+    assert pay(s, "text", "text/plain;charset=UTF-8").status == 200
+    # The upstream got the body unchanged, without a content type.
+    up = s.upstream_requests()[0]
+    assert up["body_sha256"] == hashlib.sha256(json.dumps(payment_body()).encode()).hexdigest()
+    assert "content-type" not in {k.lower() for k in up["headers"]}
+    for rid, ct, body in (("plain", "text/plain", "cvc=plain-e2e-e1"),
+                          ("form", "application/x-www-form-urlencoded", "cvc=form-e2e-e2")):
+        assert s.request("POST", f"/api/v1/payments/refund?n={rid}",
+                         headers={"content-type": ct, "x-request-id": rid},
+                         body=body).status == 200
+    recs = {r["request_id"]: r for r in stored_records(collector, 5)}
+    for rid in ("none", "empty", "text"):
+        assert recs[rid]["request_body"] == payment_body_sanitised(), rid
+        assert recs[rid]["metadata"] == {}, rid
+    assert recs["plain"]["request_body"] is None
+    assert recs["plain"]["metadata"] == {"request_body_omitted": "not_json"}
+    assert recs["form"]["request_body"] is None and recs["form"]["metadata"] == {}
+    assert_no_secrets(collector, s, payment_secret_values() + ["plain-e2e-e1", "form-e2e-e2"])
 
 
 def test_refund_is_recorded_sanitised_in_file_and_sqlite(stack_factory, collector):

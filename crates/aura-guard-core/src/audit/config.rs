@@ -77,36 +77,105 @@ pub fn default_operations() -> Vec<OperationRule> {
     ]
 }
 
-/// Key fragments that make a JSON key, query parameter or header sensitive (lower-cased
-/// substring match). The original's nine, plus the variants it missed.
+/// The original's nine key fragments (docs/original-behaviour.md#redaction; a test pins them
+/// against that page).
+pub const ORIGINAL_REDACT_KEYS: [&str; 9] = [
+    "password",
+    "token",
+    "secret",
+    "api_key",
+    "credit_card",
+    "ssn",
+    "social_security",
+    "bank_account",
+    "routing_number",
+];
+
+/// What the default adds to [`ORIGINAL_REDACT_KEYS`] (docs/audit.md §9.2, which lists them).
+/// Names are compared normalised (`api_key` also catches `apiKey`, `api-key`, `X-API-Key`);
+/// fragments of at most four characters must be whole words of a name (`pin` redacts
+/// `cardPin`, not `shipping`), longer ones match anywhere (`sanitize.rs`).
+pub const ADDED_REDACT_KEYS: &[&str] = &[
+    // passwords, keys, credentials, signatures
+    "passwd",
+    "pwd",
+    "passphrase",
+    "passcode",
+    "credential",
+    "private_key",
+    "signing_key",
+    "seed_phrase",
+    "authorization",
+    "cookie",
+    "signature",
+    // one-time and second-factor codes
+    "otp",
+    "totp",
+    "hotp",
+    "otpauth",
+    "mfa",
+    "2fa",
+    "two_factor",
+    "one_time_code",
+    "verification_code",
+    "sms_code",
+    "auth_code",
+    "recovery_code",
+    "backup_code",
+    // card numbers and track data (PCI DSS cardholder and sensitive authentication data)
+    "card_num",
+    "pan",
+    "track_data",
+    "track1",
+    "track2",
+    // card verification values (CVC/CVV/CVV2/CID/CSC and aliases): never storable
+    "cvc",
+    "cvv",
+    "cvn",
+    "cvd",
+    "cid",
+    "csc",
+    "cav2",
+    "card_cvc",
+    "card_cvv",
+    "security_code",
+    "card_verification",
+    "card_code",
+    // PINs
+    "pin",
+    "card_pin",
+    "pin_block",
+    // bank accounts
+    "iban",
+    "account_num",
+    "acct_num",
+    "sort_code",
+    "bsb",
+    "transit_number",
+    // identity and tax numbers
+    "tin",
+    "itin",
+    "ein",
+    "sin",
+    "nin",
+    "nino",
+    "tax_id",
+    "taxpayer_id",
+    "tax_identification",
+    "tax_number",
+    "national_id",
+    "national_insurance",
+    "social_insurance",
+    "passport_num",
+];
+
+/// The default `audit.redact_keys`: the original's fragments, then aura-guard's.
 pub fn default_redact_keys() -> Vec<String> {
-    [
-        // The original's nine (docs/original-behaviour.md#redaction).
-        "password",
-        "token",
-        "secret",
-        "api_key",
-        "credit_card",
-        "ssn",
-        "social_security",
-        "bank_account",
-        "routing_number",
-        // variants the original missed
-        "apikey",
-        "api-key",
-        "authorization",
-        "cookie",
-        "passwd",
-        "private_key",
-        "credit-card",
-        "creditcard",
-        "card_number",
-        "cvv",
-        "signature",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    ORIGINAL_REDACT_KEYS
+        .iter()
+        .chain(ADDED_REDACT_KEYS)
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// What the filter records (`audit` in the filter configuration).
@@ -118,11 +187,13 @@ pub struct AuditConfig {
     pub enabled: Option<bool>,
     /// Sensitive operations; replaces the default table when given.
     pub operations: Vec<OperationRule>,
-    /// Sensitive key fragments; replaces the default list when given.
+    /// Sensitive name fragments (docs/audit.md §9.2); replaces the default list when given.
     pub redact_keys: Vec<String>,
-    /// Redact string (and integer) values that are Luhn-valid 13–19 digit card numbers.
+    /// Redact values holding a Luhn-valid 13–19 digit card number (any separators) and
+    /// replace card numbers in recorded free text (path, user agent, request id).
     pub redact_card_numbers: bool,
-    /// Capture the sanitised JSON request body of sensitive operations.
+    /// Capture the sanitised JSON request body of sensitive operations (declared JSON, or
+    /// sniffed without a content type or with `text/plain`: docs/audit.md §9.1).
     pub capture_body: bool,
     /// A captured body whose sanitised JSON is larger is replaced by null (noted in metadata),
     /// keeping each record well under the collector's 1 MiB line limit.
@@ -235,10 +306,10 @@ impl AuditConfig {
             }
         }
         for (i, k) in self.redact_keys.iter().enumerate() {
-            if k.trim().is_empty() {
+            if crate::audit::sanitize::normalise_name(k).is_empty() {
                 return Err(ConfigError::new(
                     format!("audit.redact_keys[{i}]"),
-                    "must not be empty",
+                    format!("{k:?}: must contain an ASCII letter or digit"),
                 ));
             }
         }
@@ -429,26 +500,59 @@ mod tests {
         AuditConfig::default().validate().unwrap();
     }
 
+    /// The backticked words of the first bullet of docs/original-behaviour.md#redaction.
+    fn documented_original_keys() -> Vec<String> {
+        let doc = include_str!("../../../../docs/original-behaviour.md");
+        let section = doc.split("\n## Redaction\n").nth(1).unwrap();
+        let bullet = section.split("\n- ").nth(1).unwrap();
+        let list = bullet.split("has its value").next().unwrap();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
-    fn default_redact_keys_are_a_superset_of_the_original() {
+    fn original_redact_keys_are_the_documented_ones() {
+        assert_eq!(documented_original_keys(), ORIGINAL_REDACT_KEYS);
+    }
+
+    #[test]
+    fn default_redact_keys_extend_the_original_and_each_is_documented() {
         let keys = default_redact_keys();
-        for k in [
-            "password",
-            "token",
-            "secret",
-            "api_key",
-            "credit_card",
-            "ssn",
-            "social_security",
-            "bank_account",
-            "routing_number",
-            "apikey",
-            "api-key",
-            "authorization",
-            "cookie",
-        ] {
-            assert!(keys.iter().any(|x| x == k), "{k}");
+        assert!(keys.starts_with(&ORIGINAL_REDACT_KEYS.map(str::to_owned)));
+        AuditConfig::default().validate().unwrap();
+        // No fragment twice once normalised (`api_key` already covers `api-key`).
+        let mut normalised: Vec<String> = keys
+            .iter()
+            .map(|k| crate::audit::sanitize::normalise_name(k))
+            .collect();
+        normalised.sort_unstable();
+        let before = normalised.len();
+        normalised.dedup();
+        assert_eq!(normalised.len(), before);
+        let doc = include_str!("../../../../docs/audit.md");
+        let section = doc.split("### 9.2 Sanitising").nth(1).unwrap();
+        for k in ADDED_REDACT_KEYS {
+            assert!(
+                section.contains(&format!("`{k}`")),
+                "{k} missing from docs/audit.md §9.2"
+            );
         }
+        // The variants the original missed are caught through normalisation.
+        let s = crate::audit::sanitize::Sanitizer::new(&keys, false);
+        for k in ["apikey", "api-key", "X-API-Key", "Authorization", "Cookie"] {
+            assert!(s.key_is_sensitive(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_redact_key_without_letters_or_digits_is_refused_naming_it() {
+        let mut c = AuditConfig::default();
+        c.redact_keys = vec!["cvc".into(), " _-. ".into()];
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "audit.redact_keys[1]");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   trait, which the service VM's glue implements.
 //!
 //! Flow: at the request headers [`RequestAudit::begin`] gathers the facts and classifies the
-//! operation; a sensitive operation with a JSON body holds the body (the pipeline's
-//! body-holding stage) and [`RequestAudit::capture`] keeps it sanitised; at the end of the
+//! operation; a sensitive operation whose body may be JSON ([`record::BodyCapture`]) holds the
+//! body (the pipeline's body-holding stage) and [`RequestAudit::capture`] keeps it sanitised;
+//! at the end of the
 //! stream [`RequestAudit::finish`] builds the entries, which the filter enqueues on the
 //! shipper's shared queue.
 
@@ -29,7 +30,7 @@ use crate::path::NormalisedPath;
 use crate::secret::Secret;
 use config::AuditConfig;
 use format::{Entry, Limits};
-use record::{Completion, RequestFacts};
+use record::{BodyCapture, Completion, RequestFacts};
 use sanitize::Sanitizer;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -61,7 +62,8 @@ impl AuditPolicy {
 pub struct RequestAudit {
     facts: RequestFacts,
     operation: Option<String>,
-    wants_body: bool,
+    /// Set when the body is to be held and captured.
+    capture: Option<BodyCapture>,
     body: Value,
     body_note: Option<&'static str>,
 }
@@ -88,26 +90,30 @@ impl RequestAudit {
         if !policy.enabled {
             return None;
         }
-        let path = record::record_path(&policy.sanitizer, start.raw_path, start.path);
-        let canonical = path.split_once('?').map_or(path.as_str(), |(p, _)| p);
-        let operation =
-            record::classify(&policy.config.operations, start.method, canonical).map(str::to_owned);
-        let json_body = host
-            .request_header("content-type")
-            .is_some_and(|ct| record::is_json_content_type(&ct));
-        let wants_body = operation.is_some() && policy.config.capture_body && json_body;
+        let san = &policy.sanitizer;
+        // Classified on the path itself; recorded with card numbers and the query sanitised.
+        let (canonical, _) = record::split_path(start.raw_path, start.path);
+        let operation = record::classify(&policy.config.operations, start.method, &canonical)
+            .map(str::to_owned);
+        let capture = if operation.is_some() && policy.config.capture_body {
+            BodyCapture::for_content_type(host.request_header("content-type").as_deref())
+        } else {
+            None
+        };
         Some(RequestAudit {
             facts: RequestFacts {
                 start_ms: start.start_ms,
                 method: start.method.to_owned(),
-                path,
+                path: record::record_path(san, start.raw_path, start.path),
                 client_ip: start.client_ip.map(|ip| ip.to_string()),
                 user_id: verified_user(policy, host, start.start_ms),
-                user_agent: host.request_header("user-agent"),
-                request_id: Some(start.request_id.to_owned()),
+                user_agent: host
+                    .request_header("user-agent")
+                    .map(|ua| san.text(&ua).into_owned()),
+                request_id: Some(san.text(start.request_id).into_owned()),
             },
             operation,
-            wants_body,
+            capture,
             body: Value::Null,
             body_note: None,
         })
@@ -118,19 +124,21 @@ impl RequestAudit {
         self.operation.as_deref()
     }
 
-    /// A sensitive operation with a JSON body: the pipeline must hold the body for capture.
+    /// A sensitive operation whose body may be JSON: the pipeline must hold the body for
+    /// capture.
     pub fn wants_body(&self) -> bool {
-        self.wants_body
+        self.capture.is_some()
     }
 
     /// Keeps the sanitised body (called with the whole body).
     pub fn capture(&mut self, policy: &AuditPolicy, body: &[u8]) {
-        if !self.wants_body {
+        let Some(mode) = self.capture else {
             return;
-        }
+        };
         let (value, note) = record::capture_body(
             &policy.sanitizer,
             body,
+            mode,
             policy.config.max_captured_body_bytes,
         );
         self.body = value;
@@ -282,7 +290,11 @@ mod tests {
     #[test]
     fn non_json_body_is_not_held() {
         let p = policy();
-        let h = host("POST", "/api/v1/payments/refund", Some("text/plain"));
+        let h = host(
+            "POST",
+            "/api/v1/payments/refund",
+            Some("application/x-www-form-urlencoded"),
+        );
         let a = begin(&p, &h, 0, "r").unwrap();
         assert!(!a.wants_body());
         let e = a.finish(&p, &[], &Completion::default());
@@ -290,14 +302,65 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_without_content_type_or_as_text_plain_is_captured_sanitised() {
+        let p = policy();
+        let body =
+            br#"{"amount":5,"card":{"cardCvc":"737","number":"4111.1111.1111.1111"},"pin":1234}"#;
+        for ct in [None, Some("text/plain;charset=UTF-8")] {
+            let h = host("POST", "/api/v1/payments/refund", ct);
+            let mut a = begin(&p, &h, 0, "r").unwrap();
+            assert!(a.wants_body(), "{ct:?}");
+            a.capture(&p, body);
+            let e = a.finish(&p, &[], &Completion::default());
+            assert_eq!(
+                e[0].request_body,
+                serde_json::json!({"amount": 5, "card": {"cardCvc": "[REDACTED]",
+                    "number": "[REDACTED]"}, "pin": "[REDACTED]"}),
+                "{ct:?}"
+            );
+            assert_eq!(e[0].metadata, serde_json::json!({}));
+        }
+    }
+
+    #[test]
+    fn card_numbers_in_path_user_agent_and_request_id_are_replaced_and_still_classified() {
+        let p = policy();
+        let mut h = host(
+            "POST",
+            "/api/v1/payments/refund/5105.1051.0510.5100?cardCvc=737",
+            Some("application/json"),
+        );
+        h.request_headers.retain(|(k, _)| k != "user-agent");
+        h.request_headers.push((
+            "user-agent".into(),
+            "app/1 (card 3566 0020 2036 0505)".into(),
+        ));
+        let a = begin(&p, &h, 0, "6011-0009-9013-9424").unwrap();
+        assert_eq!(a.operation(), Some("payment_refund"));
+        let e = a.finish(&p, &[], &Completion::default());
+        assert_eq!(
+            e[0].path.as_deref(),
+            Some("/api/v1/payments/refund/[REDACTED]?cardCvc=[REDACTED]")
+        );
+        assert_eq!(e[0].user_agent.as_deref(), Some("app/1 (card [REDACTED])"));
+        assert_eq!(e[0].request_id.as_deref(), Some("[REDACTED]"));
+    }
+
+    #[test]
     fn unparsable_json_body_is_noted_not_recorded() {
         let p = policy();
-        let h = host("POST", "/api/v1/payments/refund", Some("application/json"));
-        let mut a = begin(&p, &h, 0, "r").unwrap();
-        a.capture(&p, b"password=hunter2");
-        let e = a.finish(&p, &[], &Completion::default());
-        assert_eq!(e[0].request_body, Value::Null);
-        assert_eq!(e[0].metadata["request_body_omitted"], "not_json");
+        // Declared JSON that is not, and a sniffed body that is not an object or array.
+        for (ct, body) in [
+            (Some("application/json"), &b"password=hunter2"[..]),
+            (None, b"737"),
+        ] {
+            let h = host("POST", "/api/v1/payments/refund", ct);
+            let mut a = begin(&p, &h, 0, "r").unwrap();
+            a.capture(&p, body);
+            let e = a.finish(&p, &[], &Completion::default());
+            assert_eq!(e[0].request_body, Value::Null);
+            assert_eq!(e[0].metadata["request_body_omitted"], "not_json");
+        }
     }
 
     #[test]

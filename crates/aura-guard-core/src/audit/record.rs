@@ -8,6 +8,7 @@ use crate::audit::config::OperationRule;
 use crate::events::SecurityEvent;
 use crate::path::NormalisedPath;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Who did what, from where: gathered at the request headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,14 +45,10 @@ pub fn classify<'a>(rules: &'a [OperationRule], method: &str, path: &str) -> Opt
         .map(|r| r.op_type.as_str())
 }
 
-/// The path as recorded: the pipeline's canonical path (crate::path) when `raw` normalised,
-/// else the raw path; the query sanitised in both cases; cut to the collector's limit.
-pub fn record_path(
-    sanitizer: &Sanitizer,
-    raw: &str,
-    normalised: Option<&NormalisedPath>,
-) -> String {
-    let (path, query) = match normalised {
+/// The path every audit rule reads and the raw query: the pipeline's canonical path
+/// (crate::path) when `raw` normalised, else the raw path without query and fragment.
+pub fn split_path(raw: &str, normalised: Option<&NormalisedPath>) -> (String, Option<String>) {
+    match normalised {
         Some(n) => (n.as_str().to_owned(), n.query().map(str::to_owned)),
         None => {
             let before_fragment = raw.split_once('#').map_or(raw, |(p, _)| p);
@@ -60,6 +57,26 @@ pub fn record_path(
                 None => (before_fragment.to_owned(), None),
             }
         }
+    }
+}
+
+/// The path as recorded: [`split_path`]'s path with card numbers replaced (a segment may be
+/// one, even spread over several segments: `/4111/1111/1111/1111`), plus the sanitised query;
+/// cut to the collector's limit.
+pub fn record_path(
+    sanitizer: &Sanitizer,
+    raw: &str,
+    normalised: Option<&NormalisedPath>,
+) -> String {
+    let (path, query) = split_path(raw, normalised);
+    // A refused path is kept raw, unless its decoded form shows a card number.
+    let decoded = match normalised {
+        Some(_) => None,
+        None => Some(percent_encoding::percent_decode_str(&path).decode_utf8_lossy()),
+    };
+    let path = match decoded.as_deref().map(|d| sanitizer.text(d)) {
+        Some(Cow::Owned(redacted)) => redacted,
+        _ => sanitizer.text(&path).into_owned(),
     };
     let full = match query {
         Some(q) if !q.is_empty() => format!("{path}?{}", sanitizer.query(&q)),
@@ -93,23 +110,56 @@ fn clip_opt(s: &Option<String>, max: usize) -> Option<String> {
     s.as_deref().map(|v| clip(v, max))
 }
 
-/// Is this content type JSON (`application/json`, `application/problem+json`, parameters
+/// Is this content type JSON (`application/json`, `application/*+json`, parameters
 /// allowed)? The original captured only `application/json`.
 pub fn is_json_content_type(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type_essence(content_type);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The captured body: sanitised JSON, or null with the reason it is absent.
+fn content_type_essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// How a sensitive operation's body is captured, by its `Content-Type` (docs/audit.md §9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCapture {
+    /// Declared JSON: any JSON value is recorded.
+    Json,
+    /// No (or an empty) `Content-Type`, which FastAPI parses as JSON, or `text/plain`, which
+    /// clients use to skip the CORS preflight and `request.json()` reads all the same: recorded
+    /// when it is a JSON object or array.
+    Sniff,
+}
+
+impl BodyCapture {
+    /// None for every other content type (forms, multipart, binary): never held, never recorded.
+    pub fn for_content_type(content_type: Option<&str>) -> Option<BodyCapture> {
+        let Some(ct) = content_type.filter(|ct| !ct.trim().is_empty()) else {
+            return Some(BodyCapture::Sniff);
+        };
+        if is_json_content_type(ct) {
+            Some(BodyCapture::Json)
+        } else if content_type_essence(ct) == "text/plain" {
+            Some(BodyCapture::Sniff)
+        } else {
+            None
+        }
+    }
+}
+
+/// The captured body: sanitised JSON, or null with the reason it is absent (`not_json`: not
+/// JSON, or a sniffed body that is not an object or array; `too_large`).
 pub fn capture_body(
     sanitizer: &Sanitizer,
     body: &[u8],
+    mode: BodyCapture,
     max_bytes: usize,
 ) -> (Value, Option<&'static str>) {
     if body.is_empty() {
@@ -118,6 +168,9 @@ pub fn capture_body(
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
         return (Value::Null, Some("not_json"));
     };
+    if mode == BodyCapture::Sniff && !(value.is_object() || value.is_array()) {
+        return (Value::Null, Some("not_json"));
+    }
     sanitizer.json(&mut value);
     let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
     if size > max_bytes {
@@ -210,7 +263,10 @@ pub fn event_entry(
         }
         .to_owned(),
         metadata,
-        description: Some(clip(&event.description, Limits::DESCRIPTION)),
+        description: Some(clip(
+            &sanitizer.text(&event.description),
+            Limits::DESCRIPTION,
+        )),
         ..base(facts, done)
     }
 }
@@ -319,6 +375,38 @@ mod tests {
     }
 
     #[test]
+    fn card_numbers_in_the_recorded_path_are_replaced() {
+        assert_eq!(
+            path_of("/api/v1/payments/refund/4111.1111.1111.1111?n=1"),
+            "/api/v1/payments/refund/[REDACTED]?n=1"
+        );
+        // Spread over segments, and percent-encoded separators (the path is decoded first).
+        assert_eq!(
+            path_of("/api/v1/payments/refund/4111/1111/1111/1111"),
+            "/api/v1/payments/refund/[REDACTED]"
+        );
+        assert_eq!(
+            path_of("/api/v1/payments/refund/4111%20%201111.1111-1111/x"),
+            "/api/v1/payments/refund/[REDACTED]/x"
+        );
+        // Refused by the normaliser: recorded raw, card still replaced (decoded if need be).
+        assert_eq!(
+            path_of("/a/../4111-1111-1111-1111?cvc=1"),
+            "/a/../[REDACTED]?cvc=[REDACTED]"
+        );
+        assert_eq!(
+            path_of("/a/../4111%2D1111%2D1111%2D1111"),
+            "/a/../[REDACTED]"
+        );
+        assert_eq!(path_of("/a/../b%2Dc"), "/a/../b%2Dc");
+        // Ids that are not card numbers stay.
+        assert_eq!(
+            path_of("/api/v1/orders/4111111111111112"),
+            "/api/v1/orders/4111111111111112"
+        );
+    }
+
+    #[test]
     fn timestamps_are_utc_with_milliseconds() {
         assert_eq!(rfc3339_ms(1_772_359_200_123), "2026-03-01T10:00:00.123Z");
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
@@ -329,6 +417,7 @@ mod tests {
         let (v, why) = capture_body(
             &san(),
             br#"{"amount":10,"card_token":"tok_1","password":"p"}"#,
+            BodyCapture::Json,
             1000,
         );
         assert_eq!(why, None);
@@ -337,17 +426,69 @@ mod tests {
             json!({"amount":10,"card_token":"[REDACTED]","password":"[REDACTED]"})
         );
         assert_eq!(
-            capture_body(&san(), b"a=b", 1000),
+            capture_body(&san(), b"a=b", BodyCapture::Json, 1000),
             (Value::Null, Some("not_json"))
         );
         assert_eq!(
-            capture_body(&san(), br#"{"a":"0123456789"}"#, 5),
+            capture_body(&san(), br#"{"a":"0123456789"}"#, BodyCapture::Json, 5),
             (Value::Null, Some("too_large"))
         );
         assert!(is_json_content_type("application/json; charset=utf-8"));
         assert!(is_json_content_type("Application/Problem+JSON"));
         assert!(!is_json_content_type("text/plain"));
         assert!(!is_json_content_type("application/x-www-form-urlencoded"));
+    }
+
+    #[test]
+    fn a_body_without_content_type_or_as_text_plain_is_sniffed_others_are_not_captured() {
+        use BodyCapture::{Json, Sniff};
+        let cases: [(Option<&str>, Option<BodyCapture>); 10] = [
+            (None, Some(Sniff)),
+            (Some(""), Some(Sniff)),
+            (Some("  "), Some(Sniff)),
+            (Some("text/plain"), Some(Sniff)),
+            (Some("Text/Plain; charset=utf-8"), Some(Sniff)),
+            (Some("application/json"), Some(Json)),
+            (Some("application/vnd.api+json"), Some(Json)),
+            (Some("application/x-www-form-urlencoded"), None),
+            (Some("multipart/form-data; boundary=x"), None),
+            (Some("application/octet-stream"), None),
+        ];
+        for (ct, want) in cases {
+            assert_eq!(BodyCapture::for_content_type(ct), want, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn a_sniffed_body_is_recorded_only_as_a_json_object_or_array() {
+        let (v, why) = capture_body(
+            &san(),
+            br#"{"cvc":"737","amount":5}"#,
+            BodyCapture::Sniff,
+            1000,
+        );
+        assert_eq!((v, why), (json!({"cvc": "[REDACTED]", "amount": 5}), None));
+        let (v, why) = capture_body(&san(), br#"[{"pin":"1234"}]"#, BodyCapture::Sniff, 1000);
+        assert_eq!((v, why), (json!([{"pin": "[REDACTED]"}]), None));
+        // Plain text, and JSON scalars that cannot be judged by a key, are not recorded.
+        for body in [
+            &b"hunter2"[..],
+            b"\"hunter2\"",
+            b"1234",
+            b"true",
+            b"password=x",
+        ] {
+            assert_eq!(
+                capture_body(&san(), body, BodyCapture::Sniff, 1000),
+                (Value::Null, Some("not_json")),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            capture_body(&san(), b"", BodyCapture::Sniff, 1000),
+            (Value::Null, None)
+        );
     }
 
     fn facts() -> RequestFacts {
@@ -415,6 +556,10 @@ mod tests {
         assert_eq!(e.metadata["headers"]["Stripe-Signature"], "[REDACTED]");
         assert_eq!(e.metadata["source"], "stripe");
         assert_eq!(e.request_body, Value::Null);
+        // A card number in the description is replaced too.
+        let card = SecurityEvent::new("x", Severity::Low, "card 4111 1111 1111 1111", json!({}));
+        let e = event_entry(&facts(), &card, &Completion::default(), &san());
+        assert_eq!(e.description.as_deref(), Some("card [REDACTED]"));
     }
 
     #[test]

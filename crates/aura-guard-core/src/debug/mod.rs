@@ -2,7 +2,9 @@
 //!
 //! A request is a debug request when its normalised path is under a named endpoint's path
 //! (longest match wins) or, failing that, under one of the prefixes; such unnamed paths use
-//! `default_allowed_envs` and are named by their canonical path. In an environment outside the
+//! `default_allowed_envs` and are named by their canonical path. A format suffix on the last
+//! segment does not hide it (`/debug.json`, `/debug/token.json`: see
+//! [`NormalisedPath::is_route_under`]). In an environment outside the
 //! endpoint's allowed list the answer is 404 `{"detail":"Not found"}` unless
 //! `DEBUG_ENDPOINTS_ENABLED` is true AND the endpoint is whitelisted: both, never either.
 //!
@@ -39,12 +41,12 @@ pub fn decide(cfg: &DebugConfig, env: Environment, path: &NormalisedPath) -> Deb
     let named = cfg
         .endpoints
         .iter()
-        .filter(|ep| path.is_under(&ep.path))
+        .filter(|ep| path.is_route_under(&ep.path))
         .max_by_key(|ep| ep.path.len());
 
     let (allowed_envs, endpoint_name, endpoint_path) = match named {
         Some(ep) => (&ep.allowed_envs, ep.name.as_str(), ep.path.as_str()),
-        None if cfg.prefixes.iter().any(|p| path.is_under(p)) => {
+        None if cfg.prefixes.iter().any(|p| path.is_route_under(p)) => {
             (&cfg.default_allowed_envs, path.as_str(), path.as_str())
         }
         None => return DebugDecision::NotDebug,
@@ -157,6 +159,50 @@ mod tests {
             decide(&cfg, Staging, &p("/DEBUG/Vars/")),
             block("/debug/vars")
         );
+    }
+
+    #[test]
+    fn a_format_suffix_on_the_last_segment_does_not_hide_an_endpoint() {
+        let cfg = DebugConfig::default();
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/token.json")),
+            block("token")
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/Token.JSON;x=1/")),
+            block("token")
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/token/x.json")),
+            block("token")
+        );
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug.json")),
+            block("/debug.json")
+        );
+        assert_eq!(
+            decide(&cfg, Development, &p("/debug/token.json")),
+            DebugDecision::Allow
+        );
+        for path in ["/debugger.json", "/debug-x.json", "/api/debug.json"] {
+            assert_eq!(
+                decide(&cfg, Production, &p(path)),
+                DebugDecision::NotDebug,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn look_alike_spellings_are_the_endpoint_or_refused() {
+        let cfg = DebugConfig::default();
+        assert_eq!(
+            decide(&cfg, Production, &p("/debug/to%E2%84%AAen")),
+            block("token")
+        );
+        for raw in ["/%E1%B5%88ebug/token", "/%E2%93%93ebug", "/debug%C2%A0"] {
+            assert!(normalise(raw).is_err(), "{raw}");
+        }
     }
 
     #[test]

@@ -481,8 +481,11 @@ mod tests {
     use crate::config::Environment;
     use crate::debug::config::DebugConfig;
     use crate::debug::{self, DebugDecision};
+    use crate::ratelimit::config::RateLimitConfig;
+    use crate::ratelimit::planner::RateLimiter;
     use crate::versions::config::VersionsConfig;
     use crate::versions::{self, VersionDecision};
+    use crate::webhook::config::WebhookConfig;
 
     fn canon(raw: &str) -> String {
         normalise(raw)
@@ -806,12 +809,29 @@ mod tests {
         target: String,
     }
 
-    /// Every variant aimed at `/debug/token` or `/api/v0/x` is refused (400) or read as a
-    /// path the production debug policy or the disabled-version policy blocks.
+    fn corpus() -> Vec<Variant> {
+        serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap()
+    }
+
+    fn stripe_source(p: &NormalisedPath) -> Option<String> {
+        let webhook = WebhookConfig::default();
+        p.route_forms()
+            .find_map(|f| webhook.source_for_path(f))
+            .map(|(name, _)| name.to_owned())
+    }
+
+    fn login_route(p: &NormalisedPath) -> Option<usize> {
+        let limiter = RateLimiter::new(RateLimitConfig::default().resolve(None));
+        p.route_forms().find_map(|f| limiter.match_route("POST", f))
+    }
+
+    /// Every variant aimed at `/debug/token`, `/api/v0/x`, the stripe webhook route or the
+    /// login route is refused (400) or read as a path its policy covers: the production debug
+    /// policy or the disabled-version policy blocks it (or refuses an ambiguous version), the
+    /// webhook route and the rate-limited login route match it.
     #[test]
     fn no_corpus_variant_slips_through() {
-        let corpus: Vec<Variant> =
-            serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap();
+        let corpus = corpus();
         assert!(corpus.len() >= 60, "corpus has {} variants", corpus.len());
         let debug_cfg = DebugConfig::default();
         let versions_cfg = VersionsConfig {
@@ -831,8 +851,10 @@ mod tests {
                 ),
                 "disabled_version" => matches!(
                     versions::decide(&versions_cfg, &p, None, 0),
-                    VersionDecision::Disabled { .. }
+                    VersionDecision::Disabled { .. } | VersionDecision::Ambiguous
                 ),
+                "webhook" => stripe_source(&p).as_deref() == Some("stripe"),
+                "login" => login_route(&p) == Some(0),
                 other => panic!("unknown target {other:?} for {:?}", v.path),
             };
             assert!(blocked, "{:?} slipped through as {:?}", v.path, p.as_str());
@@ -849,19 +871,67 @@ mod tests {
     /// `v0`): they are blocked because of what they are, not by accident.
     #[test]
     fn corpus_variants_that_normalise_reach_their_target() {
-        let corpus: Vec<Variant> =
-            serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap();
-        for v in &corpus {
+        let versions_cfg = VersionsConfig {
+            disabled: vec!["v0".into()],
+            ..VersionsConfig::default()
+        };
+        for v in &corpus() {
             let Ok(p) = normalise(&v.path) else { continue };
             match v.target.as_str() {
-                "debug" => assert!(p.is_under("/debug"), "{:?} -> {:?}", v.path, p.as_str()),
+                "debug" => assert!(
+                    p.is_route_under("/debug"),
+                    "{:?} -> {:?}",
+                    v.path,
+                    p.as_str()
+                ),
+                "disabled_version" => {
+                    // An ambiguous version is refused (400), not read as one.
+                    if versions::decide(&versions_cfg, &p, None, 0) == VersionDecision::Ambiguous {
+                        continue;
+                    }
+                    assert!(
+                        versions::detect_versions(p.segments(), None).contains(&"v0".to_owned()),
+                        "{:?} -> {:?}",
+                        v.path,
+                        p.as_str()
+                    )
+                }
                 _ => assert!(
-                    versions::detect_versions(p.segments(), None).contains(&"v0".to_owned()),
+                    p.route_forms()
+                        .any(|f| f == "/webhooks/stripe" || f == "/auth/login"),
                     "{:?} -> {:?}",
                     v.path,
                     p.as_str()
                 ),
             }
+        }
+    }
+
+    /// Every class of the corpus is exercised by both outcomes where it should be.
+    #[test]
+    fn corpus_covers_format_suffixes_params_and_look_alikes_for_every_target() {
+        let corpus = corpus();
+        for target in ["debug", "disabled_version", "webhook", "login"] {
+            let of = |pred: &dyn Fn(&str) -> bool| {
+                corpus
+                    .iter()
+                    .filter(|v| v.target == target && pred(&v.path))
+                    .count()
+            };
+            assert!(of(&|p| p.contains(".json")) >= 1, "{target}: format suffix");
+            assert!(of(&|p| p.contains(';')) >= 1, "{target}: ;params");
+            assert!(
+                of(&|p| !p.is_ascii() || p.contains("%C")) >= 1,
+                "{target}: look-alike"
+            );
+            assert!(
+                of(&|p| normalise(p).is_err()) >= 1,
+                "{target}: something refused"
+            );
+            assert!(
+                of(&|p| normalise(p).is_ok()) >= 5,
+                "{target}: something read"
+            );
         }
     }
 }

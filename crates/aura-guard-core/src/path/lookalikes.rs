@@ -2,7 +2,7 @@
 //! compatibility forms of ASCII and the canonical singletons onto ASCII
 //! (docs/paths.md#unicode-look-alikes). The table is derived from the Unicode data by
 //! `table_matches_the_unicode_data` below, which checks it against `unicode-normalization` and
-//! prints the table to paste when the data changes; shipping the data itself would add 128 KB
+//! prints the table to paste when the data changes; shipping the data itself would add 126 KB
 //! to the module for this one question.
 
 /// Inclusive ranges, sorted, of every non-ASCII character whose compatibility decomposition

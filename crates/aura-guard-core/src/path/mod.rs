@@ -92,8 +92,8 @@ pub enum Suspicion {
     NonAscii,
     /// The request target had a `#fragment` (browsers never send one).
     Fragment,
-    /// A segment with non-ASCII characters reads as pure ASCII once folded (`ſtripe`,
-    /// `logın`): a look-alike spelling, or a word such as `straße` (read `strasse`).
+    /// A segment with non-ASCII characters reads as pure ASCII once folded (`logın`,
+    /// `STRİPE`): a look-alike spelling, or a word such as `straße` (read `strasse`).
     FoldedToAscii,
 }
 

@@ -221,9 +221,19 @@ mod tests {
     }
 
     #[test]
-    fn lookup_matches_the_definition_for_every_character() {
-        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
-            assert_eq!(is_compatibility_ascii(c), by_definition(c), "{c:?}");
+    fn lookup_finds_every_range_and_nothing_beside_it() {
+        for &(lo, hi) in COMPATIBILITY_ASCII {
+            assert!(
+                is_compatibility_ascii(lo) && is_compatibility_ascii(hi),
+                "{lo:?}"
+            );
+            for outside in [u32::from(lo) - 1, u32::from(hi) + 1] {
+                let c = char::from_u32(outside).unwrap();
+                assert_eq!(is_compatibility_ascii(c), by_definition(c), "{c:?}");
+            }
+        }
+        for c in ['a', 'A', '/', '\u{7F}', 'é', 'ı', '\u{212A}', '\u{10FFFF}'] {
+            assert!(!is_compatibility_ascii(c), "{c:?}");
         }
     }
 }

@@ -1,23 +1,34 @@
 """Debug-endpoint protection and API-version security through real Envoy, including the path
-tricks corpus shared with the core's unit tests."""
+tricks corpus shared with the core's unit tests (its webhook and login spellings run here too,
+against a stack with a webhook source and one with the login rate limit: docs/paths.md)."""
 import json
 import os
 import socket
+import time
 
 import pytest
 
 from harness import ROOT
+from test_sign_webhook import sw
 
 CORPUS = json.load(open(os.path.join(
     ROOT, "crates/aura-guard-core/tests/data/path_variants.json")))
 PROD = {"ENVIRONMENT": "production", "DISABLED_API_VERSIONS": "v0"}
+STRIPE_SECRET = "stripe-e2e-secret"
 
 
-def raw_request(port, path_bytes):
+def corpus(*targets):
+    return [c for c in CORPUS if c["target"] in targets]
+
+
+def raw_request(port, path_bytes, method=b"GET", headers=(), body=b""):
     """Sends the request line byte for byte (no client-side validation or encoding)."""
+    extra = b"".join(k.encode() + b": " + v.encode() + b"\r\n" for k, v in headers)
+    if body:
+        extra += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET " + path_bytes + b" HTTP/1.1\r\nHost: localhost\r\n"
-                  b"Connection: close\r\n\r\n")
+        s.sendall(method + b" " + path_bytes + b" HTTP/1.1\r\nHost: localhost\r\n" + extra +
+                  b"Connection: close\r\n\r\n" + body)
         data = b""
         # Read until the body is complete (Content-Length), not until close: Envoy delays
         # closing by its delayed_close_timeout.
@@ -42,13 +53,13 @@ def raw_request(port, path_bytes):
 
 def test_corpus_is_large_enough():
     assert len(CORPUS) >= 50
-    assert {c["target"] for c in CORPUS} == {"debug", "disabled_version"}
+    assert {c["target"] for c in CORPUS} == {"debug", "disabled_version", "webhook", "login"}
 
 
 def test_no_path_variant_reaches_the_upstream_in_production(stack_factory):
     s = stack_factory(env=PROD)
     answers = {}
-    for case in CORPUS:
+    for case in corpus("debug", "disabled_version"):
         status, head, body = raw_request(s.listen_port, case["path"].encode("utf-8"))
         answers[case["path"]] = status
         # 400: refused as ambiguous (by the filter or Envoy's codec); 404: debug hidden;
@@ -151,3 +162,97 @@ def test_version_header_is_checked_when_configured(stack_factory):
     r = s.request("GET", "/orders", headers={"api-version": "v0"})
     assert r.status == 410
     assert s.upstream_requests() == []
+
+
+# --- Spellings of protected routes: format suffixes, `;params`, look-alikes (docs/paths.md) ---
+
+def test_format_suffix_and_look_alike_spellings_of_debug_are_hidden(stack_factory):
+    s = stack_factory(env=PROD)
+    for path in [b"/debug.json", b"/debug/token.json", b"/DEBUG.xml;x=1", b"/debug;x.json",
+                 b"/debug/to%E2%84%AAen", b"/debug/token.json/"]:
+        status, head, body = raw_request(s.listen_port, path)
+        assert (status, body) == (404, b'{"detail":"Not found"}'), (path, head, body)
+    # Compatibility forms of ASCII (superscript, circled, no-break space) are refused.
+    for path in ["/ᵈᵉᵇᵘᵍ/token".encode(), b"/%E2%93%93ebug/token", b"/debug%C2%A0/token"]:
+        status, head, body = raw_request(s.listen_port, path)
+        assert status == 400, (path, head, body)
+        if b"Ambiguous request path" in body:
+            assert json.loads(body) == {"detail": "Ambiguous request path: Unicode look-alike "
+                                                  "of an ASCII character in path"}
+    assert s.upstream_requests() == []
+
+
+def test_every_spelling_of_a_disabled_version_is_refused(stack_factory):
+    s = stack_factory(env=PROD)
+    # Equal numbers (leading zeros, `.0` components, encoded dot, format suffix): the 410.
+    for path in [b"/api/v0.0/x", b"/api/v0%2e0/x", b"/api/v00.000/x", b"/api/v0.json",
+                 b"/ap%C4%B1/v0/x"]:
+        status, head, body = raw_request(s.listen_port, path)
+        assert status == 410, (path, head, body)
+        assert json.loads(body)["message"].startswith("API v0 has been discontinued"), body
+    # Signs, `_`, exponents, other digits: what a lenient number parser reads as 0 is refused.
+    for path in [b"/api/v%2B0/x", b"/api/v+0/x", b"/api/v0_0/x", b"/api/v0e0/x",
+                 b"/api/v%D9%A0/x"]:
+        status, head, body = raw_request(s.listen_port, path)
+        assert status == 400, (path, head, body)
+        assert json.loads(body)["detail"].startswith("Ambiguous API version"), body
+    assert s.upstream_requests() == []
+    stats = s.stats()
+    assert stats.get("wasmcustom.aura_guard.versions.disabled.v0") == 5, stats
+    assert stats.get("wasmcustom.aura_guard.versions.ambiguous") == 5, stats
+
+
+def test_ordinary_paths_with_dots_versions_and_non_ascii_still_reach_the_upstream(
+        stack_factory):
+    s = stack_factory(env=PROD)
+    paths = ["/api/v2/caf%C3%A9", "/api/v2/stra%C3%9Fe", "/api/v2/%E6%9D%B1%E4%BA%AC",
+             "/api/v2/orders.json", "/static/app.min.js", "/api/v1beta/x", "/api/v2.1/x",
+             "/api/vendors/x", "/api/v1/x", "/debugger.json", "/webhooks/stripe-docs.json"]
+    for path in paths:
+        status, head, body = raw_request(s.listen_port, path.encode())
+        assert status == 200, (path, head, body)
+    assert [r["path"] for r in s.upstream_requests()] == paths
+
+
+def test_every_spelling_of_a_webhook_route_is_verified_or_refused(stack_factory):
+    s = stack_factory(env={"ENVIRONMENT": "production", "WEBHOOK_SECRET_STRIPE": STRIPE_SECRET})
+    body = b'{"id":"evt_1","type":"test.event"}'
+    answers = {}
+    for case in corpus("webhook"):
+        status, head, rbody = raw_request(s.listen_port, case["path"].encode("utf-8"), b"POST",
+                                          [("Content-Type", "application/json")], body)
+        answers[case["path"]] = status
+        # 401: verified as the stripe route (no signature); 400: refused as ambiguous.
+        assert status in (400, 401), (case, status, head, rbody[:200])
+    assert s.upstream_requests() == [], "an unsigned delivery reached the upstream"
+    assert sum(1 for v in answers.values() if v == 401) >= 15, answers
+    # A suffixed spelling is the route itself: a correctly signed delivery passes.
+    headers = sw.sign("stripe", STRIPE_SECRET, body, int(time.time()), None, None)
+    status, head, _ = raw_request(s.listen_port, b"/webhooks/stripe.json", b"POST",
+                                  headers + [("Content-Type", "application/json")], body)
+    assert status == 200, head
+    assert [r["path"] for r in s.upstream_requests()] == ["/webhooks/stripe.json"]
+    assert s.stats().get("wasmcustom.aura_guard.webhook.stripe.verified") == 1
+
+
+def test_every_spelling_of_the_login_route_is_rate_limited(stack_factory, ratelimit_factory):
+    rl = {"timeout_ms": 2000, "routes": [{
+        "name": "login", "path": "/auth/login", "requests": 2, "window_s": 300,
+        "identity": {"body_fields": ["username", "email"]}}]}
+    svc = ratelimit_factory(rl)
+    s = stack_factory(plugin_config={"ratelimit": rl}, env={"ENVIRONMENT": "production"},
+                      ratelimit_port=svc.grpc_port)
+    form = [("Content-Type", "application/x-www-form-urlencoded")]
+    body = b"username=victim&password=guess"
+    for _ in range(2):
+        status, head, _ = raw_request(s.listen_port, b"/auth/login", b"POST", form, body)
+        assert status == 401, head
+    answers = {}
+    for case in corpus("login"):
+        status, head, rbody = raw_request(s.listen_port, case["path"].encode("utf-8"), b"POST",
+                                          form, body)
+        answers[case["path"]] = status
+        # 429: counted as the login route, over its limit; 400: refused as ambiguous.
+        assert status in (400, 429), (case, status, head, rbody[:200])
+    assert len(s.upstream_requests()) == 2, [r["path"] for r in s.upstream_requests()]
+    assert sum(1 for v in answers.values() if v == 429) >= 12, answers

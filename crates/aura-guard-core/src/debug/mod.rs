@@ -2,7 +2,9 @@
 //!
 //! A request is a debug request when its normalised path is under a named endpoint's path
 //! (longest match wins) or, failing that, under one of the prefixes; such unnamed paths use
-//! `default_allowed_envs` and are named by their canonical path. In an environment outside the
+//! `default_allowed_envs` and are named by their canonical path. A format suffix on the last
+//! segment does not hide it (`/debug.json`, `/debug/token.json`: see
+//! [`NormalisedPath::is_route_under`]). In an environment outside the
 //! endpoint's allowed list the answer is 404 `{"detail":"Not found"}` unless
 //! `DEBUG_ENDPOINTS_ENABLED` is true AND the endpoint is whitelisted: both, never either.
 //!
@@ -39,12 +41,12 @@ pub fn decide(cfg: &DebugConfig, env: Environment, path: &NormalisedPath) -> Deb
     let named = cfg
         .endpoints
         .iter()
-        .filter(|ep| path.is_under(&ep.path))
+        .filter(|ep| path.is_route_under(&ep.path))
         .max_by_key(|ep| ep.path.len());
 
     let (allowed_envs, endpoint_name, endpoint_path) = match named {
         Some(ep) => (&ep.allowed_envs, ep.name.as_str(), ep.path.as_str()),
-        None if cfg.prefixes.iter().any(|p| path.is_under(p)) => {
+        None if cfg.prefixes.iter().any(|p| path.is_route_under(p)) => {
             (&cfg.default_allowed_envs, path.as_str(), path.as_str())
         }
         None => return DebugDecision::NotDebug,
@@ -157,6 +159,31 @@ mod tests {
             decide(&cfg, Staging, &p("/DEBUG/Vars/")),
             block("/debug/vars")
         );
+    }
+
+    #[test]
+    fn format_suffixed_and_case_folded_spellings_are_the_endpoint() {
+        let cfg = DebugConfig::default();
+        for (path, env, expected) in [
+            ("/debug/to%E2%84%AAen", Production, block("token")), // Kelvin sign
+            ("/debug/token.json", Production, block("token")),
+            ("/debug/Token.JSON;x=1/", Production, block("token")),
+            ("/debug/token/x.json", Production, block("token")),
+            ("/debug.json", Production, block("/debug.json")),
+            ("/debug/token.json", Development, DebugDecision::Allow),
+            ("/debugger.json", Production, DebugDecision::NotDebug),
+            ("/debug-x.json", Production, DebugDecision::NotDebug),
+            ("/api/debug.json", Production, DebugDecision::NotDebug),
+        ] {
+            assert_eq!(decide(&cfg, env, &p(path)), expected, "{path} in {env:?}");
+        }
+    }
+
+    #[test]
+    fn compatibility_look_alikes_of_debug_are_refused_before_any_decision() {
+        for raw in ["/%E1%B5%88ebug/token", "/%E2%93%93ebug", "/debug%C2%A0"] {
+            assert!(normalise(raw).is_err(), "{raw}");
+        }
     }
 
     #[test]

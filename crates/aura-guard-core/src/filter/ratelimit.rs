@@ -34,7 +34,9 @@ impl Stage for RateLimitStage {
     fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
         let (policy, ctx) = (cx.policy, &mut *cx.req);
         if let (Some(limiter), Some(path)) = (&policy.ratelimiter, &ctx.path) {
-            self.route = limiter.match_route(&ctx.method, path.as_str());
+            self.route = path
+                .route_forms()
+                .find_map(|f| limiter.match_route(&ctx.method, f));
         }
         Flow::Next
     }

@@ -1,8 +1,10 @@
-//! The API-version stage: disabled versions get 410, deprecated ones pass with warning
-//! headers (docs/debug-and-versions.md).
+//! The API-version stage: disabled versions get 410, ambiguous version spellings get 400 while
+//! a version is disabled, deprecated ones pass with warning headers
+//! (docs/debug-and-versions.md).
 
 use super::{Cx, Flow, Reply, Stage};
 use crate::events::{SecurityEvent, Severity};
+use crate::host::Level;
 use crate::versions::{self, VersionDecision};
 
 pub(super) struct VersionsStage;
@@ -18,6 +20,15 @@ impl Stage for VersionsStage {
         let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
         match versions::decide(cfg, path, header.as_deref(), now) {
             VersionDecision::None => Flow::Next,
+            VersionDecision::Ambiguous => {
+                host.count("aura_guard.versions.ambiguous");
+                host.log(Level::Info, "aura-guard: refused an ambiguous API version");
+                Flow::Reply(Reply {
+                    status: u32::from(versions::AMBIGUOUS_STATUS),
+                    body: versions::AMBIGUOUS_BODY.as_bytes().to_vec(),
+                    headers: Vec::new(),
+                })
+            }
             VersionDecision::Deprecated { version, headers } => {
                 host.count(&format!("aura_guard.versions.deprecated.{version}"));
                 for (name, value) in headers {

@@ -39,7 +39,8 @@ impl Stage for WebhookStage {
     fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
         let (policy, ctx) = (cx.policy, &mut *cx.req);
         self.source = ctx.path.as_ref().and_then(|p| {
-            let (name, _) = policy.config.webhook.source_for_path(p.as_str())?;
+            let webhook = &policy.config.webhook;
+            let (name, _) = p.route_forms().find_map(|f| webhook.source_for_path(f))?;
             Some(name.to_string())
         });
         Flow::Next

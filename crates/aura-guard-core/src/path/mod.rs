@@ -22,7 +22,10 @@
 //!    see a different path); still encoded after that is refused.
 //! 5. The decoded segment must be valid UTF-8 and must not contain `/`, `\`, `?`, `#`, a
 //!    control character, or a Unicode look-alike of `/ \ . % ; ? #` (fullwidth forms etc.);
-//!    each is refused as an encoded delimiter.
+//!    each is refused as an encoded delimiter. A segment with other non-ASCII characters is
+//!    read as a folding upstream would read it (docs/paths.md): a compatibility form of
+//!    ASCII (`ᵈ`, `ⓓ`, `ﬁ`, `ſ`, no-break space) is refused, letters are case-folded
+//!    (`ı` and `İ` are `i`, `ß` is `ss`), and a fold that makes path syntax is refused.
 //! 6. `;` starts path parameters (raw or decoded `;`): they are removed (`/debug;x=y/token`
 //!    becomes `/debug/token`).
 //! 7. A segment `..` (raw, encoded or with parameters) is refused, never resolved: resolving
@@ -34,13 +37,19 @@
 //! 9. Empty segments (repeated and trailing slashes) are dropped.
 //! 10. Each segment is lower-cased (Unicode, as Python's `str.lower()`).
 //!
-//! The canonical path is `/` + segments joined by `/` (just `/` for the root).
+//! The canonical path is `/` + segments joined by `/` (just `/` for the root). Route matchers
+//! try [`NormalisedPath::route_forms`] (or [`NormalisedPath::is_route_under`]), so a format
+//! suffix on the last segment (`/auth/login.json`) is the route, as Rails, Spring MVC and DRF
+//! route it.
 //! Anything out of the ordinary that was canonicalised rather than refused is recorded as a
 //! [`Suspicion`] so audit can log it.
 
 use percent_encoding::percent_decode;
 use serde::Serialize;
 use std::fmt;
+
+mod lookalikes;
+use lookalikes::is_compatibility_ascii;
 
 /// Total percent-decoding passes allowed per segment (`%25252F` needs three).
 pub const MAX_DECODE_ROUNDS: usize = 3;
@@ -83,6 +92,9 @@ pub enum Suspicion {
     NonAscii,
     /// The request target had a `#fragment` (browsers never send one).
     Fragment,
+    /// A segment with non-ASCII characters reads as pure ASCII once folded (`logın`,
+    /// `STRİPE`): a look-alike spelling, or a word such as `straße` (read `strasse`).
+    FoldedToAscii,
 }
 
 /// Why a path was refused. Each maps to 400 with a JSON `detail` naming the problem.
@@ -191,12 +203,39 @@ impl NormalisedPath {
     /// `/debugger` is not under `/debug`. `prefix` must be canonical (lower-case); config
     /// validation ensures that for configured prefixes. `/` is a prefix of everything.
     pub fn is_under(&self, prefix: &str) -> bool {
-        let mut own = self.segments.iter();
-        prefix
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .all(|p| own.next().is_some_and(|s| s == p))
+        segments_under(self.segments.iter().map(String::as_str), prefix)
     }
+
+    /// The paths a route matcher must try for this request, most specific first: the
+    /// canonical path, then, when the last segment has a `.`, the path with the last segment
+    /// cut before each `.`, right to left (`/auth/login.tar.gz`, `/auth/login.tar`,
+    /// `/auth/login`). Rails, Spring MVC's suffix pattern match and DRF's format suffixes all
+    /// route `login.json` to `login`'s handler, so the route's policy must apply to it too
+    /// (docs/paths.md#format-suffixes). A match on a cut form is a match on the route.
+    pub fn route_forms(&self) -> impl Iterator<Item = &str> + '_ {
+        let last_start = self.path.rfind('/').map_or(0, |i| i + 1);
+        let last = self.path.get(last_start..).unwrap_or_default();
+        let cuts = last
+            .rmatch_indices('.')
+            .filter(|(i, _)| *i > 0)
+            .filter_map(move |(i, _)| self.path.get(..last_start + i));
+        std::iter::once(self.path.as_str()).chain(cuts)
+    }
+
+    /// [`is_under`](Self::is_under) for any of the [`route_forms`](Self::route_forms):
+    /// `/debug.json` and `/debug/token.json` are under `/debug/token`'s and `/debug`'s policies.
+    pub fn is_route_under(&self, prefix: &str) -> bool {
+        self.route_forms()
+            .any(|form| segments_under(form.split('/').filter(|s| !s.is_empty()), prefix))
+    }
+}
+
+/// Whether the canonical `prefix` is a segment-wise prefix of `own`.
+fn segments_under<'a>(mut own: impl Iterator<Item = &'a str>, prefix: &str) -> bool {
+    prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .all(|p| own.next().is_some_and(|s| s == p))
 }
 
 impl fmt::Display for NormalisedPath {
@@ -278,6 +317,11 @@ fn canonical_segment(
     let decoded = decode_fully(raw_seg, suspicions)?;
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
     check_decoded_chars(&decoded, suspicions)?;
+    let decoded = if decoded.is_ascii() {
+        decoded
+    } else {
+        fold_unicode(&decoded, suspicions)?
+    };
 
     if decoded.matches('.').count() > raw_seg.matches('.').count() {
         suspicions.push(Suspicion::EncodedDot);
@@ -383,6 +427,36 @@ fn is_confusable(c: char) -> bool {
     )
 }
 
+/// What a folding reading may turn into path syntax (see [`fold_unicode`]).
+const FOLD_MUST_NOT_ADD: [char; 8] = ['/', '\\', '?', '#', '%', ';', '.', ' '];
+
+/// Reads a non-ASCII segment the way a folding upstream would, so that no Unicode spelling of
+/// a protected route escapes its policy (docs/paths.md#unicode-look-alikes). Characters that
+/// NFKC turns into ASCII (superscript `ᵈ`, circled `ⓓ`, ligature `ﬁ`, long `ſ`, no-break
+/// space: [`lookalikes`]) are refused; ordinary words never need them. Letters are
+/// case-folded: lower, upper, lower again, because some reach ASCII only through upper-casing
+/// (`ı` → `I`, `ß` → `SS`, `ẞ` → `ß` → `SS`, as Java's `equalsIgnoreCase` and Python's
+/// `casefold` read them), and `İ` is `i` (its one-character lower case in Java and .NET). A
+/// fold that produces path syntax or a control character is refused.
+fn fold_unicode(decoded: &str, suspicions: &mut Vec<Suspicion>) -> Result<String, PathError> {
+    if decoded.chars().any(is_compatibility_ascii) {
+        return Err(PathError::ConfusableCharacter);
+    }
+    let folded = decoded
+        .replace('\u{130}', "i")
+        .to_lowercase()
+        .to_uppercase()
+        .to_lowercase();
+    let adds = |c: char| folded.matches(c).count() > decoded.matches(c).count();
+    if folded.chars().any(char::is_control) || FOLD_MUST_NOT_ADD.into_iter().any(adds) {
+        return Err(PathError::ConfusableCharacter);
+    }
+    if folded.is_ascii() {
+        suspicions.push(Suspicion::FoldedToAscii);
+    }
+    Ok(folded)
+}
+
 fn check_decoded_chars(decoded: &str, suspicions: &mut Vec<Suspicion>) -> Result<(), PathError> {
     for c in decoded.chars() {
         match c {
@@ -407,8 +481,11 @@ mod tests {
     use crate::config::Environment;
     use crate::debug::config::DebugConfig;
     use crate::debug::{self, DebugDecision};
+    use crate::ratelimit::config::RateLimitConfig;
+    use crate::ratelimit::planner::RateLimiter;
     use crate::versions::config::VersionsConfig;
     use crate::versions::{self, VersionDecision};
+    use crate::webhook::config::WebhookConfig;
 
     fn canon(raw: &str) -> String {
         normalise(raw)
@@ -591,6 +668,119 @@ mod tests {
     }
 
     #[test]
+    fn route_forms_cut_the_last_segment_before_each_dot() {
+        let forms = |raw: &str| -> Vec<String> {
+            normalise(raw)
+                .unwrap()
+                .route_forms()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            forms("/auth/Login.tar.GZ"),
+            ["/auth/login.tar.gz", "/auth/login.tar", "/auth/login"]
+        );
+        assert_eq!(
+            forms("/webhooks/stripe.json;x=1/"),
+            ["/webhooks/stripe.json", "/webhooks/stripe"]
+        );
+        assert_eq!(forms("/debug..json"), ["/debug..json", "/debug.", "/debug"]);
+        assert_eq!(forms("/auth/login"), ["/auth/login"]);
+        assert_eq!(forms("/"), ["/"]);
+        // Only the last segment: no router takes `/a.json/b` for `/a/b`.
+        assert_eq!(forms("/a.json/b"), ["/a.json/b"]);
+        // A segment that is only a suffix is not cut to nothing.
+        assert_eq!(forms("/auth/.json"), ["/auth/.json"]);
+    }
+
+    #[test]
+    fn is_route_under_ignores_a_format_suffix_on_the_last_segment_only() {
+        let p = |raw: &str| normalise(raw).unwrap();
+        assert!(p("/debug.json").is_route_under("/debug"));
+        assert!(p("/debug/token.json").is_route_under("/debug/token"));
+        assert!(p("/debug/token.x.y").is_route_under("/debug/token"));
+        assert!(p("/debug/token").is_route_under("/debug"));
+        assert!(!p("/debug.json").is_under("/debug"));
+        assert!(!p("/debug.json/token").is_route_under("/debug"));
+        assert!(!p("/debugger.json").is_route_under("/debug"));
+        assert!(!p("/debug-x.json").is_route_under("/debug"));
+    }
+
+    #[test]
+    fn unicode_letters_that_fold_to_ascii_are_read_as_ascii() {
+        for (raw, expected) in [
+            ("/auth/log\u{131}n", "/auth/login"),       // dotless i
+            ("/auth/LOG\u{130}N", "/auth/login"),       // capital I with dot
+            ("/auth/pa\u{DF}word", "/auth/password"),   // sharp s, as `casefold`
+            ("/auth/PA\u{1E9E}WORD", "/auth/password"), // capital sharp s
+            ("/debug/to\u{212A}en", "/debug/token"),    // Kelvin sign
+            ("/ap%C4%B1/v0", "/api/v0"),
+        ] {
+            assert_eq!(canon(raw), expected, "{raw:?}");
+            assert!(
+                normalise(raw)
+                    .unwrap()
+                    .suspicions()
+                    .contains(&Suspicion::FoldedToAscii),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compatibility_forms_of_ascii_are_refused() {
+        for raw in [
+            "/\u{1D48}\u{1D49}\u{1D47}\u{1D58}\u{1D4D}/token", // superscript ᵈᵉᵇᵘᵍ
+            "/%E1%B5%88ebug/token",
+            "/\u{24D3}ebug/token",    // circled ⓓ
+            "/\u{217E}ebug/token",    // small roman numeral ⅾ
+            "/webhooks/\u{FB06}ripe", // ligature st
+            "/auth/pro\u{FB01}le",    // ligature fi
+            "/debug\u{A0}/token",     // no-break space
+            "/debug%C2%A0/token",
+            "/debug\u{2122}",         // trade mark sign
+            "/api/v\u{2070}/x",       // superscript zero
+            "/api/v\u{2080}/x",       // subscript zero
+            "/\u{AA}uth/login",       // feminine ordinal
+            "/webhooks/\u{17F}tripe", // long s: NFKC 's'
+            "/webhooks/%C5%BFtripe",
+            "/debug\u{37E}x/token", // Greek question mark: canonically ';'
+            "/debug\u{2488}json",   // digit one full stop: '1.'
+        ] {
+            assert_eq!(refused(raw), PathError::ConfusableCharacter, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_non_ascii_paths_are_kept_and_only_lower_cased() {
+        for (raw, expected) in [
+            ("/caf%C3%A9", "/café"),
+            ("/cafe%CC%81", "/cafe\u{301}"), // no composition: still not ASCII
+            ("/%E6%9D%B1%E4%BA%AC/%E9%A7%85", "/東京/駅"),
+            ("/\u{395}\u{3BB}\u{3BB}\u{3AC}\u{3B4}\u{3B1}", "/ελλάδα"),
+            ("/\u{41C}\u{43E}\u{441}\u{43A}\u{432}\u{430}", "/москва"),
+            ("/\u{FF76}\u{FF85}", "/\u{FF76}\u{FF85}"), // half-width katakana: not ASCII
+        ] {
+            let p = normalise(raw).unwrap();
+            assert_eq!(p.as_str(), expected, "{raw:?}");
+            assert!(!p.is_suspicious(), "{raw:?}: {:?}", p.suspicions());
+        }
+    }
+
+    #[test]
+    fn folding_is_idempotent() {
+        for raw in [
+            "/Stra%C3%9Fe/LOG\u{130}N",
+            "/\u{1E9E}/\u{131}",
+            "/cafe%CC%81",
+            "/\u{FF76}",
+        ] {
+            let once = canon(raw);
+            assert_eq!(canon(&once), once, "{raw:?}");
+        }
+    }
+
+    #[test]
     fn is_under_is_segment_wise() {
         let p = normalise("/debug/token/x").unwrap();
         assert!(p.is_under("/debug"));
@@ -619,12 +809,29 @@ mod tests {
         target: String,
     }
 
-    /// Every variant aimed at `/debug/token` or `/api/v0/x` is refused (400) or read as a
-    /// path the production debug policy or the disabled-version policy blocks.
+    fn corpus() -> Vec<Variant> {
+        serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap()
+    }
+
+    fn stripe_source(p: &NormalisedPath) -> Option<String> {
+        let webhook = WebhookConfig::default();
+        p.route_forms()
+            .find_map(|f| webhook.source_for_path(f))
+            .map(|(name, _)| name.to_owned())
+    }
+
+    fn login_route(p: &NormalisedPath) -> Option<usize> {
+        let limiter = RateLimiter::new(RateLimitConfig::default().resolve(None));
+        p.route_forms().find_map(|f| limiter.match_route("POST", f))
+    }
+
+    /// Every variant aimed at `/debug/token`, `/api/v0/x`, the stripe webhook route or the
+    /// login route is refused (400) or read as a path its policy covers: the production debug
+    /// policy or the disabled-version policy blocks it (or refuses an ambiguous version), the
+    /// webhook route and the rate-limited login route match it.
     #[test]
     fn no_corpus_variant_slips_through() {
-        let corpus: Vec<Variant> =
-            serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap();
+        let corpus = corpus();
         assert!(corpus.len() >= 60, "corpus has {} variants", corpus.len());
         let debug_cfg = DebugConfig::default();
         let versions_cfg = VersionsConfig {
@@ -644,8 +851,10 @@ mod tests {
                 ),
                 "disabled_version" => matches!(
                     versions::decide(&versions_cfg, &p, None, 0),
-                    VersionDecision::Disabled { .. }
+                    VersionDecision::Disabled { .. } | VersionDecision::Ambiguous
                 ),
+                "webhook" => stripe_source(&p).as_deref() == Some("stripe"),
+                "login" => login_route(&p) == Some(0),
                 other => panic!("unknown target {other:?} for {:?}", v.path),
             };
             assert!(blocked, "{:?} slipped through as {:?}", v.path, p.as_str());
@@ -662,19 +871,67 @@ mod tests {
     /// `v0`): they are blocked because of what they are, not by accident.
     #[test]
     fn corpus_variants_that_normalise_reach_their_target() {
-        let corpus: Vec<Variant> =
-            serde_json::from_str(include_str!("../../tests/data/path_variants.json")).unwrap();
-        for v in &corpus {
+        let versions_cfg = VersionsConfig {
+            disabled: vec!["v0".into()],
+            ..VersionsConfig::default()
+        };
+        for v in &corpus() {
             let Ok(p) = normalise(&v.path) else { continue };
             match v.target.as_str() {
-                "debug" => assert!(p.is_under("/debug"), "{:?} -> {:?}", v.path, p.as_str()),
+                "debug" => assert!(
+                    p.is_route_under("/debug"),
+                    "{:?} -> {:?}",
+                    v.path,
+                    p.as_str()
+                ),
+                "disabled_version" => {
+                    // An ambiguous version is refused (400), not read as one.
+                    if versions::decide(&versions_cfg, &p, None, 0) == VersionDecision::Ambiguous {
+                        continue;
+                    }
+                    assert!(
+                        versions::detect_versions(p.segments(), None).contains(&"v0".to_owned()),
+                        "{:?} -> {:?}",
+                        v.path,
+                        p.as_str()
+                    )
+                }
                 _ => assert!(
-                    versions::detect_versions(p.segments(), None).contains(&"v0".to_owned()),
+                    p.route_forms()
+                        .any(|f| f == "/webhooks/stripe" || f == "/auth/login"),
                     "{:?} -> {:?}",
                     v.path,
                     p.as_str()
                 ),
             }
+        }
+    }
+
+    /// Every class of the corpus is exercised by both outcomes where it should be.
+    #[test]
+    fn corpus_covers_format_suffixes_params_and_look_alikes_for_every_target() {
+        let corpus = corpus();
+        for target in ["debug", "disabled_version", "webhook", "login"] {
+            let of = |pred: &dyn Fn(&str) -> bool| {
+                corpus
+                    .iter()
+                    .filter(|v| v.target == target && pred(&v.path))
+                    .count()
+            };
+            assert!(of(&|p| p.contains(".json")) >= 1, "{target}: format suffix");
+            assert!(of(&|p| p.contains(';')) >= 1, "{target}: ;params");
+            assert!(
+                of(&|p| !p.is_ascii() || p.contains("%C")) >= 1,
+                "{target}: look-alike"
+            );
+            assert!(
+                of(&|p| normalise(p).is_err()) >= 1,
+                "{target}: something refused"
+            );
+            assert!(
+                of(&|p| normalise(p).is_ok()) >= 5,
+                "{target}: something read"
+            );
         }
     }
 }

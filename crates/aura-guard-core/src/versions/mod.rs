@@ -2,12 +2,20 @@
 //! deprecation headers for deprecated ones.
 //!
 //! Detection: every segment right after an `api` segment of the normalised path (so case,
-//! encoding and trailing dots are already gone) that starts with `v`, plus the configured
-//! header's value(s) (comma-separated values each count). A candidate is a version only if it
-//! is `v` + digits, optionally `.` + digits; leading zeros are dropped (`v01` is `v1`), so an
-//! upstream that parses the number cannot be reached past a disabled version. Anything else
-//! starting with `v` (`vendors`, `v1beta`, `v`) is not a version and is ignored, as the
-//! original ignored it (it matched no set).
+//! encoding, look-alikes, `;params` and trailing dots are already gone) that starts with `v`,
+//! plus the configured header's value(s) (comma-separated values each count). Each is read by
+//! [`read_version`] the way the routers an upstream may use would read it
+//! (docs/debug-and-versions.md#how-a-version-is-read):
+//! - `v` + numbers separated by dots (`v0`, `v01`, `v0.0`, `v1.20`), optionally with a format
+//!   suffix (`v0.json`), is a version number. It names a configured version when the numbers
+//!   are equal once leading zeros and trailing `.0` components are dropped (`v00.0.0` is `v0`),
+//!   or, for `major.minor`, when the two are equal as decimals (`v1.20` is `v1.2` to Starlette's
+//!   `float` convertor).
+//! - `v` + a label (`vendors`, `v`, a pre-release such as `v1beta`) is not a version and is
+//!   ignored, as the original ignored it.
+//! - Anything else version-like (a sign `v+0`, `v0_0`, an exponent `v0e0` or radix `v0x0`, an
+//!   empty component `v.0`, a non-ASCII digit) is ambiguous: an integer parser reads `v+0` as
+//!   `v0`. While any version is disabled it is refused with 400 rather than guessed.
 //!
 //! When several candidates are present (path and header disagree, or `/api/v2/api/v0`),
 //! any disabled one blocks; otherwise the first deprecated one gets the headers.
@@ -15,11 +23,14 @@
 pub mod config;
 
 use chrono::DateTime;
-use config::canonical_version;
 use config::{VersionSunset, VersionsConfig};
 
 /// Status for a disabled version.
 pub const DISABLED_STATUS: u16 = 410;
+/// Status for an ambiguous version spelling while some version is disabled.
+pub const AMBIGUOUS_STATUS: u16 = 400;
+/// Body of that 400: it names the problem without echoing the request.
+pub const AMBIGUOUS_BODY: &str = r#"{"detail":"Ambiguous API version: write 'v' followed by numbers separated by dots (e.g. v2, v2.1)"}"#;
 /// Security event type for each access to a disabled version.
 pub const EVENT_TYPE: &str = "disabled_api_version_access";
 
@@ -38,20 +49,171 @@ pub enum VersionDecision {
         status: u16,
         body: String,
     },
+    /// A version-like spelling that routers read differently, while some version is
+    /// disabled: answer [`AMBIGUOUS_STATUS`] with [`AMBIGUOUS_BODY`].
+    Ambiguous,
 }
 
-/// Versions named by the path (after each `api` segment) and by the header, in that order.
-pub fn detect_versions(segments: &[String], header_value: Option<&str>) -> Vec<String> {
+/// How a path segment or header value reads as an API version (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionReading<'a> {
+    /// Not a version: `vendors`, `v`, `latest`, `v1beta`.
+    NotAVersion,
+    /// A version number: its components as written (ASCII digits, leading zeros kept).
+    Number(Vec<&'a str>),
+    /// Version-like, but not a plain number: `v+0`, `v0_0`, `v0e0`, `v.0`, `v٠`.
+    Ambiguous,
+}
+
+impl VersionReading<'_> {
+    /// `v` + the numbers without leading zeros or trailing `.0` components (`v00.0` is `v0`,
+    /// `v1.20` stays `v1.20`); `None` unless a number.
+    pub fn canonical(&self) -> Option<String> {
+        let Self::Number(parts) = self else {
+            return None;
+        };
+        Some(format!("v{}", canonical_parts(parts).join(".")))
+    }
+
+    /// Whether this reading names `configured` (a canonical `vN` or `vN.M` from the
+    /// configuration) under either reading an upstream may apply: the numbers (leading zeros
+    /// and trailing `.0` components dropped) or, for `major.minor`, the decimal value.
+    pub fn names(&self, configured: &str) -> bool {
+        let Self::Number(parts) = self else {
+            return false;
+        };
+        let cfg: Vec<&str> = configured
+            .strip_prefix('v')
+            .unwrap_or(configured)
+            .split('.')
+            .collect();
+        if canonical_parts(parts) == canonical_parts(&cfg) {
+            return true;
+        }
+        match (parts.as_slice(), cfg.as_slice()) {
+            ([major, minor], [c_major, rest @ ..]) if rest.len() <= 1 => {
+                let c_minor = rest.first().copied().unwrap_or_default();
+                strip_zeros(major) == strip_zeros(c_major)
+                    && minor.trim_end_matches('0') == c_minor.trim_end_matches('0')
+            }
+            _ => false,
+        }
+    }
+}
+
+fn strip_zeros(n: &str) -> &str {
+    match n.trim_start_matches('0') {
+        "" => "0",
+        s => s,
+    }
+}
+
+fn canonical_parts<'a>(parts: &[&'a str]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = parts.iter().map(|p| strip_zeros(p)).collect();
+    while out.len() > 1 && out.last() == Some(&"0") {
+        out.pop();
+    }
+    out
+}
+
+/// Reads a lower-case path segment or trimmed header value as an API version.
+pub fn read_version(s: &str) -> VersionReading<'_> {
+    use VersionReading::{Ambiguous, NotAVersion, Number};
+    let Some(rest) = s.strip_prefix('v') else {
+        return NotAVersion;
+    };
+    let mut parts = Vec::new();
+    let mut tail = rest;
+    loop {
+        let n = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (Some(number), Some(after)) = (tail.get(..n), tail.get(n..)) else {
+            return Ambiguous;
+        };
+        if number.is_empty() {
+            break;
+        }
+        parts.push(number);
+        tail = after;
+        match tail.strip_prefix('.') {
+            Some(t) if t.starts_with(|c: char| c.is_ascii_digit()) => tail = t,
+            _ => break,
+        }
+    }
+    if parts.is_empty() {
+        // `v` + a letter is a word (`vendors`); `v` + a sign, dot or other digit is not.
+        let word = rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_alphabetic());
+        return if word || !rest.chars().any(char::is_numeric) {
+            NotAVersion
+        } else {
+            Ambiguous
+        };
+    }
+    let single_zero = parts == ["0"];
+    match tail.chars().next() {
+        None => Number(parts),
+        // A format suffix (`v0.json`, Rails and Spring route it as `v0`), or a trailing dot.
+        Some('.') => {
+            let ext = tail.get(1..).unwrap_or_default();
+            let plain = ext.is_empty()
+                || (ext.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && ext.chars().all(|c| c.is_ascii_alphanumeric()));
+            if plain && !is_number_syntax(ext, single_zero) {
+                Number(parts)
+            } else {
+                Ambiguous
+            }
+        }
+        // A pre-release label (`v1beta`, `v1-rc1`) is another version, unless it is number
+        // syntax (`v1e1` is 10 to a float parser, `v0x1` is 1 to JavaScript's `Number`).
+        Some(c) if c.is_ascii_alphabetic() || c == '-' => {
+            if is_number_syntax(tail, single_zero) {
+                Ambiguous
+            } else {
+                NotAVersion
+            }
+        }
+        Some(_) => Ambiguous,
+    }
+}
+
+/// An exponent (`e5`, `e+5`) or, after a lone `0`, a radix prefix (`x1f`, `o7`, `b1`).
+fn is_number_syntax(label: &str, after_single_zero: bool) -> bool {
+    let mut chars = label.chars();
+    match (chars.next(), chars.next()) {
+        (Some('e'), Some(c)) => c.is_ascii_digit() || c == '+' || c == '-',
+        (Some('x'), Some(c)) => after_single_zero && c.is_ascii_hexdigit(),
+        (Some('o' | 'b'), Some(c)) => after_single_zero && c.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+/// Every version reading of the path (after each `api` segment, starting with `v`) and of the
+/// header's comma-separated values, in that order.
+fn readings<'a>(segments: &'a [String], header_value: Option<&'a str>) -> Vec<VersionReading<'a>> {
     let from_path = segments.windows(2).filter_map(|w| match w {
-        [api, v] if api == "api" && v.starts_with('v') => canonical_version(v),
+        [api, v] if api == "api" => Some(read_version(v)),
         _ => None,
     });
     let from_header = header_value
         .into_iter()
         .flat_map(|h| h.split(','))
-        .filter_map(canonical_version);
+        .map(|v| read_version(v.trim()));
+    from_path
+        .chain(from_header)
+        .filter(|r| *r != VersionReading::NotAVersion)
+        .collect()
+}
+
+/// Versions named by the path (after each `api` segment) and by the header, in that order,
+/// canonical (`v00.0` gives `v0`) and without duplicates.
+pub fn detect_versions(segments: &[String], header_value: Option<&str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for v in from_path.chain(from_header) {
+    for v in readings(segments, header_value)
+        .iter()
+        .filter_map(VersionReading::canonical)
+    {
         if !out.contains(&v) {
             out.push(v);
         }
@@ -73,22 +235,33 @@ pub fn decide(
     } else {
         None
     };
-    let found = detect_versions(path.segments(), header_value);
+    let header_value = header_value.map(str::to_lowercase);
+    let found = readings(path.segments(), header_value.as_deref());
 
-    if let Some(v) = found.iter().find(|v| cfg.disabled.contains(v)) {
+    if let Some(v) = first_named(&found, &cfg.disabled) {
         return VersionDecision::Disabled {
             version: v.clone(),
             status: DISABLED_STATUS,
             body: disabled_body(v, now_unix),
         };
     }
-    if let Some(v) = found.iter().find(|v| cfg.deprecated.contains(v)) {
+    if !cfg.disabled.is_empty() && found.contains(&VersionReading::Ambiguous) {
+        return VersionDecision::Ambiguous;
+    }
+    if let Some(v) = first_named(&found, &cfg.deprecated) {
         return VersionDecision::Deprecated {
             version: v.clone(),
             headers: deprecation_headers(v, cfg.sunset.get(v.as_str())),
         };
     }
     VersionDecision::None
+}
+
+/// The configured version that the first reading naming one names.
+fn first_named<'c>(found: &[VersionReading<'_>], configured: &'c [String]) -> Option<&'c String> {
+    found
+        .iter()
+        .find_map(|r| configured.iter().find(|v| r.names(v)))
 }
 
 /// The original's 410 body, compact JSON in its key order:
@@ -156,6 +329,7 @@ mod tests {
 
     use super::*;
     use crate::path::normalise;
+    use config::canonical_version;
 
     const NOW: i64 = 1_795_922_392; // 2026-11-29T03:19:52Z
 
@@ -197,6 +371,165 @@ mod tests {
             ("v１", None),
         ] {
             assert_eq!(canonical_version(input).as_deref(), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn version_spellings_are_read_as_numbers_words_or_ambiguous() {
+        use VersionReading::{Ambiguous, NotAVersion, Number};
+        for (input, expected) in [
+            ("v0", Number(vec!["0"])),
+            ("v00", Number(vec!["00"])),
+            ("v0.0", Number(vec!["0", "0"])),
+            ("v01.020.3", Number(vec!["01", "020", "3"])),
+            ("v0.json", Number(vec!["0"])),
+            ("v1.2.xml", Number(vec!["1", "2"])),
+            ("v0.", Number(vec!["0"])),
+            ("v", NotAVersion),
+            ("vendors", NotAVersion),
+            ("v1beta", NotAVersion),
+            ("v0beta", NotAVersion),
+            ("v2alpha1", NotAVersion),
+            ("v1-rc1", NotAVersion),
+            ("v0xylophone", NotAVersion),
+            ("v-next", NotAVersion),
+            ("latest", NotAVersion),
+            ("1", NotAVersion),
+            ("v+0", Ambiguous),
+            ("v-0", Ambiguous),
+            ("v.0", Ambiguous),
+            ("v_0", Ambiguous),
+            ("v0_0", Ambiguous),
+            ("v0..0", Ambiguous),
+            ("v0 .0", Ambiguous),
+            ("v0+", Ambiguous),
+            ("v0e0", Ambiguous),
+            ("v1e+1", Ambiguous),
+            ("v0.e0", Ambiguous),
+            ("v0x0", Ambiguous),
+            ("v0xa", Ambiguous),
+            ("v0o7", Ambiguous),
+            ("v0b1", Ambiguous),
+            ("v0.json.gz", Ambiguous),
+            ("v\u{660}", Ambiguous), // Arabic-Indic zero
+            ("v0\u{660}", Ambiguous),
+            ("v\u{FF10}", Ambiguous), // fullwidth zero (a header is not folded)
+        ] {
+            assert_eq!(read_version(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_version_names_a_configured_one_by_its_numbers_or_as_a_decimal() {
+        let names = |r: &str, cfg: &str| read_version(r).names(cfg);
+        for (r, cfg) in [
+            ("v0", "v0"),
+            ("v00", "v0"),
+            ("v0.0", "v0"),
+            ("v0.0.0", "v0"),
+            ("v00.000", "v0"),
+            ("v0.json", "v0"),
+            ("v1", "v1.0"),
+            ("v1.2.0", "v1.2"),
+            ("v01.02", "v1.2"), // numbers: 1 and 2
+            ("v1.20", "v1.2"),  // decimal: 1.20 is 1.2 (Starlette's float convertor)
+            ("v1.2", "v1.20"),
+        ] {
+            assert!(names(r, cfg), "{r} should name {cfg}");
+        }
+        for (r, cfg) in [
+            ("v0.5", "v0"),
+            ("v10", "v1"),
+            ("v1.2", "v1"),
+            ("v1", "v1.2"),
+            ("v1.02", "v1.20"),
+            ("v1.2.3", "v1.2"),
+            ("v1.21", "v1.2"),
+            ("v0beta", "v0"),
+            ("v+0", "v0"),
+        ] {
+            assert!(!names(r, cfg), "{r} should not name {cfg}");
+        }
+        assert_eq!(read_version("v00.0.0").canonical().as_deref(), Some("v0"));
+        assert_eq!(read_version("v01.20").canonical().as_deref(), Some("v1.20"));
+        assert_eq!(read_version("v+0").canonical(), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_disabled_version_gets_the_410_naming_the_configured_version() {
+        let c = cfg(&["v1"], &["v0"], Some("api-version"));
+        for (path, header) in [
+            ("/api/v0.0/x", None),
+            ("/api/v0%2e0/x", None),
+            ("/api/v0%252E0/x", None),
+            ("/api/V00.00.0/x", None),
+            ("/api/v0.json", None),
+            ("/api/v%30;x=1/y", None),
+            ("/ap%C4%B1/v0/x", None),
+            ("/x", Some("V0.0")),
+            ("/x", Some("v2, v00")),
+        ] {
+            assert!(
+                matches!(decide(&c, &p(path), header, NOW),
+                    VersionDecision::Disabled { ref version, .. } if version == "v0"),
+                "{path} {header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_refused_while_a_version_is_disabled() {
+        let disabled = cfg(&["v1"], &["v0"], Some("api-version"));
+        let none_disabled = cfg(&["v1"], &[], Some("api-version"));
+        for (path, header) in [
+            ("/api/v%2B0/x", None),
+            ("/api/v+0/x", None),
+            ("/api/v0_0/x", None),
+            ("/api/v%D9%A0/x", None),
+            ("/api/v0e0/x", None),
+            ("/x", Some("v+0")),
+        ] {
+            assert_eq!(
+                decide(&disabled, &p(path), header, NOW),
+                VersionDecision::Ambiguous,
+                "{path} {header:?}"
+            );
+            assert_eq!(
+                decide(&none_disabled, &p(path), header, NOW),
+                VersionDecision::None,
+                "{path} {header:?}"
+            );
+        }
+        // A disabled version named elsewhere in the request still gets its 410.
+        assert!(matches!(
+            decide(&disabled, &p("/api/v+1/api/v0"), None, NOW),
+            VersionDecision::Disabled { .. }
+        ));
+        let body: serde_json::Value = serde_json::from_str(AMBIGUOUS_BODY).unwrap();
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ambiguous API version"));
+        assert_eq!(AMBIGUOUS_STATUS, 400);
+    }
+
+    #[test]
+    fn spellings_of_a_deprecated_version_get_its_headers() {
+        let c = VersionsConfig::default();
+        for path in ["/api/v1.0/orders", "/api/v01/orders", "/api/v1.json"] {
+            assert!(
+                matches!(decide(&c, &p(path), None, NOW),
+                    VersionDecision::Deprecated { ref version, .. } if version == "v1"),
+                "{path}"
+            );
+        }
+        // Labels and other numbers are other versions.
+        for path in ["/api/v1beta/orders", "/api/v1.5/orders", "/api/v+1/orders"] {
+            assert_eq!(
+                decide(&c, &p(path), None, NOW),
+                VersionDecision::None,
+                "{path}"
+            );
         }
     }
 

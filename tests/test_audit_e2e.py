@@ -415,7 +415,9 @@ def start_envoy_expecting_failure(log_dir, name, env, **kw):
 ])
 def test_bad_shipper_configuration_stops_envoy_naming_the_field(log_dir, audit_config, token,
                                                                 message):
-    out = start_envoy_expecting_failure(log_dir, "bad", {"AUDIT_COLLECTOR_TOKEN": token},
+    # Development: the filter itself configures, so the shipper's error is the one that stops.
+    out = start_envoy_expecting_failure(log_dir, "bad", {"AUDIT_COLLECTOR_TOKEN": token,
+                                                         "ENVIRONMENT": "development"},
                                         audit_config=audit_config)
     assert message in out, out[-3000:]
     assert token not in out

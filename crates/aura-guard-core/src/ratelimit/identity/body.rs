@@ -47,6 +47,45 @@ pub(super) enum Charset {
     Latin1,
 }
 
+/// Python's names (`encodings.aliases`, normalised) for UTF-8, and for Latin-1 and ASCII.
+const UTF8_NAMES: &[&str] = &[
+    "utf_8",
+    "utf8",
+    "u8",
+    "utf",
+    "utf8_ucs2",
+    "utf8_ucs4",
+    "cp65001",
+];
+const LATIN1_NAMES: &[&str] = &[
+    "latin_1",
+    "latin1",
+    "latin",
+    "l1",
+    "iso8859_1",
+    "iso_8859_1",
+    "8859",
+    "cp819",
+    "csisolatin1",
+    "ibm819",
+    "iso8859",
+    "iso_8859_1_1987",
+    "iso_ir_100",
+    "ascii",
+    "646",
+    "ansi_x3.4_1968",
+    "ansi_x3.4_1986",
+    "ansi_x3_4_1968",
+    "cp367",
+    "csascii",
+    "ibm367",
+    "iso646_us",
+    "iso_646.irv_1991",
+    "iso_ir_6",
+    "us",
+    "us_ascii",
+];
+
 impl Charset {
     /// The codec Python's `codecs.lookup` finds for `name`, among those above; None for any
     /// other name: Python may know it (UTF-16, UTF-7, Shift-JIS …) and read a name this filter
@@ -63,17 +102,14 @@ impl Charset {
             }
         }
         let norm = norm.trim_end_matches('_');
-        match norm {
-            "utf_8" | "utf8" | "u8" | "utf" | "utf8_ucs2" | "utf8_ucs4" | "cp65001" => {
-                Some(Charset::Utf8)
-            }
-            "utf_8_sig" => Some(Charset::Utf8Sig),
-            "latin_1" | "latin1" | "latin" | "l1" | "iso8859_1" | "iso_8859_1" | "8859"
-            | "cp819" | "csisolatin1" | "ibm819" | "iso8859" | "iso_8859_1_1987" | "iso_ir_100"
-            | "ascii" | "646" | "ansi_x3.4_1968" | "ansi_x3.4_1986" | "ansi_x3_4_1968"
-            | "cp367" | "csascii" | "ibm367" | "iso646_us" | "iso_646.irv_1991" | "iso_ir_6"
-            | "us" | "us_ascii" => Some(Charset::Latin1),
-            _ => None,
+        if UTF8_NAMES.contains(&norm) {
+            Some(Charset::Utf8)
+        } else if norm == "utf_8_sig" {
+            Some(Charset::Utf8Sig)
+        } else if LATIN1_NAMES.contains(&norm) {
+            Some(Charset::Latin1)
+        } else {
+            None
         }
     }
 
@@ -121,16 +157,19 @@ pub(super) fn header_params(value: &str) -> (String, Vec<(String, String)>) {
             cur.push(c);
         }
     }
+    // Python strips spaces and tabs only.
+    let blank = |s: &str| s.trim_matches([' ', '\t']).to_string();
     let mut items = items.into_iter();
-    let first = items.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let first = blank(&items.next().unwrap_or_default()).to_ascii_lowercase();
     let params = items
         .filter_map(|p| {
             let (k, v) = p.split_once('=')?;
-            let k = k.trim().to_ascii_lowercase();
+            let k = blank(k).to_ascii_lowercase();
             if k.contains('*') {
                 return None;
             }
-            let v = v.trim();
+            let v = blank(v);
+            let v = v.as_str();
             let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
                 Some(inner) => inner.replace("\\\\", "\\").replace("\\\"", "\""),
                 None => v.to_string(),

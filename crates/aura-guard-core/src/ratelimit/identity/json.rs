@@ -27,28 +27,37 @@ pub(super) type Member = (String, Option<String>);
 /// Python's decoder fails (invalid UTF-8, odd UTF-16 length, a UTF-32 code point past U+10FFFF).
 pub(super) fn decode(b: &[u8]) -> Option<String> {
     match b {
-        [0, 0, 0xFE, 0xFF, rest @ ..] => utf32(rest, u32::from_be_bytes),
-        [0xFF, 0xFE, 0, 0, rest @ ..] => utf32(rest, u32::from_le_bytes),
-        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
-        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
+        [0, 0, 0xFE, 0xFF, rest @ ..] => utf32(rest, true),
+        [0xFF, 0xFE, 0, 0, rest @ ..] => utf32(rest, false),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, true),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, false),
         [0xEF, 0xBB, 0xBF, rest @ ..] => utf8_surrogatepass(rest),
-        [0, second, _, _, ..] if *second != 0 => utf16(b, u16::from_be_bytes),
-        [0, _, _, _, ..] => utf32(b, u32::from_be_bytes),
-        [_, 0, third, fourth, ..] if *third != 0 || *fourth != 0 => utf16(b, u16::from_le_bytes),
-        [_, 0, _, _, ..] => utf32(b, u32::from_le_bytes),
-        [0, _] => utf16(b, u16::from_be_bytes),
-        [_, 0] => utf16(b, u16::from_le_bytes),
+        [0, second, _, _, ..] if *second != 0 => utf16(b, true),
+        [0, _, _, _, ..] => utf32(b, true),
+        [_, 0, third, fourth, ..] if *third != 0 || *fourth != 0 => utf16(b, false),
+        [_, 0, _, _, ..] => utf32(b, false),
+        [0, _] => utf16(b, true),
+        [_, 0] => utf16(b, false),
         _ => utf8_surrogatepass(b),
     }
 }
 
-fn utf16(b: &[u8], unit: fn([u8; 2]) -> u16) -> Option<String> {
+// One copy each in the module (not one per byte order and call site): size matters.
+#[inline(never)]
+fn utf16(b: &[u8], big_endian: bool) -> Option<String> {
     let chunks = b.chunks_exact(2);
     if !chunks.remainder().is_empty() {
         return None;
     }
     let units = chunks
-        .map(|c| <[u8; 2]>::try_from(c).ok().map(unit))
+        .map(|c| {
+            let pair = <[u8; 2]>::try_from(c).ok()?;
+            Some(if big_endian {
+                u16::from_be_bytes(pair)
+            } else {
+                u16::from_le_bytes(pair)
+            })
+        })
         .collect::<Option<Vec<u16>>>()?;
     Some(
         char::decode_utf16(units)
@@ -57,14 +66,20 @@ fn utf16(b: &[u8], unit: fn([u8; 2]) -> u16) -> Option<String> {
     )
 }
 
-fn utf32(b: &[u8], unit: fn([u8; 4]) -> u32) -> Option<String> {
+#[inline(never)]
+fn utf32(b: &[u8], big_endian: bool) -> Option<String> {
     let chunks = b.chunks_exact(4);
     if !chunks.remainder().is_empty() {
         return None;
     }
     chunks
         .map(|c| {
-            let cp = unit(<[u8; 4]>::try_from(c).ok()?);
+            let quad = <[u8; 4]>::try_from(c).ok()?;
+            let cp = if big_endian {
+                u32::from_be_bytes(quad)
+            } else {
+                u32::from_le_bytes(quad)
+            };
             match char::from_u32(cp) {
                 Some(ch) => Some(ch),
                 None if (0xD800..=0xDFFF).contains(&cp) => Some(REPLACEMENT),

@@ -205,6 +205,11 @@ mod tests {
             parse(body.as_bytes()),
             Ok(pairs(&[("v", "a\r\nb --XX\r\n\r\n--XXY\r\n--XX-z")]))
         );
+        // A CR that is not followed by LF after the boundary leaves it data (python-multipart).
+        let body = b"--XX\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--XX\r\r\n--XX--";
+        assert_eq!(parse(body), Ok(pairs(&[("a", "x\r\n--XX\r")])));
+        assert_eq!(parse(b"--XX--"), Ok(Vec::new()));
+        assert_eq!(parse(b"\r\n"), Ok(Vec::new()));
     }
 
     #[test]
@@ -271,10 +276,9 @@ mod tests {
         );
     }
 
-    /// Hostile inputs: random mutations of a valid body never panic, and the scan stays linear
-    /// on a body made of near-delimiters.
+    /// Hostile inputs: random mutations of a valid body never panic.
     #[test]
-    fn hostile_bodies_never_panic_and_scan_in_linear_time() {
+    fn mutated_bodies_never_panic() {
         let seed = format!(
             "{}{}--XX--\r\n",
             part("username", "x"),
@@ -303,6 +307,12 @@ mod tests {
             }
             let _ = parse(&b);
         }
+    }
+
+    /// A megabyte of near-delimiters under a 200-byte boundary: each CR is tried once.
+    #[cfg(not(target_arch = "wasm32"))] // no clock on wasm32-unknown-unknown
+    #[test]
+    fn a_body_of_near_delimiters_scans_in_linear_time() {
         let boundary = vec![b'B'; 200];
         let mut body = b"--".to_vec();
         body.extend_from_slice(&boundary);

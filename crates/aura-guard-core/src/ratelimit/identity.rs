@@ -100,6 +100,36 @@ pub fn hash_user(identifier: &str, key: Option<&Secret>) -> String {
     }
 }
 
+/// Hostile inputs for the body parsers' tests: `count` copies of `seed`, each with 1 to 4
+/// random edits (delete, replace, insert a byte of `alphabet`); deterministic.
+#[cfg(test)]
+fn mutations(seed: &[u8], alphabet: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    };
+    (0..count)
+        .map(|_| {
+            let mut b = seed.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = next() % (b.len() + 1);
+                let pick = alphabet[next() % alphabet.len()];
+                match next() % 3 {
+                    0 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    1 if at < b.len() => b[at] = pick,
+                    _ => b.insert(at, pick),
+                }
+            }
+            b
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]

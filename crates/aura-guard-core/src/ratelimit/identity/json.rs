@@ -613,28 +613,9 @@ mod tests {
             r#"{"a":{"b":{"c":[[[]]]}},"username":"  bob ","z":-0.0,"w":"\ud83d\ude00"}"#,
             r#"[{"username":"x"}]"#,
         ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let alphabet = b"{}[]\",:\\u0aeE.-+ tnfx\n";
         for seed in seeds {
-            for _ in 0..3000 {
-                let mut b = seed.as_bytes().to_vec();
-                for _ in 0..(next() % 3 + 1) {
-                    let at = (next() as usize) % (b.len() + 1);
-                    let pick = alphabet[(next() as usize) % alphabet.len()];
-                    match next() % 3 {
-                        0 if at < b.len() => {
-                            b.remove(at);
-                        }
-                        1 if at < b.len() => b[at] = pick,
-                        _ => b.insert(at, pick),
-                    }
-                }
+            for b in super::super::mutations(seed.as_bytes(), alphabet, 3000) {
                 let ours = members(&b);
                 let theirs = serde_json::from_slice::<serde_json::Value>(&b);
                 match (&ours, &theirs) {

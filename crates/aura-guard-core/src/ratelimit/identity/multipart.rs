@@ -284,27 +284,7 @@ mod tests {
             part("username", "x"),
             part("password", "p")
         );
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let alphabet = b"\r\n-X: ;=\"\\\tax";
-        for _ in 0..20_000 {
-            let mut b = seed.as_bytes().to_vec();
-            for _ in 0..(next() % 4 + 1) {
-                let at = (next() as usize) % (b.len() + 1);
-                let pick = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < b.len() => {
-                        b.remove(at);
-                    }
-                    1 if at < b.len() => b[at] = pick,
-                    _ => b.insert(at, pick),
-                }
-            }
+        for b in super::super::mutations(seed.as_bytes(), b"\r\n-X: ;=\"\\\tax", 20_000) {
             let _ = parse(&b);
         }
     }

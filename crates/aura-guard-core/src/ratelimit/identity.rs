@@ -70,16 +70,6 @@ pub fn identify(
     Identity { user, unreadable }
 }
 
-/// The raw user identifier per `cfg`, or None (anonymous).
-pub fn extract_user(
-    cfg: &IdentityConfig,
-    input: &IdentityInput<'_>,
-    jwt_secret: Option<&Secret>,
-    now_s: u64,
-) -> Option<String> {
-    identify(cfg, input, jwt_secret, now_s).user
-}
-
 /// The `user` descriptor value: identifiers are trimmed and lowercased (so `Alice` and
 /// `alice ` share a counter), then hashed: HMAC-SHA256 with `key` (32 hex chars) when a key
 /// is configured, else SHA-256 truncated to 16 hex chars like the original.
@@ -166,7 +156,7 @@ mod tests {
             body: Some(body.as_bytes()),
             authorization: auth,
         };
-        extract_user(cfg, &input, Some(&Secret::new("k")), NOW)
+        identify(cfg, &input, Some(&Secret::new("k")), NOW).user
     }
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
@@ -233,7 +223,7 @@ mod tests {
     fn no_body_or_no_fields_is_anonymous() {
         let cfg = login_cfg();
         let input = IdentityInput::default();
-        assert_eq!(extract_user(&cfg, &input, None, NOW), None);
+        assert_eq!(identify(&cfg, &input, None, NOW).user, None);
         assert_eq!(user(&cfg, FORM, "password=x", None), None);
     }
 
@@ -310,7 +300,7 @@ mod tests {
             body: None,
             authorization: Some(&auth),
         };
-        assert_eq!(extract_user(&cfg, &input, None, NOW), None);
+        assert_eq!(identify(&cfg, &input, None, NOW).user, None);
     }
 
     /// tests/data/identity_vectors.json: what FastAPI/Starlette and PyJWT read from hostile

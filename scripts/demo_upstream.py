@@ -4,13 +4,17 @@
 Every request gets 200 JSON {"upstream":"demo","method","path","headers","body_sha256"} (or the
 status named by an `X-Demo-Status` request header; an `X-Demo-Response-Header: name: value`
 request header adds that header to the response, so tests can play an upstream that sets one),
-except GET /health (200 {"status":"ok"}) and POST /auth/login (form or JSON username/password):
+except GET /health (200 {"status":"ok"}) and POST /auth/login (username/password read from the
+body as FastAPI would: JSON, form-urlencoded or multipart/form-data, see `credentials`):
 200 with a bearer token for demo / demo-password, else 401 {"detail":"Incorrect username or
 password"}. With --record FILE, every request is appended to FILE as one JSON line, so tests
 can prove what reached (or never reached) the upstream.
 """
 import argparse
 import base64
+import email.message
+import email.parser
+import email.policy
 import hashlib
 import hmac
 import json
@@ -42,14 +46,28 @@ def make_token(sub):
 
 
 def credentials(content_type, body):
-    if "application/json" in (content_type or ""):
-        try:
+    """(username, password) as FastAPI reads a login body, so that the e2e tests can show the
+    upstream reading a user from each encoding: JSON for `application/json` and `+json` media
+    types (Python's json.loads, which detects UTF-16/32 and a UTF-8 BOM and accepts NaN),
+    multipart/form-data, else a form decoded as Starlette does (Latin-1, then unquote_plus)."""
+    header = email.message.Message()
+    header["content-type"] = content_type or ""
+    ctype = header.get_content_type()
+    try:
+        if ctype == "application/json" or (ctype.startswith("application/")
+                                           and ctype.endswith("+json")):
             data = json.loads(body or b"{}")
-            return str(data.get("username", "")), str(data.get("password", ""))
-        except (ValueError, AttributeError):
-            return "", ""
-    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-    return form.get("username", [""])[0], form.get("password", [""])[0]
+        elif ctype == "multipart/form-data":
+            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+            data = {p.get_param("name", header="content-disposition"):
+                    p.get_payload(decode=True).decode("utf-8", "replace")
+                    for p in msg.iter_parts()}
+        else:
+            data = dict(urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+        return str(data.get("username", "")), str(data.get("password", ""))
+    except (ValueError, AttributeError, TypeError):
+        return "", ""
 
 
 class Handler(BaseHTTPRequestHandler):

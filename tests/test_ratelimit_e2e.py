@@ -5,12 +5,18 @@ The service YAML is rendered from each test's `ratelimit` config by the filter's
 tests may use short windows (e.g. 5 s: 5 x 16 = 80 s divides the hour). Tests raise the call
 timeout from the 20 ms default so a busy machine does not turn a check into a failure mode."""
 import json
+import string
 import time
 import uuid
+from urllib.parse import urlencode
+
+import pytest
 
 from harness import TEST_JWT_SECRET
-# The demo upstream's signer (scripts/, on sys.path through harness).
-from demo_upstream import sign_jwt as jwt
+# The demo upstream's signer and body reader (scripts/, on sys.path through harness).
+from demo_upstream import credentials, sign_jwt as jwt
+# The audit tests' collector (real aura-collector) and their helpers.
+from test_audit_e2e import collector  # noqa: F401 (a fixture)
 
 TOO_MANY = {"detail": "Too many requests. Please try again later."}
 UNAVAILABLE = {"detail": "Service temporarily unavailable. Please try again later."}
@@ -308,3 +314,187 @@ def test_invalid_ratelimit_config_or_missing_jwt_secret_in_production_is_refused
     code, out = _validate(tmp_path, {}, {"ENVIRONMENT": "production",
                                          "JWT_SECRET_KEY": TEST_JWT_SECRET})
     assert code == 0, out[-3000:]
+
+
+# --- The user is the one the upstream reads, whatever the encoding (docs/ratelimit.md,
+# "Reading the body"). Each test would fail on a filter that reads such a body or token as
+# anonymous: the attacker rotating client IPs would then only meet the per-IP limit.
+
+PROD = {"ENVIRONMENT": "production"}
+
+
+def login_bodies(user, password):
+    """(what, content-type, body): one login for `user` in each encoding FastAPI/Starlette
+    reads as `user` (tests/data/identity_vectors.json pins the same against real FastAPI)."""
+    creds = {"username": user, "password": password}
+    j = json.dumps(creds)
+    u, p = json.dumps(user), json.dumps(password)
+    boundary = "----aura guard; e2e"
+    parts = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                    for k, v in creds.items())
+    multipart = (parts + f"--{boundary}--\r\n").encode()
+    webkit = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
+    return [
+        ("JSON with a UTF-8 BOM", "application/json", b"\xef\xbb\xbf" + j.encode()),
+        ("JSON in UTF-16 with a BOM", "application/json", j.encode("utf-16")),
+        ("JSON in UTF-16LE", "application/json", j.encode("utf-16-le")),
+        ("JSON in UTF-16BE", "application/json", j.encode("utf-16-be")),
+        ("JSON in UTF-32 with a BOM", "application/json", j.encode("utf-32")),
+        ("JSON in UTF-32BE", "application/json", j.encode("utf-32-be")),
+        ("JSON with NaN, Infinity and a huge number", "application/json",
+         ('{"n": NaN, "username": %s, "i": [-Infinity, 1e400], "password": %s}' % (u, p)).encode()),
+        ("JSON with a lone surrogate", "application/json",
+         ('{"username": %s, "password": %s, "x": "\\ud800"}' % (u, p)).encode()),
+        ("JSON with a duplicate key, the last one the user", "application/json",
+         ('{"username": "decoy", "password": %s, "username": %s}' % (p, u)).encode()),
+        ("JSON with a mixed-case type and a charset", "Application/JSON; charset=UTF-8",
+         j.encode()),
+        ("JSON as application/vnd.api+json", "application/vnd.api+json", j.encode()),
+        ("a form with a mixed-case type and a charset",
+         "Application/X-WWW-Form-Urlencoded; charset=UTF-8", urlencode(creds).encode()),
+        ("multipart with a quoted boundary", f'multipart/form-data; boundary="{boundary}"',
+         multipart),
+        ("multipart with a plain boundary", f"multipart/form-data; boundary={webkit}",
+         multipart.replace(boundary.encode(), webkit.encode())),
+    ]
+
+
+def test_each_body_encoding_fastapi_reads_counts_against_the_user_across_ips(
+        stack_factory, ratelimit_factory):
+    stack, _ = start(stack_factory, ratelimit_factory,
+                     rl_config([login_route(requests=5)], trusted_hops=1), env=PROD)
+    missed = []
+    for n in range(len(login_bodies("x", "y"))):
+        user = f"victim-{n}"
+        what, ctype, body = login_bodies(user, "wrong")[n]
+        # The demo upstream reads it as FastAPI would: this is a login for `user`.
+        assert credentials(ctype, body) == (user, "wrong"), what
+        rs = [stack.request("POST", "/auth/login", {"content-type": ctype,
+                                                    "x-forwarded-for": f"198.51.{n}.{i}"}, body)
+              for i in range(1, 7)]
+        statuses = [r.status for r in rs]
+        users = ["login-user" in params(r.header("ratelimit-policy") or "") for r in rs[:5]]
+        if statuses != [401] * 5 + [429] or not all(users):
+            missed.append((what, statuses, users))
+        else:
+            assert_429(rs[5])
+    assert not missed, missed
+    n = len(login_bodies("x", "y"))
+    assert stack.stats().get("wasmcustom.aura_guard.ratelimit.over_limit.login.user") == n
+
+
+def test_the_sixth_guess_in_another_encoding_is_refused_even_when_it_is_right(
+        stack_factory, ratelimit_factory):
+    stack, _ = start(stack_factory, ratelimit_factory,
+                     rl_config([login_route(requests=5)], trusted_hops=1), env=PROD)
+    guesses = login_bodies("demo", "wrong")
+    for i, k in enumerate((0, 2, 6, 8, 12)):
+        _, ctype, body = guesses[k]
+        r = stack.request("POST", "/auth/login",
+                          {"content-type": ctype, "x-forwarded-for": f"203.0.113.{i}"}, body)
+        assert r.status == 401, r
+    what, ctype, body = login_bodies("demo", "demo-password")[4]
+    # The upstream would log this one in (UTF-32 JSON, right password) ...
+    assert credentials(ctype, body) == ("demo", "demo-password"), what
+    r = stack.request("POST", "/auth/login",
+                      {"content-type": ctype, "x-forwarded-for": "203.0.113.99"}, body)
+    # ... but the account is locked: it never gets there.
+    assert_429(r)
+    assert len([q for q in stack.upstream_requests() if q["path"] == "/auth/login"]) == 5
+
+
+def pyjwt_spellings(token):
+    """The same token with its signature spelled in the ways PyJWT (up to 2.13, pinned in
+    tests/requirements.txt) still accepts: padding, unused trailing bits set, the standard
+    alphabet, bytes outside the alphabet, data after the padding."""
+    head, sig = token.rsplit(".", 1)
+    b64 = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    top = b64.index(sig[-1]) & ~3
+    sigs = [sig + "=", sig + "==", sig + "====", sig + "=AAAA", sig + " =",
+            f"{sig[:10]}!{sig[10:20]}~{sig[20:]}", sig.replace("-", "+").replace("_", "/")]
+    sigs += [sig[:-1] + b64[top | low] for low in range(4)]
+    out = []
+    for s in sigs:
+        if s != sig and f"{head}.{s}" not in out:
+            out.append(f"{head}.{s}")
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:The HMAC key is")  # the harness's short test secret
+def test_refresh_tokens_pyjwt_accepts_in_any_spelling_count_against_their_user(
+        stack_factory, ratelimit_factory):
+    import jwt as pyjwt
+
+    rl = rl_config([route("refresh", "/auth/refresh", 3, 600,
+                          identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
+                   trusted_hops=1)
+    stack, _ = start(stack_factory, ratelimit_factory, rl, env=PROD)
+    token = pyjwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, TEST_JWT_SECRET,
+                         algorithm="HS256")
+    spellings = pyjwt_spellings(token)
+    assert len(spellings) >= 9
+    for t in spellings:
+        assert pyjwt.decode(t, TEST_JWT_SECRET, algorithms=["HS256"])["sub"] == "alice", t
+
+    def refresh(t, i):
+        h = {"x-forwarded-for": f"192.0.2.{i}"}
+        if i % 2:
+            h["authorization"] = f"Bearer {t}"
+            return stack.request("POST", "/auth/refresh", h, "")
+        h["content-type"] = "application/json"
+        return stack.request("POST", "/auth/refresh", h, json.dumps({"refresh_token": t}))
+
+    rs = [refresh(t, i) for i, t in enumerate(spellings)]
+    for r in rs[:3]:
+        assert r.status == 200 and "refresh-user" in params(r.header("ratelimit-policy")), r
+    for r in rs[3:]:
+        assert_429(r)
+    stats = stack.stats()
+    assert stats.get("wasmcustom.aura_guard.ratelimit.over_limit.refresh.user") == len(rs) - 3
+
+
+def test_an_unreadable_login_body_gets_400_in_production_and_is_audited(
+        stack_factory, ratelimit_factory, collector):
+    from test_audit_e2e import AUDIT_ENV, FAST, wait_records
+
+    rl = rl_config([login_route(requests=5)], trusted_hops=1)
+    svc = ratelimit_factory(rl)
+    prod = stack_factory(plugin_config={"ratelimit": rl}, env=AUDIT_ENV,
+                         ratelimit_port=svc.grpc_port, collector_port=collector.port,
+                         audit_config=FAST, name="prod")
+    dev = stack_factory(plugin_config={"ratelimit": rl}, env={"ENVIRONMENT": "development"},
+                        ratelimit_port=svc.grpc_port, name="dev")
+    unreadable = [
+        ("invalid JSON", "application/json", b'{"username": "victim", "password": "x"'),
+        ("invalid JSON", "application/json; charset=utf-8", b"username=victim&password=x"),
+        ("multipart/form-data without a boundary", "multipart/form-data",
+         b'--b\r\nContent-Disposition: form-data; name="username"\r\n\r\nvictim\r\n--b--\r\n'),
+        ("malformed multipart/form-data", "multipart/form-data; boundary=b",
+         b'--b\nContent-Disposition: form-data; name="username"\n\nvictim\n--b--\n'),
+        ("unsupported multipart/form-data charset", "multipart/form-data; boundary=b; charset=utf-7",
+         b'--b\r\nContent-Disposition: form-data; name="username"\r\n\r\nvictim\r\n--b--\r\n'),
+    ]
+    for i, (problem, ctype, body) in enumerate(unreadable):
+        r = prod.request("POST", "/auth/login",
+                         {"content-type": ctype, "x-forwarded-for": f"192.0.2.{i}",
+                          "x-request-id": f"unreadable-{i}"}, body)
+        assert r.status == 400, r
+        assert r.json() == {"detail": f"Unreadable request body: {problem}"}
+        assert r.header("content-type") == "application/json"
+        assert r.header("x-request-id") == f"unreadable-{i}"
+    assert prod.upstream_requests() == []
+    stats = prod.stats()
+    n = len(unreadable)
+    assert stats.get("wasmcustom.aura_guard.ratelimit.unreadable_body.login") == n, stats
+    assert stats.get("wasmcustom.aura_guard.events.unreadable_auth_body") == n, stats
+    recs = wait_records(collector, n)
+    events = {r["request_id"]: r for r in recs if r["kind"] == "security_event"}
+    for i, (problem, ctype, _) in enumerate(unreadable):
+        ev = events[f"unreadable-{i}"]
+        assert ev["type"] == "unreadable_auth_body" and ev["status"] == 400, ev
+        assert ev["metadata"]["reason"] == problem
+        assert ev["metadata"]["content_type"] == ctype.split(";")[0]
+    # Outside production the same body goes on, limited per IP as anonymous.
+    r = dev.request("POST", "/auth/login", {"content-type": "application/json"},
+                    unreadable[0][2])
+    assert r.status == 401 and "login-user" not in params(r.header("ratelimit-policy")), r

@@ -6,7 +6,9 @@
 //! - `aura_guard.ratelimit.allowed.<route>`: auth requests the service allowed;
 //! - `aura_guard.ratelimit.over_limit.<route>.<ip|user>`: 429s, by the limit that was hit;
 //! - `aura_guard.ratelimit.service_failure.<route>.<open|closed>`: failure-mode outcomes;
-//! - `aura_guard.ratelimit.failure_recorded.<route>` / `cleared.<route>`: response-phase calls.
+//! - `aura_guard.ratelimit.failure_recorded.<route>` / `cleared.<route>`: response-phase calls;
+//! - `aura_guard.ratelimit.unreadable_body.<route>`: bodies refused (400) in production because
+//!   the user could not be read from them.
 
 use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::config::Environment;
@@ -242,6 +244,11 @@ impl RateLimitStage {
                 ctx.emit(host, event);
                 Flow::Reply(local_reply(reply))
             }
+            Decision::UnreadableBody { reply, event } => {
+                host.count(&format!("aura_guard.ratelimit.unreadable_body.{route}"));
+                ctx.emit(host, event);
+                Flow::Reply(local_reply(reply))
+            }
         }
     }
 }
@@ -439,6 +446,51 @@ mod tests {
                 .get("aura_guard.ratelimit.over_limit.login.ip"),
             Some(&1)
         );
+    }
+
+    #[test]
+    fn unreadable_login_body_gets_400_in_production_without_a_check_and_is_counted() {
+        let mut f = filter_in("production", "{}");
+        let mut host = login("--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--");
+        host.request_headers.retain(|(k, _)| k != "content-type");
+        host.request_headers.push((
+            "content-type".into(),
+            "multipart/form-data; boundary=b".into(),
+        ));
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        let n = host.request_body.len();
+        assert_eq!(f.on_request_body(&mut host, n, true), Action::Pause);
+        assert!(host.grpc_calls.is_empty(), "nothing counted");
+        let reply = host.reply.clone().unwrap();
+        assert_eq!(reply.status, 400);
+        assert_eq!(
+            reply.body,
+            br#"{"detail":"Unreadable request body: malformed multipart/form-data"}"#
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.ratelimit.unreadable_body.login"),
+            Some(&1)
+        );
+        assert_eq!(
+            host.counters.get("aura_guard.events.unreadable_auth_body"),
+            Some(&1)
+        );
+        assert_eq!(
+            f.events()[0].metadata["content_type"],
+            "multipart/form-data"
+        );
+
+        // Elsewhere the request goes on, limited per IP as anonymous.
+        let mut f = filter_in("development", "{}");
+        let mut host = login("{\"username\":");
+        host.request_headers.retain(|(k, _)| k != "content-type");
+        host.request_headers
+            .push(("content-type".into(), "application/json".into()));
+        until_check(&mut f, &mut host);
+        let req = RateLimitRequest::decode(host.grpc_calls[0].message.as_slice()).unwrap();
+        assert!(req.descriptors.iter().all(|d| d.entries[1].key == "ip"));
+        assert!(host.reply.is_none());
     }
 
     #[test]

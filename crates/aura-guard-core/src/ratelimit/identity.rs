@@ -9,75 +9,11 @@ use super::config::IdentityConfig;
 use crate::jwt::{bearer_sub, verify_hs256_sub};
 use crate::secret::Secret;
 
-/// How a request body is encoded, from its Content-Type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Json,
-    Form,
-    Unknown,
-}
+mod body;
+mod json;
+mod multipart;
 
-fn body_kind(content_type: Option<&str>) -> BodyKind {
-    let Some(ct) = content_type else {
-        return BodyKind::Unknown;
-    };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") {
-        BodyKind::Json
-    } else if mime == "application/x-www-form-urlencoded" {
-        BodyKind::Form
-    } else {
-        BodyKind::Unknown
-    }
-}
-
-/// Parsed body fields (string values only; the last occurrence of a form field wins, as in
-/// Starlette and serde_json).
-enum Fields {
-    Json(serde_json::Map<String, serde_json::Value>),
-    Form(Vec<(String, String)>),
-    None,
-}
-
-impl Fields {
-    fn parse(content_type: Option<&str>, body: &[u8]) -> Fields {
-        let json = || match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(serde_json::Value::Object(m)) => Some(Fields::Json(m)),
-            _ => None,
-        };
-        let form = || {
-            let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-            (!pairs.is_empty()).then_some(Fields::Form(pairs))
-        };
-        let parsed = match body_kind(content_type) {
-            BodyKind::Json => json(),
-            BodyKind::Form => form(),
-            // Without a usable Content-Type, try both: a client must not dodge the per-user
-            // limit by omitting the header when the upstream sniffs.
-            BodyKind::Unknown => json().or_else(form),
-        };
-        parsed.unwrap_or(Fields::None)
-    }
-
-    fn get(&self, name: &str) -> Option<String> {
-        let v = match self {
-            Fields::Json(m) => m.get(name).and_then(|v| v.as_str()).map(str::to_string),
-            Fields::Form(pairs) => pairs
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone()),
-            Fields::None => None,
-        }?;
-        let v = v.trim().to_string();
-        (!v.is_empty()).then_some(v)
-    }
-}
+pub use body::BodyError;
 
 /// Inputs for user extraction.
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,33 +24,50 @@ pub struct IdentityInput<'a> {
     pub authorization: Option<&'a str>,
 }
 
-/// The raw user identifier per `cfg`, or None (anonymous).
-pub fn extract_user(
+/// Who an auth request is, and whether its body could be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The raw identifier (hash it with [`hash_user`]); None: anonymous.
+    pub user: Option<String>,
+    /// The route reads the body, the body is not empty, and it could not be read at all (a
+    /// JSON media type that is not JSON, a broken multipart body …). The upstream may still
+    /// read a user from it, so production refuses the request (docs/ratelimit.md, "Reading
+    /// the body"); elsewhere it goes on as anonymous (or as the Bearer token's user).
+    pub unreadable: Option<BodyError>,
+}
+
+/// The user per `cfg` (first source that names one: body fields, JWT body fields, Bearer
+/// JWT), and whether the body was unreadable.
+pub fn identify(
     cfg: &IdentityConfig,
     input: &IdentityInput<'_>,
     jwt_secret: Option<&Secret>,
     now_s: u64,
-) -> Option<String> {
-    let fields = match input.body {
-        Some(b) if cfg.reads_body() => Fields::parse(input.content_type, b),
-        _ => Fields::None,
+) -> Identity {
+    let (fields, unreadable) = match input.body {
+        Some(b) if cfg.reads_body() && !b.is_empty() => match body::parse(input.content_type, b) {
+            Ok(f) => (f, None),
+            Err(e) => (body::Fields::default(), Some(e)),
+        },
+        _ => (body::Fields::default(), None),
     };
-    if let Some(u) = cfg.body_fields.iter().find_map(|f| fields.get(f)) {
-        return Some(u);
-    }
-    let secret = jwt_secret?;
-    if let Some(sub) = cfg
-        .jwt_body_fields
+    let user = cfg
+        .body_fields
         .iter()
-        .filter_map(|f| fields.get(f))
-        .find_map(|t| verify_hs256_sub(&t, secret.as_bytes(), now_s).ok())
-    {
-        return Some(sub);
-    }
-    if cfg.bearer_jwt {
-        return bearer_sub(input.authorization?, secret, now_s);
-    }
-    None
+        .find_map(|f| fields.get(f))
+        .or_else(|| {
+            let secret = jwt_secret?;
+            cfg.jwt_body_fields
+                .iter()
+                .filter_map(|f| fields.get(f))
+                .find_map(|t| verify_hs256_sub(&t, secret.as_bytes(), now_s).ok())
+                .or_else(|| {
+                    cfg.bearer_jwt
+                        .then(|| bearer_sub(input.authorization?, secret, now_s))
+                        .flatten()
+                })
+        });
+    Identity { user, unreadable }
 }
 
 /// The `user` descriptor value: identifiers are trimmed and lowercased (so `Alice` and
@@ -135,6 +88,36 @@ pub fn hash_user(identifier: &str, key: Option<&Secret>) -> String {
             h
         }
     }
+}
+
+/// Hostile inputs for the body parsers' tests: `count` copies of `seed`, each with 1 to 4
+/// random edits (delete, replace, insert a byte of `alphabet`); deterministic.
+#[cfg(test)]
+fn mutations(seed: &[u8], alphabet: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    };
+    (0..count)
+        .map(|_| {
+            let mut b = seed.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = next() % (b.len() + 1);
+                let pick = alphabet[next() % alphabet.len()];
+                match next() % 3 {
+                    0 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    1 if at < b.len() => b[at] = pick,
+                    _ => b.insert(at, pick),
+                }
+            }
+            b
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,7 +156,7 @@ mod tests {
             body: Some(body.as_bytes()),
             authorization: auth,
         };
-        extract_user(cfg, &input, Some(&Secret::new("k")), NOW)
+        identify(cfg, &input, Some(&Secret::new("k")), NOW).user
     }
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
@@ -240,7 +223,7 @@ mod tests {
     fn no_body_or_no_fields_is_anonymous() {
         let cfg = login_cfg();
         let input = IdentityInput::default();
-        assert_eq!(extract_user(&cfg, &input, None, NOW), None);
+        assert_eq!(identify(&cfg, &input, None, NOW).user, None);
         assert_eq!(user(&cfg, FORM, "password=x", None), None);
     }
 
@@ -317,7 +300,81 @@ mod tests {
             body: None,
             authorization: Some(&auth),
         };
-        assert_eq!(extract_user(&cfg, &input, None, NOW), None);
+        assert_eq!(identify(&cfg, &input, None, NOW).user, None);
+    }
+
+    /// tests/data/identity_vectors.json: what FastAPI/Starlette and PyJWT read from hostile
+    /// bodies and tokens (tests/gen_identity_vectors.py ran them through the real packages).
+    fn vectors() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../tests/data/identity_vectors.json")).unwrap()
+    }
+
+    #[test]
+    fn every_body_fastapi_reads_as_a_user_names_that_user_here() {
+        use base64::Engine;
+        let cfg = login_cfg();
+        let mut checked = 0;
+        for v in vectors()["bodies"].as_array().unwrap() {
+            let body = base64::engine::general_purpose::STANDARD
+                .decode(v["body_b64"].as_str().unwrap())
+                .unwrap();
+            let input = IdentityInput {
+                content_type: v["content_type"].as_str(),
+                body: Some(&body),
+                authorization: None,
+            };
+            let got = identify(&cfg, &input, None, NOW);
+            for route in ["form", "json"] {
+                if let Some(want) = v[route].as_str() {
+                    assert_eq!(got.user.as_deref(), Some(want.trim()), "{}", v["note"]);
+                    assert_eq!(got.unreadable, None, "{}", v["note"]);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 60, "{checked}");
+    }
+
+    #[test]
+    fn every_token_pyjwt_accepts_names_its_sub_here_and_no_other() {
+        let all = vectors();
+        let secret = all["jwt_secret"].as_str().unwrap().as_bytes();
+        for v in all["tokens"].as_array().unwrap() {
+            // Any PyJWT release: up to 2.13 it decodes leniently, later ones accept a subset.
+            let want = v["sub"]
+                .as_object()
+                .unwrap()
+                .values()
+                .find_map(|s| s.as_str());
+            let got = verify_hs256_sub(v["token"].as_str().unwrap(), secret, NOW).ok();
+            assert_eq!(got.as_deref(), want, "{}", v["note"]);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_body_is_reported_and_the_bearer_user_still_counts() {
+        let cfg = refresh_cfg();
+        let t = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u3"}"#, b"k");
+        let auth = format!("Bearer {t}");
+        let input = IdentityInput {
+            content_type: JSON,
+            body: Some(b"{\"refresh_token\": "),
+            authorization: Some(&auth),
+        };
+        let got = identify(&cfg, &input, Some(&Secret::new("k")), NOW);
+        assert_eq!(got.user.as_deref(), Some("u3"));
+        assert_eq!(got.unreadable, Some(BodyError::InvalidJson));
+        // An empty body is no problem, and a route that does not read the body never reads it.
+        let empty = IdentityInput {
+            body: Some(b""),
+            ..input
+        };
+        assert_eq!(identify(&cfg, &empty, None, NOW).unreadable, None);
+        let header_only = IdentityConfig {
+            bearer_jwt: true,
+            ..IdentityConfig::default()
+        };
+        assert_eq!(identify(&header_only, &input, None, NOW).unreadable, None);
     }
 
     #[test]

@@ -9,10 +9,12 @@ use super::types::{
 };
 use super::{
     AuthAttempt, COUNTER_CLEARED, COUNTER_FAILURES, EVENT_AUTH_RATE_LIMIT_EXCEEDED,
-    EVENT_RATE_LIMIT_SERVICE_FAILURE, KEY_BUCKET, KEY_LEVEL, TOO_MANY_BODY, UNAVAILABLE_BODY,
+    EVENT_RATE_LIMIT_SERVICE_FAILURE, EVENT_UNREADABLE_AUTH_BODY, KEY_BUCKET, KEY_LEVEL,
+    TOO_MANY_BODY, UNAVAILABLE_BODY,
 };
 use crate::events::{SecurityEvent, Severity};
 use crate::ratelimit::config::RouteConfig;
+use crate::ratelimit::identity::BodyError;
 use crate::ratelimit::response_headers::{
     policy_header, ratelimit_header, PolicyState, RATELIMIT, RATELIMIT_POLICY, RETRY_AFTER,
 };
@@ -116,6 +118,44 @@ impl Check {
                 event,
                 attempt: self.attempt(unknown),
             })
+        }
+    }
+
+    /// The refusal of a body that could not be read: 400 `{"detail": ...}` naming the problem,
+    /// and an event with the media type (never the body).
+    pub(super) fn unreadable_body(
+        &self,
+        problem: BodyError,
+        content_type: Option<&str>,
+    ) -> Decision {
+        let detail = format!("Unreadable request body: {}", problem.as_str());
+        let mut media_type: String = content_type
+            .and_then(|ct| ct.split(';').next())
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .collect();
+        media_type.truncate(100);
+        let event = SecurityEvent::new(
+            EVENT_UNREADABLE_AUTH_BODY,
+            Severity::Medium,
+            format!(
+                "Unreadable {} request body ({}); refused",
+                self.route.name,
+                problem.as_str()
+            ),
+            json!({
+                "endpoint": self.route.name,
+                "reason": problem.as_str(),
+                "content_type": media_type,
+                "client_ip": self.client_ip,
+            }),
+        );
+        Decision::UnreadableBody {
+            reply: json_reply(400, &json!({ "detail": detail }).to_string(), Vec::new()),
+            event,
         }
     }
 

@@ -27,7 +27,7 @@ pub use types::{
     SubjectKind,
 };
 
-use super::identity::{extract_user, hash_user};
+use super::identity::{hash_user, identify};
 use crate::client_ip::ip_key;
 use crate::ratelimit::config::ResolvedRateLimitConfig;
 use types::{RlsTarget, Subject};
@@ -47,6 +47,8 @@ pub const EVENT_AUTH_RATE_LIMIT_EXCEEDED: &str = "auth_rate_limit_exceeded";
 pub const EVENT_RATE_LIMIT_SERVICE_FAILURE: &str = "rate_limit_service_failure";
 /// Three or more failures since the last success, by the IP or by the user.
 pub const EVENT_REPEATED_AUTH_FAILURES: &str = "repeated_auth_failures";
+/// A body the filter cannot read on a route that reads the user from it, refused (production).
+pub const EVENT_UNREADABLE_AUTH_BODY: &str = "unreadable_auth_body";
 
 pub const TOO_MANY_BODY: &str = r#"{"detail":"Too many requests. Please try again later."}"#;
 pub const UNAVAILABLE_BODY: &str =
@@ -109,15 +111,16 @@ impl RateLimiter {
             kind: SubjectKind::Ip,
             key: ip.clone(),
         }];
-        if let Some(u) = extract_user(
+        let identity = identify(
             &r.identity,
             &facts.identity,
             self.cfg.jwt_secret.as_ref(),
             facts.now_s,
-        ) {
+        );
+        if let Some(u) = &identity.user {
             subjects.push(Subject {
                 kind: SubjectKind::User,
-                key: hash_user(&u, self.cfg.user_hash_key.as_ref()),
+                key: hash_user(u, self.cfg.user_hash_key.as_ref()),
             });
         }
         let check = Check {
@@ -133,7 +136,14 @@ impl RateLimiter {
             subjects,
             done: false,
         };
-        let step = Step::Call(check.call());
+        // In production a body the upstream may read as someone while this filter reads no
+        // one is refused before anything is counted (docs/ratelimit.md, "Reading the body").
+        let step = match identity.unreadable {
+            Some(problem) if facts.production => {
+                Step::Done(check.unreadable_body(problem, facts.identity.content_type))
+            }
+            _ => Step::Call(check.call()),
+        };
         Some((check, step))
     }
 }

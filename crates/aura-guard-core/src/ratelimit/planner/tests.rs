@@ -387,6 +387,72 @@ fn per_user_limit_applies_across_ips() {
     );
 }
 
+#[test]
+fn one_user_in_rotating_body_encodings_shares_one_counter() {
+    let rl = limiter();
+    let mut sim = Sim::new(&rl.config().config);
+    let json = r#"{"username":"victim","password":"x","n":NaN}"#;
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(json.as_bytes());
+    let utf16: Vec<u8> = json.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    let multipart =
+        b"--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nVictim\r\n--b--\r\n";
+    let bodies: [(&str, &[u8]); 5] = [
+        ("application/json", &bom),
+        ("Application/JSON; charset=UTF-8", &utf16),
+        (
+            "application/vnd.api+json",
+            br#"{"username":"x","username":"victim"}"#,
+        ),
+        ("multipart/form-data; boundary=\"b\"", multipart),
+        (
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+            b"user%6Eame=victim",
+        ),
+    ];
+    for (i, (ct, body)) in bodies.iter().enumerate() {
+        let ip = format!("10.0.0.{i}:1");
+        let mut f = facts(&ip, Some(body), T0);
+        f.identity.content_type = Some(ct);
+        allow_headers(&run(&rl, &mut sim, "login", &f));
+    }
+    let d = run(
+        &rl,
+        &mut sim,
+        "login",
+        &facts("10.0.0.99:1", Some(b"username=victim"), T0),
+    );
+    assert_eq!(deny(&d).1.metadata["limit_type"], "user");
+}
+
+#[test]
+fn an_unreadable_body_is_refused_400_in_production_and_anonymous_elsewhere() {
+    let rl = limiter();
+    let mut f = facts("10.0.0.1:1", Some(b"{\"username\": \"victim\""), T0);
+    f.identity.content_type = Some("application/json; charset=utf-8");
+    let (_, step) = rl.start(0, &f).unwrap();
+    let Step::Done(Decision::UnreadableBody { reply, event }) = step else {
+        panic!("expected a refusal, got {step:?}");
+    };
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.body,
+        r#"{"detail":"Unreadable request body: invalid JSON"}"#
+    );
+    assert_eq!(header(&reply.headers, "content-type"), "application/json");
+    assert_eq!(event.event_type, EVENT_UNREADABLE_AUTH_BODY);
+    assert_eq!(event.severity, Severity::Medium);
+    assert_eq!(
+        event.metadata,
+        serde_json::json!({"endpoint": "login", "reason": "invalid JSON",
+            "content_type": "application/json", "client_ip": "10.0.0.1"})
+    );
+    f.production = false;
+    let (check, step) = rl.start(0, &f).unwrap();
+    assert!(matches!(step, Step::Call(_)));
+    assert_eq!(check.check_request().descriptors.len(), 7, "IP only");
+}
+
 /// Records `n` failed logins (401) for ip/user, as the response phase would.
 fn fail_n(rl: &RateLimiter, sim: &mut Sim, f: &AuthFacts<'_>, n: usize) -> Vec<SecurityEvent> {
     let mut events = Vec::new();

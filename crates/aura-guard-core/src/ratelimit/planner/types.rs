@@ -135,6 +135,12 @@ pub enum Decision {
         reply: LocalReply,
         event: SecurityEvent,
     },
+    /// Production, and the body could not be read: send `reply` (400) and log `event`
+    /// ([`super::EVENT_UNREADABLE_AUTH_BODY`]). Nothing was counted.
+    UnreadableBody {
+        reply: LocalReply,
+        event: SecurityEvent,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

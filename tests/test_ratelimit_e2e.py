@@ -362,7 +362,8 @@ def login_bodies(user, password):
 def test_each_body_encoding_fastapi_reads_counts_against_the_user_across_ips(
         stack_factory, ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=5)], trusted_hops=1), env=PROD)
+                     rl_config([login_route(requests=5)], trusted_hops=1,
+                               trusted_proxies=["127.0.0.1/32"]), env=PROD)
     missed = []
     for n in range(len(login_bodies("x", "y"))):
         user = f"victim-{n}"
@@ -386,7 +387,8 @@ def test_each_body_encoding_fastapi_reads_counts_against_the_user_across_ips(
 def test_the_sixth_guess_in_another_encoding_is_refused_even_when_it_is_right(
         stack_factory, ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=5)], trusted_hops=1), env=PROD)
+                     rl_config([login_route(requests=5)], trusted_hops=1,
+                               trusted_proxies=["127.0.0.1/32"]), env=PROD)
     guesses = login_bodies("demo", "wrong")
     for i, k in enumerate((0, 2, 6, 8, 12)):
         _, ctype, body = guesses[k]
@@ -427,7 +429,7 @@ def test_refresh_tokens_pyjwt_accepts_in_any_spelling_count_against_their_user(
 
     rl = rl_config([route("refresh", "/auth/refresh", 3, 600,
                           identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
-                   trusted_hops=1)
+                   trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
     stack, _ = start(stack_factory, ratelimit_factory, rl, env=PROD)
     token = pyjwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, TEST_JWT_SECRET,
                          algorithm="HS256")
@@ -457,7 +459,7 @@ def test_an_unreadable_login_body_gets_400_in_production_and_is_audited(
         stack_factory, ratelimit_factory, collector):
     from test_audit_e2e import AUDIT_ENV, FAST, wait_records
 
-    rl = rl_config([login_route(requests=5)], trusted_hops=1)
+    rl = rl_config([login_route(requests=5)], trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
     svc = ratelimit_factory(rl)
     prod = stack_factory(plugin_config={"ratelimit": rl}, env=AUDIT_ENV,
                          ratelimit_port=svc.grpc_port, collector_port=collector.port,

@@ -156,7 +156,10 @@ AURA_WEBHOOK_CONFIG = {
 }
 
 # Each case: the filters before the router, the wrk script (request shape), the case whose
-# throughput is its 1.0 (same request shape), and what it needs.
+# throughput is its 1.0 (same request shape), and what it needs. A "stage" case measures one
+# of the filter's stages: the bench fails (exit 1, naming the case and why) when the filter
+# refuses its configuration or the stage did not run (docs/benchmarks.md), rather than
+# measuring the filter without it.
 CASES = [
     {"id": "bare", "label": "bare Envoy", "filters": [], "wrk": "ping.lua", "baseline": "bare"},
     {"id": "noop-wasm", "label": "no-op proxy-wasm filter", "filters": [noop_filter],
@@ -173,13 +176,13 @@ CASES = [
      "wrk": "login.lua", "baseline": "bare-login", "rls": True},
     {"id": "aura-ratelimit", "label": "aura-guard production, auth route rate limit",
      "filters": [lambda: aura_filter(AURA_RATELIMIT_CONFIG)], "upstream": True,
-     "wrk": "login.lua", "baseline": "bare-login", "rls": True, "optional": True},
+     "wrk": "login.lua", "baseline": "bare-login", "rls": True, "stage": True},
     {"id": "bare-webhook", "label": "bare Envoy, POST /webhooks/github", "filters": [],
      "wrk": "webhook.lua", "baseline": "bare-webhook"},
     {"id": "aura-webhook", "label": "aura-guard production, webhook signature (GitHub)",
      "filters": [lambda: aura_filter(AURA_WEBHOOK_CONFIG)],
-     "wrk": "webhook.lua", "baseline": "bare-webhook", "optional": True,
-     # An unsigned delivery must be refused; if it is not, the stage is not in this build.
+     "wrk": "webhook.lua", "baseline": "bare-webhook", "stage": True,
+     # An unsigned delivery must be refused; if it is not, the stage did not run.
      "probe": ("POST", "/webhooks/github", {"Content-Type": "application/json"}, WEBHOOK_BODY)},
 ]
 
@@ -372,7 +375,7 @@ def add_ratios(rows: list[dict]) -> None:
     for r in rows:
         base = by_id.get(r["baseline"])
         r["ratio"] = (r["rps_median"] / base["rps_median"]
-                      if base and base.get("rps_median") and "skipped" not in r else None)
+                      if base and base.get("rps_median") and "rps_median" in r else None)
 
 
 def markdown(result: dict) -> str:
@@ -389,18 +392,18 @@ def markdown(result: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["cases"]:
-        if "skipped" in r:
-            out.append(f"| {r['label']} | | skipped: {r['skipped']} | | | | | |")
+        if "rps_median" not in r:
+            out.append(f"| {r['label']} | | FAILED: {r['failed']} | | | | | |")
             continue
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         out.append(
             f"| {r['label']} | {r['request']} | {r['rps_median']:,.0f} | "
             f"{r['rps_min']:,.0f}–{r['rps_max']:,.0f} | {ratio} | {r['p99_ms_median']:.2f} | "
             f"{r['non_2xx']} | {r['rls_calls_per_request']:.2f} |")
-    notes = [r for r in result["cases"] if r.get("note")]
-    if notes:
+    failed = [r for r in result["cases"] if r.get("failed")]
+    if failed:
         out.append("")
-        out += [f"- {r['label']}: {r['note']}" for r in notes]
+        out += [f"- FAILED {r['label']}: {r['failed']}" for r in failed]
     return "\n".join(out) + "\n"
 
 
@@ -421,6 +424,7 @@ def env_num(name: str, default: float) -> float:
 
 
 def main() -> int:
+    global AURA_WASM  # --aura-wasm: what aura_filter() loads
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=env_num("BENCH_DURATION", 6),
                     help="seconds of load per case per round (default 6)")
@@ -431,8 +435,11 @@ def main() -> int:
     ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", ""),
                     help="comma-separated case ids (default: all)")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    ap.add_argument("--aura-wasm", type=Path, default=AURA_WASM,
+                    help="the aura-guard module the aura-* cases load (default: make build's)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args()
+    AURA_WASM = a.aura_wasm.resolve()
 
     if a.list:
         for c in CASES:
@@ -482,26 +489,23 @@ def main() -> int:
         upstream_port = upstream.listen_port if upstream else free_port()
         for c in cases:
             e = EnvoyCase(c, work, rls_port, upstream_port)
-            # A case for a stage this build may not have yet: run it only if Envoy (and the
-            # filter's configuration check) accepts its config. Others fail loudly at start.
-            problem = e.validate() if c.get("optional") else None
+            # A stage case is validated first, so a refusal names the filter's reason (others
+            # fail loudly at start).
+            problem = e.validate() if c.get("stage") else None
             if problem is not None:
                 rows[c["id"]] = {"id": c["id"], "label": c["label"], "baseline": c["baseline"],
-                                 "skipped": "this build refuses the case's plugin config "
-                                            "(stage not in it yet)",
-                                 "detail": problem}
-                print(f"bench: skipping {c['id']}: {problem}", file=sys.stderr)
+                                 "failed": f"the filter refuses the case's configuration: "
+                                           f"{problem}"}
                 continue
             e.start()
             envoys.append(e)
-        probe_notes = {}
+        probe_failures = {}
         for e in envoys:
             e.wait_ready()
             status = e.probe_status()
             if status == 200:
-                probe_notes[e.id] = ("an unsigned probe request got 200: this build does not "
-                                     "verify this route yet, so the row measures the filter "
-                                     "without that stage")
+                probe_failures[e.id] = ("an unsigned probe request got 200: the stage does not "
+                                        "verify this route")
         print(f"bench: {len(envoys)} cases, {a.rounds} rounds x {a.duration:g}s, "
               f"warm-up {a.warmup:g}s, wrk -t1 -c{a.connections}", flush=True)
         if a.warmup > 0:
@@ -521,13 +525,13 @@ def main() -> int:
         for e in envoys:
             calls = e.counter("cluster.ratelimit.upstream_rq_total") - rls_before[e.id]
             row = summarise(e.case, runs[e.id], calls)
-            if e.id in probe_notes:
-                row["note"] = probe_notes[e.id]
+            if e.id in probe_failures:
+                row["failed"] = probe_failures[e.id]
             if e.case.get("rls") and row["requests"] and calls == 0:
-                row["note"] = ("no rate-limit service calls: this build does not rate-limit "
-                               "the route yet, so the row measures the filter without it")
+                row["failed"] = (f"no rate-limit service calls in {row['requests']} requests: "
+                                 "the route was not rate-limited")
             if e.proc is not None and e.proc.poll() is not None:
-                row["note"] = f"Envoy exited during the run; see {e.log}"
+                row["failed"] = f"Envoy exited during the run; see {e.log}"
             rows[e.id] = row
     finally:
         for e in envoys:
@@ -560,7 +564,10 @@ def main() -> int:
     print(md)
     print(f"bench: results in {a.out_dir}/latest.{{json,md}} (and bench-{stamp}.*)")
     shutil.rmtree(work, ignore_errors=True)
-    return 0
+    failed = [r for r in ordered if r.get("failed")]
+    for r in failed:
+        print(f"bench: FAILED {r['id']}: {r['failed']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

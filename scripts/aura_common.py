@@ -59,15 +59,20 @@ def tail(path, lines=40):
 
 # --- lookups into a parsed Envoy config (envoy/envoy.yaml and what is rendered from it) --------
 
-def find_aura_filter(cfg):
-    """The aura-guard entry of the HTTP filter chain (name and typed_config)."""
+def find_aura_hcm(cfg):
+    """The typed_config of the HTTP connection manager whose filter chain holds aura-guard."""
     for listener in cfg["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for nf in chain["filters"]:
-                for hf in nf.get("typed_config", {}).get("http_filters", []):
-                    if hf["name"] == "aura-guard":
-                        return hf
+                hcm = nf.get("typed_config", {})
+                if any(hf["name"] == "aura-guard" for hf in hcm.get("http_filters", [])):
+                    return hcm
     raise LookupError("no aura-guard HTTP filter in the Envoy config")
+
+
+def find_aura_filter(cfg):
+    """The aura-guard entry of the HTTP filter chain (name and typed_config)."""
+    return next(hf for hf in find_aura_hcm(cfg)["http_filters"] if hf["name"] == "aura-guard")
 
 
 def find_wasm_config(cfg):

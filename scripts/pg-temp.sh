@@ -2,15 +2,24 @@
 # Throw-away PostgreSQL cluster for trying the audit collector by hand.
 #   scripts/pg-temp.sh start DIR   -> creates/starts a cluster in DIR, prints its DATABASE_URL
 #   scripts/pg-temp.sh stop DIR    -> stops it (DIR can then be deleted)
-# Listens on 127.0.0.1 only, on a free port. Uses Debian's postgresql 15
-# (apt-get install postgresql-15) or PG_BIN. As root, runs the server as the
-# postgres user (initdb refuses root) and hands DIR to that user.
+# Listens on 127.0.0.1 only, on a free port. Uses PG_BIN (or AURA_PG_BIN), else the newest
+# Debian /usr/lib/postgresql/<version>/bin, else `pg_config --bindir` (apt-get install
+# postgresql; any version). As root, runs the server as the postgres user (initdb refuses
+# root) and hands DIR to that user.
 set -euo pipefail
 
 cmd=${1:-}; dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-[ -x "$PG_BIN/initdb" ] || { echo "no initdb in $PG_BIN (apt-get install postgresql-15)" >&2; exit 2; }
+find_pg_bin() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$d/initdb" ] && { echo "$d"; return; }
+  done
+  command -v pg_config >/dev/null && pg_config --bindir
+}
+PG_BIN=${PG_BIN:-${AURA_PG_BIN:-$(find_pg_bin || true)}}
+[ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] ||
+  { echo "no PostgreSQL server binaries (initdb) in '${PG_BIN}' (apt-get install postgresql, or set PG_BIN)" >&2; exit 2; }
 
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

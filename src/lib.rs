@@ -6,6 +6,8 @@ mod abi;
 mod audit_service;
 mod host;
 mod root;
+#[cfg(feature = "test-trap")]
+mod test_trap;
 
 use aura_guard_core::filter::{Action as CoreAction, HttpFilter};
 use host::{log_line, warn_failed, WasmHost};
@@ -91,6 +93,8 @@ impl Context for AuraHttp {
 
 impl HttpContext for AuraHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "test-trap")]
+        test_trap::maybe_trap("request_headers");
         match self.filter.as_mut() {
             Some(filter) => action(filter.on_request_headers(&mut self.host, end_of_stream)),
             None => refuse_unconfigured(),
@@ -98,6 +102,8 @@ impl HttpContext for AuraHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "test-trap")]
+        test_trap::maybe_trap("request_body");
         self.filter.as_mut().map_or(Action::Pause, |filter| {
             action(filter.on_request_body(&mut self.host, body_size, end_of_stream))
         })

@@ -9,6 +9,17 @@ import harness  # noqa: E402
 from harness import ROOT, WASM, Stack, start_ratelimit_service  # noqa: E402
 
 
+# A test that makes a wasm VM trap on purpose (a test build of the module) says so with this
+# marker; `no_trap` then requires the trap it announced instead of refusing it.
+TRAPS_ON_PURPOSE = "traps_on_purpose"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"{TRAPS_ON_PURPOSE}: the test makes a wasm VM trap on purpose "
+                   "(tests/test_trap_e2e.py); the no-trap check requires that trap instead")
+
+
 def pytest_sessionstart(session):
     if not os.path.exists(WASM):
         pytest.exit(f"{WASM} is missing: run `make build` (make test does it)", returncode=2)
@@ -22,17 +33,20 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(autouse=True)
-def no_trap():
+def no_trap(request):
     """Every test: no Envoy it started trapped a wasm VM. After the test (its traffic done and
     its stacks stopped, each Stack reading its counters just before), Envoy's log has no panic
     or RuntimeError, and no VM was created or reloaded after Envoy became ready
-    (docs/robustness.md)."""
+    (docs/robustness.md). A test marked `traps_on_purpose` must show a trap instead."""
     first = len(harness.STARTED)
     yield
     stacks = harness.STARTED[first:]
     del harness.STARTED[first:]
     problems = [f"{s.envoy.log}: {p}" for s in stacks for p in s.trap_report()]
-    if problems:
+    if request.node.get_closest_marker(TRAPS_ON_PURPOSE) is not None:
+        if not problems:
+            pytest.fail(f"marked {TRAPS_ON_PURPOSE}, but no wasm VM trapped", pytrace=False)
+    elif problems:
         pytest.fail("a wasm VM trapped:\n" + "\n".join(problems), pytrace=False)
 
 

@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import render_envoy  # noqa: E402
 # Re-exported for the tests: `from harness import ROOT, WASM, clean_env, envoy_bin, ...`.
-from aura_common import WASM, clean_env, envoy_bin, free_port, tail  # noqa: E402,F401
+from aura_common import (  # noqa: E402,F401
+    WASM, clean_env, envoy_bin, find_aura_hcm, free_port, tail)
 
 # JWT_SECRET_KEY every stack gets unless the test sets its own (the filter verifies refresh and
 # bearer tokens with it; the demo upstream signs its tokens with it). Production refuses a
@@ -131,7 +132,8 @@ class Stack:
     """Envoy + demo upstream (+ optional services). Use `Stack(...).start()` via the fixture."""
 
     def __init__(self, log_dir, plugin_config=None, env=None, concurrency=1,
-                 ratelimit_port=None, collector_port=None, audit_config=None):
+                 ratelimit_port=None, collector_port=None, audit_config=None, hcm=None,
+                 wasm=None):
         self.log_dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.plugin_config = plugin_config if plugin_config is not None else {}
@@ -150,6 +152,10 @@ class Stack:
         self.ratelimit_port = ratelimit_port or free_port()
         self.collector_port = collector_port or free_port()
         self.audit_config = audit_config
+        # Options of the HTTP connection manager set over envoy/envoy.yaml's (e.g.
+        # {"normalize_path": False}), and the module to load (default: the shipped build).
+        self.hcm = hcm or {}
+        self.wasm = wasm or WASM
         self.record = os.path.join(log_dir, "upstream-requests.jsonl")
         self.procs = []
         self.envoy = None
@@ -173,8 +179,10 @@ class Stack:
     def render(self, path):
         cfg = render_envoy.render(
             os.path.join(ROOT, "envoy/envoy.yaml"), self.listen_port, self.admin_port,
-            self.upstream_port, self.ratelimit_port, self.collector_port, WASM,
+            self.upstream_port, self.ratelimit_port, self.collector_port, self.wasm,
             self.plugin_config, self.audit_config)
+        if self.hcm:
+            find_aura_hcm(cfg).update(self.hcm)
         import yaml
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)

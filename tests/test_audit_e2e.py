@@ -58,6 +58,39 @@ def wait_records(collector, n, timeout=15, kind=None):
     return collector.lines()
 
 
+MARKER = "audit-marker"
+
+
+def without_marker(s, collector):
+    """The stored lines, once a marker is: sends a request that IS recorded (a refund with
+    request id `audit-marker`) after the requests under test and waits for its record. A
+    worker enqueues a request's records at the end of its stream, before its answer leaves,
+    so whatever the earlier requests enqueued is ahead of the marker on the shipper's queue,
+    which ships in order: once the marker is stored, so is anything they left. Returns every
+    stored line but the marker's."""
+    r = s.request("POST", "/api/v1/payments/refund?n=marker",
+                  headers={"content-type": "application/json", "x-request-id": MARKER},
+                  body=json.dumps({"amount": 1}))
+    assert r.status == 200, r
+
+    def stored():
+        recs = collector.lines()
+        # In the file first, then in the database (as wait_records).
+        return any(rec["request_id"] == MARKER for rec in recs) and (
+            not collector.database_url.startswith("sqlite") or
+            len(collector.db_rows()) >= len(recs))
+    wait_until(stored, 15, "the marker's audit record")
+    return [rec for rec in collector.lines() if rec["request_id"] != MARKER]
+
+
+def shipper_ticks(s, n):
+    """Waits until the shipper of `s` has ticked `n` more times: the positive signal that it
+    ran (and would have shipped what it had) over that span."""
+    name = "wasmcustom.aura_guard.audit.ticks"
+    first = s.stats(name).get(name, 0)
+    wait_until(lambda: s.stats(name).get(name, 0) >= first + n, 15, f"{n} shipper ticks")
+
+
 def assert_no_secrets(collector, s, secrets=()):
     blobs = {"files": collector.files_text(),
              "db": json.dumps(collector.db_rows()),
@@ -239,11 +272,11 @@ def test_refund_is_recorded_sanitised_in_file_and_sqlite(stack_factory, collecto
     assert s.request("POST", "/api/v1/orders", headers={"content-type": "application/json"},
                      body='{"password": "x"}').status == 200
     assert s.request("GET", "/api/v1/payments/refund").status == 200
-    time.sleep(1.5)
-    assert len(collector.lines()) == 1
-    assert len(collector.db_rows()) == 1
+    assert len(without_marker(s, collector)) == 1
+    assert len(collector.db_rows()) == 1 + 1  # and the marker's
     stats = s.stats("wasmcustom.aura_guard.audit")
-    assert stats.get("wasmcustom.aura_guard.audit.records_shipped") == 1, stats
+    assert stats.get("wasmcustom.aura_guard.audit.enqueued") == 1 + 1, stats
+    assert stats.get("wasmcustom.aura_guard.audit.records_shipped") == 1 + 1, stats
     assert stats.get("wasmcustom.aura_guard.audit.dropped", 0) == 0, stats
     assert collector.run("verify").returncode == 0
     assert collector.run("verify", "--files", collector.log_dir).returncode == 0
@@ -345,7 +378,12 @@ def test_security_event_and_blocked_request_flow_through_the_same_path(stack_fac
 def test_audit_is_off_in_development_unless_enabled(stack_factory, collector):
     s = audit_stack(stack_factory, collector, env={"ENVIRONMENT": "development"})
     assert refund(s).status == 200
-    time.sleep(1.0)
+    # No marker can be recorded here; the positive signal is the shipper's own clock: two
+    # flush intervals of ticks (FAST) after the request, anything enqueued would be shipped.
+    shipper_ticks(s, 2 * FAST["flush_interval_ms"] // FAST["tick_ms"] + 1)
+    stats = s.stats("wasmcustom.aura_guard.audit")
+    assert stats.get("wasmcustom.aura_guard.audit.enqueued", 0) == 0, stats
+    assert stats.get("wasmcustom.aura_guard.audit.records_shipped", 0) == 0, stats
     assert collector.lines() == []
     s2 = audit_stack(stack_factory, collector,
                      env={"ENVIRONMENT": "development", "AUDIT_LOG_ENABLED": "true"})

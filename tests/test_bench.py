@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from harness import ROOT
+from harness import ROOT, WASM
 
 BENCH = os.path.join(ROOT, "bench", "run.py")
 
@@ -36,10 +36,8 @@ def test_bench_runs_every_case_and_writes_a_row_for_each(tmp_path):
     assert list(rows) == case_ids()
     assert result["upstream"].startswith("direct_response")
     for cid, row in rows.items():
-        if "skipped" in row:
-            # Only a case for a stage this build may not have yet can be skipped.
-            assert cid == "aura-ratelimit", row
-            continue
+        # Every stage ran: nothing was skipped or failed.
+        assert "skipped" not in row and "failed" not in row, row
         assert row["rounds"] == 1
         assert row["requests"] > 0, row  # traffic flowed; how much is not the test's business
         assert row["socket_errors"] == 0, row
@@ -52,3 +50,21 @@ def test_bench_runs_every_case_and_writes_a_row_for_each(tmp_path):
     md = (tmp_path / "latest.md").read_text()
     for row in rows.values():
         assert row["label"] in md
+
+
+def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
+    # The aura-guard cases given the no-op module (it accepts any configuration and does
+    # nothing): an unsigned webhook passes and no rate-limit call is made. Each is a failure.
+    noop = os.path.join(os.path.dirname(WASM), "noop_filter.wasm")
+    r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
+                        "--connections", "2", "--out-dir", str(tmp_path), "--aura-wasm", noop,
+                        "--cases", "aura-ratelimit,aura-webhook"],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert ("bench: FAILED aura-webhook: an unsigned probe request got 200: the stage does not "
+            "verify this route") in r.stderr, r.stderr[-3000:]
+    assert "bench: FAILED aura-ratelimit: no rate-limit service calls in " in r.stderr, \
+        r.stderr[-3000:]
+    # The results are still written, each failure stated.
+    md = (tmp_path / "latest.md").read_text()
+    assert md.count("- FAILED ") == 2, md

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from harness import TEST_JWT_SECRET
+from harness import TEST_JWT_SECRET, wait_until
 # The demo upstream's signer and body reader (scripts/, on sys.path through harness).
 from demo_upstream import credentials, sign_jwt as jwt
 # The audit tests' collector (real aura-collector) and their helpers.
@@ -64,6 +64,62 @@ def params(header_value):
     return out
 
 
+# The backoff levels (docs/ratelimit.md, "Levels") and the unit of the failures / cleared
+# counters (DAY: they reset together at 00:00 UTC).
+LEVELS = (1, 2, 4, 8, 16)
+DAY = 86400
+
+
+def windows(*window_s):
+    """Every epoch-aligned window whose boundary changes what routes with these `window_s`
+    answer: each backoff level's bucket and the day of the failure counters."""
+    return {w * m for w in window_s for m in LEVELS} | {DAY}
+
+
+def clear_of_boundaries(need_s, spans):
+    """Waits until the next `need_s` seconds hold no boundary of any span in `spans` (each
+    epoch-aligned, like the filter's buckets and the service's units), so a test that counts
+    requests within one bucket, or failures within one day, cannot straddle a reset. The wait
+    is bounded: at most one pass to the next boundary per span, or the test fails."""
+    now = time.time()
+    time.sleep(boundary_free_start(now, need_s, spans) - now)
+
+
+def boundary_free_start(now, need_s, spans):
+    """The earliest time from `now` whose next `need_s` seconds hold no boundary of `spans`."""
+    assert need_s < min(spans), (need_s, spans)
+    start = now
+    for _ in range(len(spans) + 1):
+        late = [w for w in spans if start % w + need_s > w]
+        if not late:
+            return start
+        # Just after the first boundary that would fall inside.
+        start = min((start // w + 1) * w for w in late) + 0.05
+    raise AssertionError(f"no {need_s} s free of boundaries of {sorted(spans)}")
+
+
+def test_the_boundary_guard_moves_past_a_boundary_that_would_fall_inside():
+    day = 20_000 * DAY  # an epoch day, for round numbers
+    assert boundary_free_start(day + 100, 30, windows(300)) == day + 100
+    # 280 + 30 crosses the 300 s boundary (and not the day's): start just after it.
+    assert boundary_free_start(day + 280, 30, windows(300)) == day + 300.05
+    # Just before midnight: every bucket and the day turn over together.
+    assert boundary_free_start(day - 10, 60, {DAY}) == day + 0.05
+    # 57600 (3600 x 16) does not divide the day: both of their boundaries are avoided.
+    start = boundary_free_start(day + 57600 - 20, 30, windows(300, 3600))
+    assert start == day + 57600.05, start
+
+
+def rls_calls_done(stack, n, timeout=10):
+    """Waits until Envoy holds the answers of `n` calls to the rate-limit service (the
+    cluster's `upstream_rq_completed`). The response phase's calls (failure recorded, cleared)
+    are fire and forget: the client has its answer before they reach the service, which
+    updates Redis before it answers; so this, not a pause, says the counters moved."""
+    name = "cluster.ratelimit.upstream_rq_completed"
+    wait_until(lambda: stack.stats(name).get(name, 0) >= n, timeout, f"{n} rate-limit calls")
+    assert stack.stats(name)[name] == n, stack.stats(name)
+
+
 def assert_429(r):
     assert r.status == 429, r
     assert r.json() == TOO_MANY
@@ -76,6 +132,7 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
     # The original's login limit (5 per 300 s on /auth/login, per IP and per user;
     # docs/original-behaviour.md#rate-limiting and #manual-checks).
     stack, _ = start(stack_factory, ratelimit_factory, rl_config())
+    clear_of_boundaries(30, windows(300))
     rs = [post(stack, "/auth/login", "username=test&password=wrong") for _ in range(10)]
     for r in rs[:5]:
         assert r.status == 401, r
@@ -101,6 +158,7 @@ def test_two_clients_behind_a_trusted_proxy_are_limited_independently(stack_fact
     stack, _ = start(stack_factory, ratelimit_factory,
                      rl_config([login_route(requests=3)], trusted_hops=1,
                                trusted_proxies=["127.0.0.1/32"]))
+    clear_of_boundaries(30, windows(300))
 
     def attempt(ip):
         # A fresh username each time: only the IP limit is in play.
@@ -120,6 +178,7 @@ def test_spoofed_forwarded_for_from_an_untrusted_client_changes_nothing(stack_fa
                                                                         ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
                      rl_config([login_route(requests=3)], trusted_hops=0))
+    clear_of_boundaries(30, windows(300))
     rs = [post(stack, "/auth/login", f"username={uuid.uuid4().hex}&password=x",
                {"x-forwarded-for": f"198.51.100.{i}"}) for i in range(6)]
     assert [r.status for r in rs[:3]] == [401] * 3
@@ -133,6 +192,7 @@ def test_one_username_attacked_from_several_ips_is_limited_per_user(stack_factor
     stack, _ = start(stack_factory, ratelimit_factory,
                      rl_config([login_route(requests=3)], trusted_hops=1,
                                trusted_proxies=["127.0.0.1/32"]))
+    clear_of_boundaries(30, windows(300))
     rs = [post(stack, "/auth/login", "username=Victim&password=guess",
                {"x-forwarded-for": f"192.0.2.{i}"}) for i in range(1, 7)]
     assert [r.status for r in rs[:3]] == [401] * 3
@@ -160,6 +220,7 @@ def test_register_reset_and_refresh_have_their_own_limits(stack_factory, ratelim
               identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True}),
     ])
     stack, _ = start(stack_factory, ratelimit_factory, rl)
+    clear_of_boundaries(30, windows(300, 3600, 600))
 
     def run(path, n, body):
         return [post(stack, path, body) for _ in range(n)]
@@ -188,6 +249,7 @@ def test_refresh_user_comes_from_a_verified_jwt_and_a_forged_one_is_anonymous(st
                           identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
                    trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
     stack, _ = start(stack_factory, ratelimit_factory, rl)
+    clear_of_boundaries(30, windows(600))
     good = jwt("alice", TEST_JWT_SECRET)
     forged = jwt("alice", "not-the-secret")
 
@@ -215,19 +277,22 @@ def test_backoff_grows_with_failures_and_a_successful_login_clears_it(stack_fact
                                                                       ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
                      rl_config([login_route(requests=12, window_s=5)]))
-    windows = []
-    for _ in range(7):
+    # The levels follow the failure counters (one day); 12 per bucket is never reached (9
+    # attempts in all), so the 5..80 s buckets may turn over.
+    clear_of_boundaries(60, {DAY})
+    seen = []
+    for i in range(7):
         r = post(stack, "/auth/login", "username=demo&password=wrong")
         assert r.status == 401, r
-        windows.append(int(params(r.header("ratelimit-policy"))["login-user"]["w"]))
-        time.sleep(0.3)  # the failure is recorded fire-and-forget
+        seen.append(int(params(r.header("ratelimit-policy"))["login-user"]["w"]))
+        rls_calls_done(stack, 2 * (i + 1))  # its check, then its failure (fire and forget)
     # x1 at 0 and 1 failures, then x2, x4, x8, x16 (cap).
-    assert windows == [5, 5, 10, 20, 40, 80, 80], windows
+    assert seen == [5, 5, 10, 20, 40, 80, 80], seen
     assert stack.stats().get("wasmcustom.aura_guard.events.repeated_auth_failures", 0) >= 4
     ok = post(stack, "/auth/login", "username=demo&password=demo-password")
     assert ok.status == 200, ok
     assert int(params(ok.header("ratelimit-policy"))["login-user"]["w"]) == 80
-    time.sleep(0.3)
+    rls_calls_done(stack, 16)  # its check, then the cleared counter (fire and forget)
     after = post(stack, "/auth/login", "username=demo&password=wrong")
     policy = params(after.header("ratelimit-policy"))
     assert policy["login-user"]["w"] == "5" and policy["login-ip"]["w"] == "5", after
@@ -364,6 +429,7 @@ def test_each_body_encoding_fastapi_reads_counts_against_the_user_across_ips(
     stack, _ = start(stack_factory, ratelimit_factory,
                      rl_config([login_route(requests=5)], trusted_hops=1,
                                trusted_proxies=["127.0.0.1/32"]), env=PROD)
+    clear_of_boundaries(60, windows(300))
     missed = []
     for n in range(len(login_bodies("x", "y"))):
         user = f"victim-{n}"
@@ -389,6 +455,7 @@ def test_the_sixth_guess_in_another_encoding_is_refused_even_when_it_is_right(
     stack, _ = start(stack_factory, ratelimit_factory,
                      rl_config([login_route(requests=5)], trusted_hops=1,
                                trusted_proxies=["127.0.0.1/32"]), env=PROD)
+    clear_of_boundaries(30, windows(300))
     guesses = login_bodies("demo", "wrong")
     for i, k in enumerate((0, 2, 6, 8, 12)):
         _, ctype, body = guesses[k]
@@ -431,6 +498,7 @@ def test_refresh_tokens_pyjwt_accepts_in_any_spelling_count_against_their_user(
                           identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
                    trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
     stack, _ = start(stack_factory, ratelimit_factory, rl, env=PROD)
+    clear_of_boundaries(30, windows(600))
     token = pyjwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, TEST_JWT_SECRET,
                          algorithm="HS256")
     spellings = pyjwt_spellings(token)

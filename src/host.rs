@@ -5,15 +5,12 @@
 
 use crate::abi::{self, HostError};
 use aura_guard_core::audit::service;
-use aura_guard_core::host::{GrpcCall, Host, Level, SharedDataError};
+use aura_guard_core::host::{EnqueueError, GrpcCall, Host, Level, SharedDataError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// Records a worker did not enqueue because the shipper's heartbeat had passed.
-const SHIPPER_STALE: &str = "aura_guard.audit.shipper_stale";
 
 pub(crate) fn log_line(level: LogLevel, message: &str) {
     // Nothing better to do if logging itself fails.
@@ -322,12 +319,16 @@ impl Host for WasmHost {
         }
     }
 
-    fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+    fn enqueue_shared(
+        &mut self,
+        vm_id: &str,
+        queue: &str,
+        data: &[u8],
+    ) -> Result<(), EnqueueError> {
         // The only queue is the audit shipper's. Refused here, the filter counts the record
-        // in `enqueue_failed` and `dropped`.
+        // (`shipper_stale`, `enqueue_failed`, `dropped`) and logs why.
         if !audit_shipper_alive() {
-            add_counter(SHIPPER_STALE, 1);
-            return false;
+            return Err(EnqueueError::ShipperStale);
         }
         let key = (vm_id.to_string(), queue.to_string());
         // Resolved once per worker; resolved again if the queue went away (service reload).
@@ -340,15 +341,15 @@ impl Host for WasmHost {
                         QUEUES.with(|q| q.borrow_mut().insert(key.clone(), id));
                         id
                     }
-                    Ok(None) => return false,
+                    Ok(None) => return Err(EnqueueError::QueueUnavailable),
                     Err(status) => {
                         warn_failed("resolve_shared_queue", status);
-                        return false;
+                        return Err(EnqueueError::QueueUnavailable);
                     }
                 },
             };
             match abi::enqueue_shared_queue(id, data) {
-                Ok(()) => return true,
+                Ok(()) => return Ok(()),
                 Err(status) => {
                     QUEUES.with(|q| q.borrow_mut().remove(&key));
                     if attempt == 1 {
@@ -357,7 +358,7 @@ impl Host for WasmHost {
                 }
             }
         }
-        false
+        Err(EnqueueError::QueueUnavailable)
     }
 
     fn get_shared_data(

@@ -1,6 +1,16 @@
 //! The host behind a trait: everything the pipeline needs from Envoy. The glue implements it
 //! with proxy-wasm host calls (handling every `Result`); tests implement it with `MockHost`.
 
+/// Why a record was not put on the audit shipper's queue (the filter counts and logs each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueError {
+    /// The shipper's heartbeat has passed (docs/robustness.md): it is not draining its queue,
+    /// so the record is not enqueued to pile up there.
+    ShipperStale,
+    /// The queue does not exist (no shipper VM) or the host refused the call.
+    QueueUnavailable,
+}
+
 /// Why a shared-data write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedDataError {
@@ -65,9 +75,14 @@ pub trait Host {
         None
     }
     /// Enqueues `data` on the shared queue `queue` registered by the VM `vm_id` (the audit
-    /// shipper); false when the queue does not exist or the host refused.
-    fn enqueue_shared(&mut self, _vm_id: &str, _queue: &str, _data: &[u8]) -> bool {
-        false
+    /// shipper); why not, when it was not.
+    fn enqueue_shared(
+        &mut self,
+        _vm_id: &str,
+        _queue: &str,
+        _data: &[u8],
+    ) -> Result<(), EnqueueError> {
+        Err(EnqueueError::QueueUnavailable)
     }
     /// Proxy-wasm shared data, shared by all workers of one Envoy (per `vm_id`): the value
     /// (None when the key does not exist) and its compare-and-swap token.
@@ -92,7 +107,7 @@ pub trait Host {
 #[cfg(test)]
 pub mod mock {
     //! An in-memory host for unit tests of the pipeline.
-    use super::{GrpcCall, Host, Level, SharedDataError};
+    use super::{EnqueueError, GrpcCall, Host, Level, SharedDataError};
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -139,6 +154,8 @@ pub mod mock {
         pub grpc_calls: Vec<SentGrpc>,
         /// Makes `dispatch_grpc` fail (e.g. unknown cluster).
         pub grpc_dispatch_fails: bool,
+        /// The shipper's heartbeat has passed: every enqueue is refused as stale.
+        pub shipper_stale: bool,
     }
 
     impl MockHost {
@@ -212,13 +229,21 @@ pub mod mock {
         fn response_code(&self) -> Option<u32> {
             self.response_code
         }
-        fn enqueue_shared(&mut self, vm_id: &str, queue: &str, data: &[u8]) -> bool {
+        fn enqueue_shared(
+            &mut self,
+            vm_id: &str,
+            queue: &str,
+            data: &[u8],
+        ) -> Result<(), EnqueueError> {
+            if self.shipper_stale {
+                return Err(EnqueueError::ShipperStale);
+            }
             match self.queues.get_mut(&(vm_id.to_string(), queue.to_string())) {
                 Some(q) => {
                     q.push(data.to_vec());
-                    true
+                    Ok(())
                 }
-                None => false,
+                None => Err(EnqueueError::QueueUnavailable),
             }
         }
         fn request_headers(&self) -> Vec<(String, String)> {

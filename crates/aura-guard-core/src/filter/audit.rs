@@ -5,7 +5,10 @@
 use super::{Cx, Flow, Policy, RequestCtx, Stage};
 use crate::audit::record::Completion;
 use crate::audit::{RequestAudit, RequestStart};
-use crate::host::{Host, Level};
+use crate::host::{EnqueueError, Host, Level};
+
+/// Records not enqueued because the shipper's heartbeat had passed (docs/robustness.md).
+const SHIPPER_STALE: &str = "aura_guard.audit.shipper_stale";
 
 #[derive(Debug, Default)]
 pub(super) struct AuditStage {
@@ -45,7 +48,7 @@ impl Stage for AuditStage {
 
 impl AuditStage {
     /// End of the stream: the entries go to the shipper's queue. Enqueueing never waits; if
-    /// the shipper is missing the entries are dropped and counted.
+    /// the shipper is missing or not alive the entries are dropped, counted and logged.
     pub(super) fn on_log(
         &mut self,
         policy: &Policy,
@@ -64,21 +67,33 @@ impl AuditStage {
         let cfg = &policy.audit.config;
         for entry in audit.finish(&policy.audit, &ctx.events, &done) {
             let queued = serde_json::to_vec(&entry)
-                .map(|bytes| host.enqueue_shared(&cfg.queue_vm_id, &cfg.queue_name, &bytes))
-                .unwrap_or(false);
-            if queued {
-                host.count("aura_guard.audit.enqueued");
-            } else {
-                host.count("aura_guard.audit.enqueue_failed");
-                host.count("aura_guard.audit.dropped");
-                host.log(
-                    Level::Error,
-                    &format!(
-                        "aura-guard: audit record {} {} dropped: shipper queue {}/{} unavailable",
-                        entry.kind, entry.record_type, cfg.queue_vm_id, cfg.queue_name
-                    ),
-                );
-            }
+                .map_err(|_| EnqueueError::QueueUnavailable)
+                .and_then(|bytes| host.enqueue_shared(&cfg.queue_vm_id, &cfg.queue_name, &bytes));
+            let why = match queued {
+                Ok(()) => {
+                    host.count("aura_guard.audit.enqueued");
+                    continue;
+                }
+                Err(EnqueueError::ShipperStale) => {
+                    host.count(SHIPPER_STALE);
+                    "the audit shipper is not alive (its heartbeat aura_guard.audit.alive_until_ms \
+                     has passed; counted in aura_guard.audit.shipper_stale)"
+                        .to_owned()
+                }
+                Err(EnqueueError::QueueUnavailable) => format!(
+                    "shipper queue {}/{} unavailable",
+                    cfg.queue_vm_id, cfg.queue_name
+                ),
+            };
+            host.count("aura_guard.audit.enqueue_failed");
+            host.count("aura_guard.audit.dropped");
+            host.log(
+                Level::Error,
+                &format!(
+                    "aura-guard: audit record {} {} dropped: {why}",
+                    entry.kind, entry.record_type
+                ),
+            );
         }
     }
 }

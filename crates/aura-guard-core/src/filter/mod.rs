@@ -923,6 +923,35 @@ mod tests {
     }
 
     #[test]
+    fn a_record_refused_for_a_stale_shipper_heartbeat_is_counted_and_logged_as_such() {
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = audit_host("POST", "/api/v1/payments/refund", b"{}");
+        host.shipper_stale = true;
+        f.on_request_headers(&mut host, true);
+        f.on_log(&mut host);
+        assert!(queued(&host).is_empty());
+        for counter in ["shipper_stale", "enqueue_failed", "dropped"] {
+            assert_eq!(
+                host.counters.get(&format!("aura_guard.audit.{counter}")),
+                Some(&1),
+                "{counter}"
+            );
+        }
+        let logs = host.logs.borrow();
+        assert!(
+            logs.iter().any(|(l, m)| *l == Level::Error
+                && m == "aura-guard: audit record operation payment_refund dropped: the audit \
+                         shipper is not alive (its heartbeat aura_guard.audit.alive_until_ms has \
+                         passed; counted in aura_guard.audit.shipper_stale)"),
+            "{logs:?}"
+        );
+        assert!(
+            logs.iter().all(|(_, m)| !m.contains("unavailable")),
+            "{logs:?}"
+        );
+    }
+
+    #[test]
     fn missing_shipper_queue_drops_and_counts_without_delaying_the_request() {
         let mut f = filter(Environment::Production, Conflict::Overwrite);
         let mut host = audit_host("POST", "/api/v1/payments/refund", b"{}");
@@ -934,5 +963,9 @@ mod tests {
             host.counters.get("aura_guard.audit.enqueue_failed"),
             Some(&1)
         );
+        assert_eq!(host.counters.get("aura_guard.audit.shipper_stale"), None);
+        assert!(host.logs.borrow().iter().any(|(_, m)| m
+            == "aura-guard: audit record operation payment_refund dropped: shipper queue \
+                aura-guard-audit/aura_guard_audit unavailable"));
     }
 }

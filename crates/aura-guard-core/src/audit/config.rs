@@ -351,6 +351,11 @@ pub struct ShipperConfig {
     /// Back-off after a failed batch, doubling up to `max_backoff_ms`.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// Attempts of one batch the collector refuses with a status that is not "unavailable"
+    /// (500, 401, any status but 2xx, 400/409/413 and 429/502/503/504): after this many the
+    /// batch is dropped and a gap record states it, so a poison batch cannot wedge the
+    /// pipeline. Unavailability (no answer, 429, 502, 503, 504) is retried without bound.
+    pub max_attempts: u32,
     /// Timer period of the service.
     pub tick_ms: u64,
     pub queue_name: String,
@@ -371,6 +376,7 @@ impl Default for ShipperConfig {
             timeout_ms: 5000,
             initial_backoff_ms: 250,
             max_backoff_ms: 10_000,
+            max_attempts: 8,
             tick_ms: 200,
             queue_name: DEFAULT_QUEUE_NAME.to_owned(),
             stream_prefix: "aura-guard".to_owned(),
@@ -412,6 +418,7 @@ impl ShipperConfig {
             ("timeout_ms", self.timeout_ms),
             ("initial_backoff_ms", self.initial_backoff_ms),
             ("tick_ms", self.tick_ms),
+            ("max_attempts", u64::from(self.max_attempts)),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -610,6 +617,11 @@ mod tests {
         let err =
             ShipperConfig::load(br#"{"initial_backoff_ms": 10, "max_backoff_ms": 5}"#).unwrap_err();
         assert_eq!(err.field, "audit_shipper.max_backoff_ms");
+        let err = ShipperConfig::load(br#"{"max_attempts": 0}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "audit_shipper.max_attempts: must be greater than 0"
+        );
         let err = ShipperConfig::load(br#"{"stream_prefix": "a b"}"#).unwrap_err();
         assert_eq!(err.field, "audit_shipper.stream_prefix");
     }

@@ -339,11 +339,30 @@ impl AuditService {
             }
             Outcome::Retry { delay_ms } => {
                 add(host, BATCHES_FAILED, 1);
+                // Refusals are bounded (a poison batch must not wedge the pipeline); say
+                // how close this batch is to being dropped.
+                let attempt = match self.shipper.refusals() {
+                    0 => String::new(),
+                    n => format!(" (refused {n} of at most {} times)", self.cfg.max_attempts),
+                };
                 host.log(
                     Level::Warn,
                     &format!(
-                        "aura-guard audit: batch failed ({what}); retry in {delay_ms} ms, {} records buffered",
+                        "aura-guard audit: batch failed ({what}); retry in {delay_ms} ms{attempt}, {} records buffered",
                         self.shipper.buffered()
+                    ),
+                );
+            }
+            Outcome::GaveUp { records, status: _ } => {
+                add(host, BATCHES_FAILED, 1);
+                add(host, BATCHES_REJECTED, 1);
+                add(host, DROPPED, records as u64);
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "aura-guard audit: batch of {records} records failed {} times ({what}); \
+                         dropped, gap recorded",
+                        self.cfg.max_attempts
                     ),
                 );
             }
@@ -846,6 +865,74 @@ mod tests {
             gap["metadata"],
             json!({"dropped": 2, "reason": "rejected_400"})
         );
+    }
+
+    #[test]
+    fn a_poison_batch_is_dropped_after_max_attempts_and_the_records_behind_it_ship() {
+        // The collector answers 500 (or 401) to one batch every time: before the bound it was
+        // retried forever and nothing behind it ever shipped.
+        for status in [500, 401] {
+            let mut h = host();
+            let cfg = json!({"batch_size": 2, "max_buffer_records": 10, "flush_interval_ms": 1000,
+                             "initial_backoff_ms": 100, "max_backoff_ms": 1000,
+                             "max_attempts": 3});
+            let mut s = AuditService::configure(&mut h, cfg.to_string().as_bytes()).unwrap();
+            enqueue(&mut s, &mut h, 0..4);
+            let poison = h.calls[0].body.clone();
+            let detail = r#"{"error":"internal"}"#;
+            answer(&mut s, &mut h, status, Some(detail));
+            assert!(h.logged(
+                Level::Warn,
+                &format!(
+                    "aura-guard audit: batch failed (status {status}: {detail}); retry in 100 ms \
+                     (refused 1 of at most 3 times), 4 records buffered"
+                )
+            ));
+            tick_after(&mut s, &mut h, 100);
+            answer(&mut s, &mut h, status, None);
+            tick_after(&mut s, &mut h, 200);
+            assert_eq!(h.calls.len(), 3);
+            assert!(h.calls.iter().all(|c| c.body == poison));
+            answer(&mut s, &mut h, status, None);
+            assert!(h.logged(
+                Level::Error,
+                &format!(
+                    "aura-guard audit: batch of 2 records failed 3 times (status {status}); \
+                     dropped, gap recorded"
+                )
+            ));
+            assert_eq!(h.counter("aura_guard.audit.batches_failed"), 3);
+            assert_eq!(h.counter("aura_guard.audit.batches_rejected"), 1);
+            assert_eq!(h.counter("aura_guard.audit.dropped"), 2);
+            // The next batch leaves at once: the records behind the poison, then the gap.
+            assert_eq!(h.calls.len(), 4);
+            assert_eq!(seqs(&h.calls[3]), [3, 4]);
+            answer(&mut s, &mut h, 200, None);
+            tick_after(&mut s, &mut h, 1000);
+            let gap = &lines(&h.calls[4])[0];
+            assert_eq!(gap["seq"], 5);
+            assert_eq!(
+                gap["metadata"],
+                json!({"dropped": 2, "reason": format!("retries_exhausted_{status}")})
+            );
+            no_token_in_logs(&h);
+        }
+    }
+
+    #[test]
+    fn a_503_is_never_counted_toward_max_attempts() {
+        let mut h = host();
+        let cfg = json!({"batch_size": 1, "initial_backoff_ms": 100, "max_backoff_ms": 100,
+                         "max_attempts": 1});
+        let mut s = AuditService::configure(&mut h, cfg.to_string().as_bytes()).unwrap();
+        enqueue(&mut s, &mut h, 0..1);
+        for _ in 0..20 {
+            answer(&mut s, &mut h, 503, None);
+            tick_after(&mut s, &mut h, 100);
+        }
+        assert_eq!(h.calls.len(), 21);
+        assert_eq!(h.counter("aura_guard.audit.dropped"), 0);
+        assert!(!h.logged(Level::Warn, "refused"));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //!
 //! Guarantees:
 //! - A record is chained (gets its seq) when it enters the buffer and stays there until the
-//!   collector acknowledged it (2xx) or refused it for good (400/409/413). Failures (5xx,
-//!   401, any other status, timeout, reset) are retried — the same bytes, so the collector's
+//!   collector acknowledged it (2xx), refused it for good (400/409/413), or refused it
+//!   `max_attempts` times with another status (500, 401, ...: [`unavailable`] says which are
+//!   not counted). Unavailability (no answer: timeout, reset, unreachable; 429, 502, 503, 504)
+//!   is retried without bound. A retry sends the same records again, so the collector's
 //!   idempotency by id makes a retry after a lost answer harmless.
 //! - The buffer holds at most `max_buffer_records` records, plus at most one gap record per
 //!   drop reason; a record arriving at a full buffer is dropped, consumes no seq, and is
@@ -71,6 +73,12 @@ pub enum Outcome {
     Rejected {
         records: usize,
     },
+    /// Refused `max_attempts` times with a status that is not unavailability (the last one
+    /// here): dropped and reported by a gap record (`retries_exhausted_<status>`).
+    GaveUp {
+        records: usize,
+        status: u32,
+    },
     /// A result arrived with no batch in flight (ignored).
     Unexpected,
 }
@@ -88,8 +96,19 @@ pub struct Shipper {
     retry_at_ms: u64,
     /// Consecutive failed attempts of the current batch.
     failures: u32,
+    /// Of those, the attempts refused with a status that is not unavailability.
+    refusals: u32,
     /// Losses not yet stated by a gap record: (reason, count), in order of first loss.
     pending_gaps: Vec<(String, u64)>,
+}
+
+/// Whether a status means "the collector cannot take it now, retry later" (no bound on the
+/// attempts): 503 is the collector's own storage failure, 502/503/504 are Envoy's when the
+/// collector is down, unreachable or slow, 429 asks to come back later. Any other failure
+/// status (500, 401, 404, ...) may be the batch itself or a standing misconfiguration, and is
+/// bounded by `max_attempts` so that one batch cannot hold back every record after it.
+pub fn unavailable(status: u32) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
 }
 
 /// `<prefix>-<start ms>-<8 hex>`: unique per shipper lifetime.
@@ -110,6 +129,7 @@ impl Shipper {
             backoff_ms,
             retry_at_ms: 0,
             failures: 0,
+            refusals: 0,
             pending_gaps: Vec::new(),
         }
     }
@@ -200,27 +220,49 @@ impl Shipper {
                 Outcome::Shipped { records }
             }
             BatchResult::Status(s @ (400 | 409 | 413)) => {
-                self.buffer.drain(..records.min(self.buffer.len()));
-                self.reset_backoff();
-                self.note_loss(&format!("rejected_{s}"), records as u64);
-                self.emit_gaps(now_ms);
+                self.drop_batch(records, &format!("rejected_{s}"), now_ms);
                 Outcome::Rejected { records }
             }
-            BatchResult::Status(_) | BatchResult::Failed => {
-                let delay_ms = self.backoff_ms;
-                self.failures = self.failures.saturating_add(1);
-                self.retry_at_ms = now_ms.saturating_add(delay_ms);
-                self.backoff_ms = self
-                    .backoff_ms
-                    .saturating_mul(2)
-                    .min(self.cfg.max_backoff_ms);
-                Outcome::Retry { delay_ms }
+            BatchResult::Status(s) if !unavailable(s) => {
+                self.refusals = self.refusals.saturating_add(1);
+                if self.refusals >= self.cfg.max_attempts {
+                    self.drop_batch(records, &format!("retries_exhausted_{s}"), now_ms);
+                    return Outcome::GaveUp { records, status: s };
+                }
+                self.retry_later(now_ms)
             }
+            BatchResult::Status(_) | BatchResult::Failed => self.retry_later(now_ms),
         }
+    }
+
+    /// Attempts of the current batch refused with a status that is not unavailability (the
+    /// ones `max_attempts` bounds).
+    pub fn refusals(&self) -> u32 {
+        self.refusals
+    }
+
+    /// Drops the `records` at the front (the batch that was in flight) and states the loss.
+    fn drop_batch(&mut self, records: usize, reason: &str, now_ms: u64) {
+        self.buffer.drain(..records.min(self.buffer.len()));
+        self.reset_backoff();
+        self.note_loss(reason, records as u64);
+        self.emit_gaps(now_ms);
+    }
+
+    fn retry_later(&mut self, now_ms: u64) -> Outcome {
+        let delay_ms = self.backoff_ms;
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at_ms = now_ms.saturating_add(delay_ms);
+        self.backoff_ms = self
+            .backoff_ms
+            .saturating_mul(2)
+            .min(self.cfg.max_backoff_ms);
+        Outcome::Retry { delay_ms }
     }
 
     fn reset_backoff(&mut self) {
         self.failures = 0;
+        self.refusals = 0;
         self.retry_at_ms = 0;
         self.backoff_ms = self.cfg.initial_backoff_ms;
     }
@@ -425,6 +467,114 @@ mod tests {
             s.on_result(BatchResult::Failed, now),
             Outcome::Retry { delay_ms: 100 }
         );
+    }
+
+    #[test]
+    fn a_batch_refused_max_attempts_times_is_dropped_so_the_records_after_it_ship() {
+        // A poison batch (the collector answers 500 to it, or 401) must not hold back every
+        // record behind it forever: after `max_attempts` refusals it is dropped, and a gap
+        // record states the missing seqs (docs/audit.md §9.4).
+        for status in [500, 401, 404] {
+            let mut c = cfg(2, 10);
+            c.max_attempts = 3;
+            let mut s = Shipper::new(c, "s".into());
+            for n in 0..3 {
+                s.offer(&entry(n), 0);
+            }
+            let mut now = 0;
+            let first = s.next_batch(now).unwrap();
+            for attempt in 1..3 {
+                let Outcome::Retry { delay_ms } = s.on_result(BatchResult::Status(status), now)
+                else {
+                    panic!("retry expected on attempt {attempt}")
+                };
+                assert_eq!(s.refusals(), attempt);
+                now += delay_ms;
+                assert_eq!(s.next_batch(now).unwrap(), first, "the same records again");
+            }
+            assert_eq!(
+                s.on_result(BatchResult::Status(status), now),
+                Outcome::GaveUp { records: 2, status }
+            );
+            assert_eq!(s.refusals(), 0);
+            assert_eq!(s.buffered(), 2, "seq 3 and the gap");
+            // Sent at once: no back-off after a drop.
+            let v = lines(&s.next_batch(now + 1000).unwrap());
+            assert_eq!(v[0]["seq"], 3);
+            assert_eq!(v[0]["request_body"], json!({"n": 2}));
+            assert_eq!(v[1]["seq"], 4);
+            assert_eq!(v[1]["kind"], "gap");
+            assert_eq!(
+                v[1]["metadata"],
+                json!({"dropped": 2, "reason": format!("retries_exhausted_{status}")})
+            );
+        }
+    }
+
+    #[test]
+    fn unavailability_is_retried_without_bound_and_does_not_count_toward_max_attempts() {
+        let mut c = cfg(1, 10);
+        c.max_attempts = 2;
+        let mut s = Shipper::new(c, "s".into());
+        s.offer(&entry(0), 0);
+        let first = s.next_batch(0).unwrap();
+        let mut now = 0;
+        for round in 0..100 {
+            let result = match round % 5 {
+                0 => BatchResult::Failed,
+                1 => BatchResult::Status(503),
+                2 => BatchResult::Status(502),
+                3 => BatchResult::Status(504),
+                _ => BatchResult::Status(429),
+            };
+            let Outcome::Retry { delay_ms } = s.on_result(result, now) else {
+                panic!("unavailability is retried")
+            };
+            assert_eq!(s.refusals(), 0);
+            now += delay_ms;
+            assert_eq!(s.next_batch(now).unwrap(), first);
+        }
+        // Refusals interleaved with unavailability still add up to the bound.
+        assert!(matches!(
+            s.on_result(BatchResult::Status(500), now),
+            Outcome::Retry { .. }
+        ));
+        now += 1000;
+        s.next_batch(now).unwrap();
+        assert!(matches!(
+            s.on_result(BatchResult::Status(503), now),
+            Outcome::Retry { .. }
+        ));
+        now += 1000;
+        s.next_batch(now).unwrap();
+        assert_eq!(
+            s.on_result(BatchResult::Status(500), now),
+            Outcome::GaveUp {
+                records: 1,
+                status: 500
+            }
+        );
+    }
+
+    #[test]
+    fn a_success_resets_the_refusal_count() {
+        let mut c = cfg(1, 10);
+        c.max_attempts = 2;
+        let mut s = Shipper::new(c, "s".into());
+        s.offer(&entry(0), 0);
+        s.offer(&entry(1), 0);
+        s.next_batch(0).unwrap();
+        s.on_result(BatchResult::Status(500), 0);
+        s.next_batch(1000).unwrap();
+        assert_eq!(
+            s.on_result(BatchResult::Status(200), 1000),
+            Outcome::Shipped { records: 1 }
+        );
+        s.next_batch(1000).unwrap();
+        assert!(matches!(
+            s.on_result(BatchResult::Status(500), 1000),
+            Outcome::Retry { .. }
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::record::Record;
 
@@ -60,6 +61,9 @@ CREATE INDEX IF NOT EXISTS audit_records_request_id ON audit_records (request_id
 CREATE INDEX IF NOT EXISTS audit_records_stream_seq ON audit_records (stream, seq);
 ";
 
+/// How long `query` and `verify` wait for a connection.
+const CLI_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 const INSERT_COLS: &str = "id, ts, kind, type, severity, method, path, status, client_ip, user_id, request_id, stream, seq, prev_hash, line, received_at";
 
 /// Filters of `aura-collector query`; all optional, combined with AND.
@@ -85,7 +89,21 @@ fn seq_i64(r: &Record) -> Result<i64, String> {
 }
 
 impl Db {
+    /// Opens the store for `query` and `verify`: no statement timeout (a verification of a
+    /// large table may take long), a connect timeout so an unreachable server is an error.
     pub fn open(url: &str) -> Result<Self, String> {
+        Self::connect(url, CLI_CONNECT_TIMEOUT, None)
+    }
+
+    /// Opens the store for `serve`: `timeout` bounds the connection (PostgreSQL's
+    /// `connect_timeout`), every statement on the server (`statement_timeout`) and SQLite's
+    /// wait for a lock (`busy_timeout`). A server that does not answer at all (stopped, or
+    /// packets dropped) is bounded by the caller's deadline (`dbworker.rs`).
+    pub fn open_with_timeout(url: &str, timeout: Duration) -> Result<Self, String> {
+        Self::connect(url, timeout, Some(timeout))
+    }
+
+    fn connect(url: &str, connect: Duration, statement: Option<Duration>) -> Result<Self, String> {
         match parse_database_url(url) {
             DbTarget::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -98,14 +116,34 @@ impl Db {
                 // (query/verify) do not block the collector.
                 c.pragma_update(None, "journal_mode", "WAL")
                     .and_then(|()| c.pragma_update(None, "synchronous", "FULL"))
-                    .and_then(|()| c.busy_timeout(std::time::Duration::from_secs(10)))
+                    .and_then(|()| c.busy_timeout(statement.unwrap_or(CLI_CONNECT_TIMEOUT)))
                     .map_err(|e| format!("sqlite setup: {e}"))?;
                 c.execute_batch(SCHEMA)
                     .map_err(|e| format!("sqlite schema: {e}"))?;
                 Ok(Db::Sqlite(c))
             }
             DbTarget::Postgres(url) => {
-                let mut c = postgres::Client::connect(&url, postgres::NoTls)
+                let mut cfg: postgres::Config = url
+                    .parse()
+                    .map_err(|e| format!("DATABASE_URL: not a PostgreSQL URL: {e}"))?;
+                cfg.connect_timeout(connect);
+                if let Some(t) = statement {
+                    // Server side: a statement that runs too long (a lock wait, an overloaded
+                    // server) is cancelled by the server itself, and so is a session left idle
+                    // inside a transaction by a collector that gave up on it.
+                    let ms = t.as_millis();
+                    let ours = format!(
+                        "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={}",
+                        ms.saturating_mul(2)
+                    );
+                    let options = match cfg.get_options() {
+                        Some(o) if !o.is_empty() => format!("{o} {ours}"),
+                        _ => ours,
+                    };
+                    cfg.options(&options);
+                }
+                let mut c = cfg
+                    .connect(postgres::NoTls)
                     .map_err(|e| format!("connect postgres: {e}"))?;
                 c.batch_execute(SCHEMA)
                     .map_err(|e| format!("postgres schema: {e}"))?;

@@ -4,7 +4,7 @@
 //! collector write into an old, already-closed file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use time::macros::format_description;
@@ -143,7 +143,7 @@ impl FileStore {
         let path = self.dir.join(file_name(date, index));
         let existed = path.exists();
         let mut opts = OpenOptions::new();
-        opts.create(true).append(true);
+        opts.create(true).append(true).read(true);
         #[cfg(unix)]
         {
             // Audit lines carry IPs and user ids: not world-readable.
@@ -157,6 +157,7 @@ impl FileStore {
             .metadata()
             .map_err(|e| format!("stat {}: {e}", path.display()))?
             .len();
+        let size = cut_torn_tail(&f, size).map_err(|e| format!("{}: {e}", path.display()))?;
         touched.push(Touched {
             path,
             len_before: size,
@@ -181,6 +182,49 @@ impl FileStore {
         }
         Ok(deleted)
     }
+}
+
+/// Cuts a file that does not end with LF back to just after its last LF. Only a write that
+/// was cut short leaves such a tail (the collector killed mid-write, or a rollback that
+/// failed): a batch is answered 200 only after every line and its LF are written, so the
+/// tail was never acknowledged and its records are sent again. Appending after it would glue
+/// the next line to it and make both unreadable. Returns the new size.
+fn cut_torn_tail(mut f: &File, size: u64) -> Result<u64, String> {
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut end = size;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let start = end.saturating_sub(buf.len() as u64);
+        let len = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+        let chunk = buf.get_mut(..len).ok_or("read: bad length")?;
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_exact(chunk))
+            .map_err(|e| format!("read tail: {e}"))?;
+        if end == size && chunk.last() == Some(&b'\n') {
+            return Ok(size);
+        }
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            let keep = start.saturating_add(i as u64).saturating_add(1);
+            return truncate_torn(f, size, keep);
+        }
+        if start == 0 {
+            return truncate_torn(f, size, 0);
+        }
+        end = start;
+    }
+}
+
+fn truncate_torn(f: &File, size: u64, keep: u64) -> Result<u64, String> {
+    eprintln!(
+        "aura-collector: cutting {} bytes of a torn last line (never acknowledged)",
+        size.saturating_sub(keep)
+    );
+    f.set_len(keep)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cut torn tail: {e}"))?;
+    Ok(keep)
 }
 
 /// Cuts the files back to their length before a failed batch (best effort:

@@ -3,6 +3,7 @@
 //! queries and verifies the records' hash chains. See docs/audit.md.
 
 mod db;
+mod dbworker;
 mod files;
 mod record;
 mod server;
@@ -16,17 +17,20 @@ use db::{Db, Filters};
 
 const USAGE: &str = "usage:
   aura-collector [serve] [--listen ADDR] [--log-dir DIR] [--retention-days N]
-                 [--max-file-bytes N] [--database-url URL]
+                 [--max-file-bytes N] [--database-url URL] [--db-timeout-ms N]
   aura-collector query [--since RFC3339] [--until RFC3339] [--type T] [--kind K]
                  [--ip IP] [--user ID] [--path PREFIX] [--limit N] [--database-url URL]
   aura-collector verify [--files DIR] [--allow-missing-start] [--database-url URL]
 
 environment: AUDIT_COLLECTOR_TOKEN (required by serve), AUDIT_COLLECTOR_LISTEN,
   AUDIT_LOG_DIR, AUDIT_RETENTION_DAYS, AUDIT_MAX_FILE_BYTES, AUDIT_DATABASE_URL or
-  DATABASE_URL, ENVIRONMENT (production changes the default log dir).
+  DATABASE_URL, AUDIT_DB_TIMEOUT_MS, ENVIRONMENT (production changes the default log dir).
 exit status: 0 ok, 1 verify found problems, 2 usage or runtime error.";
 
 const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// Under the shipper's default `timeout_ms` (5000), so the shipper gets the collector's 503
+/// rather than its own timeout (docs/audit.md §5).
+const DEFAULT_DB_TIMEOUT_MS: u64 = 3000;
 
 struct Args {
     opts: HashMap<String, String>,
@@ -100,6 +104,7 @@ fn cmd_serve(argv: &[String]) -> Result<ExitCode, String> {
             "retention-days",
             "max-file-bytes",
             "database-url",
+            "db-timeout-ms",
         ],
         &[],
     )?;
@@ -133,9 +138,17 @@ fn cmd_serve(argv: &[String]) -> Result<ExitCode, String> {
             DEFAULT_MAX_FILE_BYTES,
         )?,
         database_url: database_url(&a),
+        db_timeout: std::time::Duration::from_millis(parse_num(
+            "AUDIT_DB_TIMEOUT_MS",
+            a.get("db-timeout-ms", &["AUDIT_DB_TIMEOUT_MS"]),
+            DEFAULT_DB_TIMEOUT_MS,
+        )?),
     };
     if cfg.max_file_bytes == 0 {
         return Err("AUDIT_MAX_FILE_BYTES: must be > 0".into());
+    }
+    if cfg.db_timeout.is_zero() {
+        return Err("AUDIT_DB_TIMEOUT_MS: must be > 0".into());
     }
     server::serve(cfg)?;
     Ok(ExitCode::SUCCESS)

@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::db::Db;
-use crate::files::{rollback, FileStore};
+use crate::dbworker::{DbWorker, Done};
+use crate::files::{rollback, FileStore, Touched};
 use crate::record::{format_ts, parse_line, split_lines, Record};
 
 /// Largest accepted batch body (the format's limit).
@@ -31,21 +32,56 @@ pub struct ServeConfig {
     pub retention_days: u32,
     pub max_file_bytes: u64,
     pub database_url: String,
+    /// Deadline of every database operation (`AUDIT_DB_TIMEOUT_MS`, docs/audit.md §5).
+    pub db_timeout: Duration,
+}
+
+/// A batch appended to the files whose DB insert did not say it committed (an error, or no
+/// answer within the deadline): its lines stay in the files until the DB says whether the
+/// rows exist ([`Store::settle`]). Cutting them at once would lose them from the files for
+/// good if the commit did land (a retry then finds the rows and appends nothing); keeping them
+/// when it did not would append them twice on the retry.
+struct InDoubt {
+    touched: Vec<Touched>,
+    ids: Vec<String>,
 }
 
 struct Store {
     files: FileStore,
-    /// None after a DB error: reconnect on the next batch (e.g. PostgreSQL restarted).
-    db: Option<Db>,
-    database_url: String,
+    db: DbWorker,
+    in_doubt: Option<InDoubt>,
 }
 
 impl Store {
-    fn db(&mut self) -> Result<&mut Db, String> {
-        if self.db.is_none() {
-            self.db = Some(Db::open(&self.database_url)?);
+    /// Decides a batch in doubt before anything else is stored: its rows committed (keep its
+    /// file lines) or not (cut them off). An error while the DB cannot say.
+    fn settle(&mut self) -> Result<(), String> {
+        // A late answer: an insert that reports its commit decides; anything else is stale.
+        if let Some(Done::Insert(Ok(()))) = self.db.poll() {
+            if self.in_doubt.take().is_some() {
+                eprintln!("aura-collector: database: the late insert committed; file lines kept");
+            }
         }
-        self.db.as_mut().ok_or_else(|| "no database".to_string())
+        let Some(doubt) = &self.in_doubt else {
+            return Ok(());
+        };
+        let ids: Vec<&str> = doubt.ids.iter().map(String::as_str).collect();
+        let found = self
+            .db
+            .existing_lines(&ids)
+            .map_err(|e| format!("batch in doubt not settled: {e}"))?;
+        if found.is_empty() {
+            rollback(&doubt.touched);
+        } else if found.len() != ids.len() {
+            // One transaction commits all or nothing; keep the lines rather than lose some.
+            eprintln!(
+                "aura-collector: database: {} of {} records of the batch in doubt stored; file lines kept",
+                found.len(),
+                ids.len()
+            );
+        }
+        self.in_doubt = None;
+        Ok(())
     }
 }
 
@@ -150,11 +186,14 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
     }
 
     let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = store.settle() {
+        eprintln!("aura-collector: database: {e}");
+        return error(503, "storage unavailable");
+    }
     let ids: Vec<&str> = fresh.iter().map(|(_, r)| r.id.as_str()).collect();
-    let existing = match store.db().and_then(|db| db.existing_lines(&ids)) {
+    let existing = match store.db.existing_lines(&ids) {
         Ok(e) => e,
         Err(e) => {
-            store.db = None;
             eprintln!("aura-collector: database: {e}");
             return error(503, "storage unavailable");
         }
@@ -186,11 +225,17 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
                 return error(503, "storage unavailable");
             }
         };
-        let inserted = store.db().and_then(|db| db.insert_all(&new, &received_at));
-        if let Err(e) = inserted {
-            rollback(&touched);
-            store.db = None;
+        if let Err(e) = store.db.insert_all(&new, &received_at) {
             eprintln!("aura-collector: database: {e}");
+            store.in_doubt = Some(InDoubt {
+                touched,
+                ids: new.iter().map(|r| r.id.clone()).collect(),
+            });
+            // An error the DB answered (the insert is over) is settled now, so the file is
+            // cut back at once; a timed-out insert stays in doubt until the DB answers.
+            if let Err(e) = store.settle() {
+                eprintln!("aura-collector: database: {e}");
+            }
             return error(503, "storage unavailable");
         }
     }
@@ -239,12 +284,13 @@ fn run_retention(shared: &Shared, days: u32) {
 
 pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let files = FileStore::open(&cfg.log_dir, cfg.max_file_bytes)?;
-    let db = Db::open(&cfg.database_url)?;
+    // Reachable at start, or the collector does not start (the worker reconnects later).
+    drop(Db::open_with_timeout(&cfg.database_url, cfg.db_timeout)?);
     let shared = Arc::new(Shared {
         store: Mutex::new(Store {
             files,
-            db: Some(db),
-            database_url: cfg.database_url.clone(),
+            db: DbWorker::new(&cfg.database_url, cfg.db_timeout),
+            in_doubt: None,
         }),
         token_hash: sha256(cfg.token.as_bytes()),
     });
@@ -255,6 +301,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
+    // A write past the file size limit (RLIMIT_FSIZE) raises SIGXFSZ, which kills the process
+    // by default; caught, the write fails with EFBIG instead and the batch is answered 503
+    // like any other full disk (docs/audit.md §5).
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("cannot install signal handler: {e}"))?;
     let server = Arc::new(
         Server::http(cfg.listen.as_str()).map_err(|e| format!("listen {}: {e}", cfg.listen))?,
     );

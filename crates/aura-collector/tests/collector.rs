@@ -9,6 +9,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -468,4 +469,137 @@ fn file_failure_is_503_and_stores_nothing() {
     std::fs::create_dir(&c.log_dir).unwrap();
     assert_eq!(c.post(Some(TOKEN), &batch(&lines)).0, 200);
     assert_eq!(file_lines(&c.log_dir), lines);
+}
+
+#[test]
+fn a_torn_last_line_is_cut_before_the_next_append() {
+    // A write cut short (the collector killed mid-batch, a rollback that failed) leaves a
+    // line without its LF; it was never acknowledged. The next append must not glue a record
+    // to it.
+    let (_tmp, c, mut ch) = setup_with_chain();
+    let first = ch.next(json!({}));
+    assert_eq!(
+        c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
+        200
+    );
+    let file = c.log_dir.join(format!("audit-{}.jsonl", today()));
+    let torn = ch.next(json!({}));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &torn.as_bytes()[..torn.len() / 2]).unwrap();
+    drop(f);
+    // The shipper sends the torn record again (it was never acknowledged).
+    let (status, body) = c.post(Some(TOKEN), &batch(std::slice::from_ref(&torn)));
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 1, "duplicates": 0}))
+    );
+    assert_eq!(file_lines(&c.log_dir), vec![first, torn]);
+    assert!(std::fs::read(&file).unwrap().ends_with(b"\n"));
+    let dir = c.log_dir.to_str().unwrap().to_string();
+    assert_eq!(verify(&["--files", &dir], &c.db_url).0, 0);
+}
+
+fn set_file_size_limit(c: &Collector, limit: &str) {
+    let st = Command::new("prlimit")
+        .args([
+            "--pid",
+            &c.child.id().to_string(),
+            &format!("--fsize={limit}:"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit");
+}
+
+#[test]
+fn a_write_past_the_file_size_limit_is_503_leaves_no_torn_line_and_the_retry_stores_once() {
+    // RLIMIT_FSIZE stands in for a full disk. The write past it raises SIGXFSZ, which killed
+    // the collector before it caught the signal; now the write fails (EFBIG), the batch is
+    // answered 503 and its bytes are cut off again.
+    let (_tmp, c, mut ch) = setup_with_chain();
+    let first = ch.next(json!({}));
+    assert_eq!(
+        c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
+        200
+    );
+    let file = c.log_dir.join(format!("audit-{}.jsonl", today()));
+    let size = std::fs::metadata(&file).unwrap().len();
+    // Room for half of the next line: the write is cut short inside it.
+    let next = vec![ch.next(json!({})), ch.next(json!({}))];
+    set_file_size_limit(&c, &(size + next[0].len() as u64 / 2).to_string());
+    let (status, body) = c.post(Some(TOKEN), &batch(&next));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, json!({"error": "storage unavailable"}));
+    assert_eq!(
+        file_lines(&c.log_dir),
+        vec![first.clone()],
+        "cut back, no torn line"
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
+    assert_eq!(query(&c, &[]), vec![first.clone()]);
+    set_file_size_limit(&c, "unlimited");
+    let (status, body) = c.post(Some(TOKEN), &batch(&next));
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 2, "duplicates": 0}))
+    );
+    assert_stored(&c, 3);
+    let dir = c.log_dir.to_str().unwrap().to_string();
+    assert_eq!(verify(&["--files", &dir], &c.db_url).0, 0);
+    assert_eq!(verify(&[], &c.db_url).0, 0);
+    assert!(c.stop(), "still running, stops cleanly");
+}
+
+#[test]
+fn a_database_that_does_not_answer_in_time_is_503_and_the_batch_is_stored_once_later() {
+    // Another connection holds SQLite's write lock: the insert waits. With
+    // AUDIT_DB_TIMEOUT_MS the collector answers 503 within that bound (not when the lock
+    // goes), keeps no half-stored batch, and the retry after the lock is released stores the
+    // records exactly once, in the files and the DB.
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("audit.db");
+    let url = format!("sqlite://{}", db.display());
+    let c = Collector::start(
+        &tmp.path().join("logs"),
+        &url,
+        &[("AUDIT_DB_TIMEOUT_MS", "300")],
+    );
+    let mut ch = Chain::new("t");
+    let first = ch.next(json!({}));
+    assert_eq!(
+        c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
+        200
+    );
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE; INSERT INTO audit_records (id, ts, kind, type, severity, stream, seq, prev_hash, line, received_at) VALUES ('x', 't', 'k', 't', 's', 'x', 1, 'p', 'l', 'r');").unwrap();
+    let next = vec![ch.next(json!({})), ch.next(json!({}))];
+    let t0 = std::time::Instant::now();
+    let (status, body) = c.post(Some(TOKEN), &batch(&next));
+    assert_eq!(status, 503, "{body}");
+    // The lock is released only after this answer: without the deadline the insert waited
+    // SQLite's former 10 s busy timeout.
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    lock.execute_batch("ROLLBACK;").unwrap();
+    let mut answered = (0, json!(null));
+    for _ in 0..50 {
+        answered = c.post(Some(TOKEN), &batch(&next));
+        if answered.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The insert that timed out may have committed once the lock went (then the retry finds
+    // its rows), or not (then the retry stores them): either way once.
+    assert_eq!(answered.0, 200, "{answered:?}");
+    let (a, d) = (
+        answered.1["accepted"].as_u64(),
+        answered.1["duplicates"].as_u64(),
+    );
+    assert_eq!(a.unwrap() + d.unwrap(), 2, "{answered:?}");
+    assert_stored(&c, 3);
+    let dir = c.log_dir.to_str().unwrap().to_string();
+    assert_eq!(verify(&["--files", &dir], &c.db_url).0, 0);
 }

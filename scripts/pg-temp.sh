@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throw-away PostgreSQL cluster for trying the audit collector by hand.
 #   scripts/pg-temp.sh start DIR   -> creates/starts a cluster in DIR, prints its DATABASE_URL
-#   scripts/pg-temp.sh stop DIR    -> stops it (DIR can then be deleted)
+#   scripts/pg-temp.sh stop DIR    -> stops it (DIR can then be deleted, or started again: same port)
 # Listens on 127.0.0.1 only, on a free port. Uses PG_BIN (or AURA_PG_BIN), else the newest
 # Debian /usr/lib/postgresql/<version>/bin, else `pg_config --bindir` (apt-get install
 # postgresql; any version). As root, runs the server as the postgres user (initdb refuses
@@ -37,7 +37,9 @@ case "$cmd" in
     if [ ! -f "$dir/data/PG_VERSION" ]; then
       as_pg "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >/dev/null
     fi
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # A restart reuses the port of the previous start, so a DATABASE_URL stays valid.
+    port=$(cat "$dir/port" 2>/dev/null ||
+      python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
       -o "-p $port -h 127.0.0.1 -k $dir" start >/dev/null
     echo "$port" > "$dir/port"

@@ -297,7 +297,8 @@ class Collector:
     files and SQLite (or `database_url`) under its own directory. It can be stopped and started
     again on the same port (Envoy's cluster points at it)."""
 
-    def __init__(self, base_dir, token=TEST_COLLECTOR_TOKEN, port=None, database_url=None):
+    def __init__(self, base_dir, token=TEST_COLLECTOR_TOKEN, port=None, database_url=None,
+                 env=None):
         if not os.path.exists(COLLECTOR_BIN):
             raise RuntimeError(f"{COLLECTOR_BIN} missing: run `make build`")
         self.dir = base_dir
@@ -309,10 +310,12 @@ class Collector:
         self.port = port or free_port()
         self.proc = None
         self.starts = 0
+        # More collector settings (e.g. AUDIT_DB_TIMEOUT_MS).
+        self.extra_env = env or {}
 
     def env(self):
         return clean_env({"AUDIT_COLLECTOR_TOKEN": self.token, "AUDIT_LOG_DIR": self.log_dir,
-                          "AUDIT_DATABASE_URL": self.database_url})
+                          "AUDIT_DATABASE_URL": self.database_url, **self.extra_env})
 
     def start(self):
         self.starts += 1

@@ -2,7 +2,7 @@
 //! Both dialects get the same schema (TEXT timestamps, normalised so that text
 //! order is time order), so the query code is shared.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,7 +59,21 @@ CREATE INDEX IF NOT EXISTS audit_records_user_ts ON audit_records (user_id, ts);
 CREATE INDEX IF NOT EXISTS audit_records_path ON audit_records (path);
 CREATE INDEX IF NOT EXISTS audit_records_request_id ON audit_records (request_id);
 CREATE INDEX IF NOT EXISTS audit_records_stream_seq ON audit_records (stream, seq);
+CREATE TABLE IF NOT EXISTS audit_streams (
+    stream TEXT PRIMARY KEY,
+    chained_seq BIGINT NOT NULL,
+    seen_at TEXT NOT NULL
+);
 ";
+
+/// What a shipper last said about its stream: the last seq it had chained
+/// (`x-aura-audit-chained`), and when (docs/audit.md §7, UNDELIVERED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMark {
+    pub chained_seq: u64,
+    /// Normalised UTC timestamp (text order = time order).
+    pub seen_at: String,
+}
 
 /// How long `query` and `verify` wait for a connection.
 const CLI_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -257,6 +271,68 @@ impl Db {
                 tx.commit().map_err(|e| format!("postgres commit: {e}"))
             }
         }
+    }
+
+    /// Keeps the highest chained seq a shipper announced for its stream.
+    pub fn save_mark(&mut self, stream: &str, chained: u64, seen_at: &str) -> Result<(), String> {
+        let chained = i64::try_from(chained).map_err(|_| "seq out of range".to_string())?;
+        match self {
+            Db::Sqlite(c) => c
+                .execute(
+                    "INSERT INTO audit_streams (stream, chained_seq, seen_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (stream) DO UPDATE SET \
+                     chained_seq = MAX(audit_streams.chained_seq, excluded.chained_seq), \
+                     seen_at = excluded.seen_at",
+                    rusqlite::params![stream, chained, seen_at],
+                )
+                .map(|_| ())
+                .map_err(|e| format!("sqlite: {e}")),
+            Db::Postgres(c) => c
+                .execute(
+                    "INSERT INTO audit_streams (stream, chained_seq, seen_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (stream) DO UPDATE SET \
+                     chained_seq = GREATEST(audit_streams.chained_seq, EXCLUDED.chained_seq), \
+                     seen_at = EXCLUDED.seen_at",
+                    &[&stream, &chained, &seen_at],
+                )
+                .map(|_| ())
+                .map_err(|e| format!("postgres: {e}")),
+        }
+    }
+
+    /// Every stream's mark, by stream.
+    pub fn marks(&mut self) -> Result<BTreeMap<String, StreamMark>, String> {
+        let sql = "SELECT stream, chained_seq, seen_at FROM audit_streams";
+        let rows: Vec<(String, i64, String)> = match self {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare(sql).map_err(|e| format!("sqlite: {e}"))?;
+                let rows = st
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .map_err(|e| format!("sqlite: {e}"))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("sqlite: {e}"))?
+            }
+            Db::Postgres(c) => {
+                let rows = c.query(sql, &[]).map_err(|e| format!("postgres: {e}"))?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                    .collect::<Result<Vec<_>, postgres::Error>>()
+                    .map_err(|e| format!("postgres: {e}"))?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(stream, seq, seen_at)| {
+                let chained_seq = u64::try_from(seq).unwrap_or(0);
+                (
+                    stream,
+                    StreamMark {
+                        chained_seq,
+                        seen_at,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Lines matching the filters, oldest first.

@@ -20,12 +20,15 @@ use crate::record::Record;
 enum Job {
     Existing(Vec<String>),
     Insert(Vec<Record>, String),
+    /// A stream's announced chain end (stream, chained seq, seen at).
+    Mark(String, u64, String),
 }
 
 /// A finished job's result.
 pub enum Done {
     Existing(Result<HashMap<String, String>, String>),
     Insert(Result<(), String>),
+    Mark(Result<(), String>),
 }
 
 /// Why a call has no result.
@@ -74,6 +77,12 @@ fn spawn(url: String, timeout: Duration) -> (Sender<Job>, Receiver<Done>) {
             let (result, keep) = match (conn, job) {
                 (Err(e), Job::Existing(_)) => (Done::Existing(Err(e)), None),
                 (Err(e), Job::Insert(..)) => (Done::Insert(Err(e)), None),
+                (Err(e), Job::Mark(..)) => (Done::Mark(Err(e)), None),
+                (Ok(mut c), Job::Mark(stream, chained, seen_at)) => {
+                    let r = c.save_mark(&stream, chained, &seen_at);
+                    let ok = r.is_ok();
+                    (Done::Mark(r), ok.then_some(c))
+                }
                 (Ok(mut c), Job::Existing(ids)) => {
                     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                     let r = c.existing_lines(&ids);
@@ -163,7 +172,7 @@ impl DbWorker {
         let ids = ids.iter().map(|s| (*s).to_string()).collect();
         match self.call(Job::Existing(ids))? {
             Done::Existing(r) => r.map_err(CallError::Failed),
-            Done::Insert(_) => Err(CallError::Failed("unexpected answer".into())),
+            _ => Err(CallError::Failed("unexpected answer".into())),
         }
     }
 
@@ -172,7 +181,20 @@ impl DbWorker {
         let records = records.iter().map(|r| (*r).clone()).collect();
         match self.call(Job::Insert(records, received_at.to_string()))? {
             Done::Insert(r) => r.map_err(CallError::Failed),
-            Done::Existing(_) => Err(CallError::Failed("unexpected answer".into())),
+            _ => Err(CallError::Failed("unexpected answer".into())),
+        }
+    }
+
+    /// Keeps the last seq a shipper says it has chained in `stream`.
+    pub fn save_mark(
+        &mut self,
+        stream: &str,
+        chained: u64,
+        seen_at: &str,
+    ) -> Result<(), CallError> {
+        match self.call(Job::Mark(stream.to_string(), chained, seen_at.to_string()))? {
+            Done::Mark(r) => r.map_err(CallError::Failed),
+            _ => Err(CallError::Failed("unexpected answer".into())),
         }
     }
 }

@@ -9,7 +9,7 @@ mod record;
 mod server;
 mod verify;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,13 +20,16 @@ const USAGE: &str = "usage:
                  [--max-file-bytes N] [--database-url URL] [--db-timeout-ms N]
   aura-collector query [--since RFC3339] [--until RFC3339] [--type T] [--kind K]
                  [--ip IP] [--user ID] [--path PREFIX] [--limit N] [--database-url URL]
-  aura-collector verify [--files DIR] [--allow-missing-start] [--database-url URL]
+  aura-collector verify [--files DIR] [--allow-missing-start] [--grace-s N] [--database-url URL]
 
 environment: AUDIT_COLLECTOR_TOKEN (required by serve), AUDIT_COLLECTOR_LISTEN,
   AUDIT_LOG_DIR, AUDIT_RETENTION_DAYS, AUDIT_MAX_FILE_BYTES, AUDIT_DATABASE_URL or
   DATABASE_URL, AUDIT_DB_TIMEOUT_MS, ENVIRONMENT (production changes the default log dir).
 exit status: 0 ok, 1 verify found problems, 2 usage or runtime error.";
 
+/// How long after a shipper's last batch records it announced but never delivered count as
+/// lost (UNDELIVERED) rather than on their way (PENDING): docs/audit.md §7.
+const DEFAULT_GRACE_S: i64 = 300;
 const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Under the shipper's default `timeout_ms` (5000), so the shipper gets the collector's 503
 /// rather than its own timeout (docs/audit.md §5).
@@ -198,19 +201,44 @@ fn cmd_query(argv: &[String]) -> Result<ExitCode, String> {
 }
 
 fn cmd_verify(argv: &[String]) -> Result<ExitCode, String> {
-    let a = parse_args(argv, &["files", "database-url"], &["allow-missing-start"])?;
+    let a = parse_args(
+        argv,
+        &["files", "database-url", "grace-s"],
+        &["allow-missing-start"],
+    )?;
+    let grace_s = parse_num("--grace-s", a.opts.get("grace-s").cloned(), DEFAULT_GRACE_S)?;
+    let mut announced = BTreeMap::new();
     let items: Vec<(String, String)> = match a.opts.get("files") {
         Some(dir) => files::read_all(&PathBuf::from(dir))?
             .into_iter()
             .map(|l| (format!("{}:{}", l.file, l.line_no), l.line))
             .collect(),
-        None => Db::open(&database_url(&a))?
-            .all_lines()?
-            .into_iter()
-            .map(|(id, line)| (format!("db id={id}"), line))
-            .collect(),
+        None => {
+            let mut db = Db::open(&database_url(&a))?;
+            let now = time::OffsetDateTime::now_utc();
+            let cutoff = record::format_ts(now - time::Duration::seconds(grace_s))?;
+            for (stream, m) in db.marks()? {
+                let stale = m.seen_at < cutoff;
+                announced.insert(
+                    stream,
+                    verify::Announced {
+                        chained_seq: m.chained_seq,
+                        seen_at: m.seen_at,
+                        stale,
+                    },
+                );
+            }
+            db.all_lines()?
+                .into_iter()
+                .map(|(id, line)| (format!("db id={id}"), line))
+                .collect()
+        }
     };
-    let report = verify::verify(items, a.flags.iter().any(|f| f == "allow-missing-start"));
+    let report = verify::verify(
+        items,
+        a.flags.iter().any(|f| f == "allow-missing-start"),
+        &announced,
+    );
     for l in &report.lines {
         println!("{l}");
     }

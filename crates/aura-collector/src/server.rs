@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aura_guard_core::audit::format::Limits;
+use aura_guard_core::audit::service::CHAINED_HEADER;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -211,9 +212,9 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
             None => new.push(r),
         }
     }
+    let now = OffsetDateTime::now_utc();
+    let received_at = format_ts(now).unwrap_or_default();
     if !new.is_empty() {
-        let now = OffsetDateTime::now_utc();
-        let received_at = format_ts(now).unwrap_or_default();
         let lines: Vec<&str> = new.iter().map(|r| r.line.as_str()).collect();
         // File first: if the DB commit then fails, the lines are cut off again
         // and the retry appends them once more; the other order could leave a
@@ -239,10 +240,27 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
             return error(503, "storage unavailable");
         }
     }
+    if let Some((stream, chained)) = announced(req, &records) {
+        // Best effort: the batch is stored either way; the next batch says it again.
+        if let Err(e) = store.db.save_mark(stream, chained, &received_at) {
+            eprintln!("aura-collector: database: stream mark: {e}");
+        }
+    }
     reply(
         200,
         json!({ "accepted": new.len(), "duplicates": duplicates }),
     )
+}
+
+/// The shipper's `x-aura-audit-chained` (the last seq it has chained in its stream) and the
+/// batch's stream; None without the header or when the batch mixes streams.
+fn announced<'a>(req: &Request, records: &'a [(usize, Record)]) -> Option<(&'a str, u64)> {
+    let chained = header(req, CHAINED_HEADER)?.trim().parse::<u64>().ok()?;
+    let stream = records.first()?.1.stream.as_str();
+    if records.iter().any(|(_, r)| r.stream != stream) {
+        return None;
+    }
+    Some((stream, chained))
 }
 
 fn route(shared: &Shared, req: &mut Request) -> Reply {

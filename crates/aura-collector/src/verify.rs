@@ -19,10 +19,25 @@ struct Entry {
     rec: Record,
 }
 
+/// What a shipper last announced about its stream (the DB's `audit_streams`): the last seq
+/// it had chained, when, and whether that is older than the grace period.
+pub struct Announced {
+    pub chained_seq: u64,
+    pub seen_at: String,
+    pub stale: bool,
+}
+
 /// Checks every stream's chain. `items` are (location, line) pairs; a location
 /// is what the report prints to say where (e.g. `audit-2026-01-02.jsonl:12`).
 /// `allow_missing_start`: a stream may begin after seq 1 (files deleted by retention).
-pub fn verify(items: Vec<(String, String)>, allow_missing_start: bool) -> Report {
+/// `announced`: per stream, how far its shipper said the chain reaches; records past the
+/// last one stored are UNDELIVERED (a problem) once the announcement is stale, PENDING
+/// (informational: still on their way) before.
+pub fn verify(
+    items: Vec<(String, String)>,
+    allow_missing_start: bool,
+    announced: &BTreeMap<String, Announced>,
+) -> Report {
     let mut out = Vec::new();
     let mut problems = 0usize;
     let mut records = 0usize;
@@ -124,6 +139,12 @@ pub fn verify(items: Vec<(String, String)>, allow_missing_start: bool) -> Report
         }
         let first_seq = seqs.keys().next().copied().unwrap_or(0);
         let last_seq = seqs.keys().next_back().copied().unwrap_or(0);
+        if let Some(line) = undelivered(stream, last_seq, announced.get(stream)) {
+            if line.starts_with("UNDELIVERED") {
+                sp = sp.saturating_add(1);
+            }
+            out.push(line);
+        }
         if sp == 0 {
             out.push(format!(
                 "OK stream={stream} records={count} seq={first_seq}..{last_seq}"
@@ -135,10 +156,38 @@ pub fn verify(items: Vec<(String, String)>, allow_missing_start: bool) -> Report
         }
         problems = problems.saturating_add(sp);
     }
+    // Streams whose shipper announced records but none of them was ever stored.
+    for (stream, a) in announced {
+        if !streams.contains_key(stream) {
+            if let Some(line) = undelivered(stream, 0, Some(a)) {
+                if line.starts_with("UNDELIVERED") {
+                    problems = problems.saturating_add(1);
+                }
+                out.push(line);
+            }
+        }
+    }
     Report {
         lines: out,
         problems,
         records,
         streams: stream_count,
     }
+}
+
+/// The report line for records a stream's shipper chained past the last one stored.
+fn undelivered(stream: &str, last_stored: u64, a: Option<&Announced>) -> Option<String> {
+    let a = a.filter(|a| a.chained_seq > last_stored)?;
+    let range = format!("seq={}..{}", last_stored.saturating_add(1), a.chained_seq);
+    Some(if a.stale {
+        format!(
+            "UNDELIVERED stream={stream} {range}: chained by the shipper (last heard {}) but never stored; lost if that shipper stopped (an Envoy restart loses the records it still held)",
+            a.seen_at
+        )
+    } else {
+        format!(
+            "PENDING stream={stream} {range}: chained by the shipper (last heard {}), not stored yet",
+            a.seen_at
+        )
+    })
 }

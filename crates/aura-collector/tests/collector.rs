@@ -603,3 +603,61 @@ fn a_database_that_does_not_answer_in_time_is_503_and_the_batch_is_stored_once_l
     let dir = c.log_dir.to_str().unwrap().to_string();
     assert_eq!(verify(&["--files", &dir], &c.db_url).0, 0);
 }
+
+fn post_announcing(c: &Collector, lines: &[String], chained: u64) -> u16 {
+    let headers = [
+        ("Content-Type", "application/x-ndjson".to_string()),
+        ("Authorization", format!("Bearer {TOKEN}")),
+        ("x-aura-audit-chained", chained.to_string()),
+    ];
+    http(
+        &c.addr,
+        "POST",
+        "/v1/batches",
+        &headers,
+        batch(lines).as_bytes(),
+    )
+    .0
+}
+
+#[test]
+fn records_a_shipper_announced_but_never_delivered_are_reported_once_it_is_silent() {
+    // The shipper says with each batch how far its chain reaches (x-aura-audit-chained),
+    // records still buffered behind the batch included. Records it never delivers (Envoy
+    // restarted with them buffered) used to vanish without a trace: the stream just ended.
+    let (_tmp, c, mut ch) = setup_with_chain();
+    let lines = vec![ch.next(json!({})), ch.next(json!({}))];
+    assert_eq!(post_announcing(&c, &lines, 5), 200);
+    // Within the grace period they may still be on their way: informational.
+    let (code, out) = verify(&[], &c.db_url);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("PENDING stream=s1 seq=3..5: chained by the shipper"),
+        "{out}"
+    );
+    // After it (0 s here): a problem.
+    std::thread::sleep(Duration::from_millis(20));
+    let (code, out) = verify(&["--grace-s", "0"], &c.db_url);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("UNDELIVERED stream=s1 seq=3..5: chained by the shipper (last heard "),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAILED stream=s1 records=2 seq=1..2 problems=1"),
+        "{out}"
+    );
+    // A lower announcement (a late retry) never lowers the mark; delivering the rest clears it.
+    assert_eq!(post_announcing(&c, &lines, 2), 200);
+    assert!(verify(&["--grace-s", "0"], &c.db_url)
+        .1
+        .contains("seq=3..5"));
+    let rest = vec![ch.next(json!({})), ch.next(json!({})), ch.next(json!({}))];
+    assert_eq!(post_announcing(&c, &rest, 5), 200);
+    let (code, out) = verify(&["--grace-s", "0"], &c.db_url);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("UNDELIVERED") && !out.contains("PENDING"),
+        "{out}"
+    );
+}

@@ -12,6 +12,8 @@ use crate::host::Level;
 
 /// The environment variable holding the collector's bearer token.
 pub const TOKEN_ENV: &str = "AUDIT_COLLECTOR_TOKEN";
+/// The batch header carrying the last seq the shipper has chained in its stream.
+pub const CHAINED_HEADER: &str = "x-aura-audit-chained";
 /// The most of a refusal's body quoted in the log (the collector names a line and a field).
 pub const MAX_DETAIL_BYTES: usize = 300;
 
@@ -292,12 +294,17 @@ impl AuditService {
             return;
         };
         let auth = format!("Bearer {token}");
+        // How far this stream's chain reaches, records still buffered behind this batch
+        // included: the collector keeps it, so records this shipper never delivers (Envoy
+        // restarted with them buffered) show in `verify` as UNDELIVERED (docs/audit.md §7).
+        let chained = self.shipper.last_seq().to_string();
         let headers = [
             (":method", "POST"),
             (":path", self.cfg.path.as_str()),
             (":authority", self.cfg.authority.as_str()),
             ("authorization", auth.as_str()),
             ("content-type", "application/x-ndjson"),
+            (CHAINED_HEADER, chained.as_str()),
         ];
         let call = HttpCall {
             cluster: &self.cfg.cluster,
@@ -704,6 +711,7 @@ mod tests {
                 (":authority", "audit-collector"),
                 ("authorization", "Bearer collector-token-0123456789"),
                 ("content-type", "application/x-ndjson"),
+                ("x-aura-audit-chained", "2"),
             ]
         );
         assert_eq!(seqs(call), [1, 2]);
@@ -753,6 +761,30 @@ mod tests {
         tick_after(&mut s, &mut h, 1000);
         assert_eq!(h.calls.len(), 2);
         assert_eq!(seqs(&h.calls[1]), [3]);
+    }
+
+    #[test]
+    fn every_batch_announces_how_far_the_chain_reaches_records_behind_it_included() {
+        let mut h = host();
+        let mut s = service(&mut h, 2, 10);
+        enqueue(&mut s, &mut h, 0..2);
+        enqueue(&mut s, &mut h, 2..5);
+        let chained = |c: &SentCall| {
+            c.headers
+                .iter()
+                .find(|(k, _)| k == CHAINED_HEADER)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(seqs(&h.calls[0]), [1, 2]);
+        assert_eq!(
+            chained(&h.calls[0]).as_deref(),
+            Some("2"),
+            "sent before 3..5 came"
+        );
+        answer(&mut s, &mut h, 503, None);
+        tick_after(&mut s, &mut h, 100);
+        assert_eq!(seqs(&h.calls[1]), [1, 2]);
+        assert_eq!(chained(&h.calls[1]).as_deref(), Some("5"));
     }
 
     #[test]

@@ -138,6 +138,11 @@ impl Shipper {
         &self.stream
     }
 
+    /// The last seq given to a record of this stream (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
     /// Records held (waiting or in flight), gap records included.
     pub fn buffered(&self) -> usize {
         self.buffer.len()

@@ -246,8 +246,10 @@ def test_a_poison_batch_is_dropped_with_a_gap_record_and_the_records_behind_it_a
         lines = settle_with_marker(s, collector, [])
         posts = proxy.posts()
         assert len(posts) == attempts, [batch_request_ids(b) for b in posts]
-        assert all(b == posts[0] for b in posts), "the same records each time"
-        lost = batch_request_ids(posts[0])
+        # The same records each time, first; a retry may carry records that came since.
+        for a, b in zip(posts, posts[1:]):
+            assert b.startswith(a), (batch_request_ids(a), batch_request_ids(b))
+        lost = batch_request_ids(posts[-1])
         assert POISON in lost
         # Everything else answered 200 is stored, exactly once; the lost batch is not.
         kept = [rid for rid in ids if rid not in lost]

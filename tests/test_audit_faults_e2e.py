@@ -81,12 +81,25 @@ class FaultProxy:
         self.collector, self.fault = collector, fault
         self.poison_posts = []  # the bodies of the batches that held the poison record
         self.lock = threading.Lock()
+        # Slow: every batch is forwarded (so the collector stores it), but its answer is held
+        # for this many seconds and then the connection closed: the shipper times out.
+        self.hold_s = 0
+        self.chained = 0  # the highest x-aura-audit-chained forwarded
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with proxy.lock:
+                    hold = proxy.hold_s
+                    proxy.chained = max(proxy.chained,
+                                        int(self.headers.get("x-aura-audit-chained", 0)))
+                if hold:
+                    self.forward(body, answer=False)
+                    time.sleep(hold)
+                    self.close_connection = True
+                    return
                 action = None
                 if f'"request_id":"{POISON}"'.encode() in body:
                     with proxy.lock:
@@ -106,11 +119,12 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def forward(self, body):
+            def forward(self, body, answer=True):
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.collector.port, timeout=30)
                 try:
                     conn.request("POST", self.path, body=body, headers={
-                        k: self.headers[k] for k in ("authorization", "content-type")
+                        k: self.headers[k]
+                        for k in ("authorization", "content-type", "x-aura-audit-chained")
                         if self.headers.get(k)})
                     r = conn.getresponse()
                     data = r.read()
@@ -119,6 +133,8 @@ class FaultProxy:
                     return
                 finally:
                     conn.close()
+                if not answer:
+                    return
                 self.send_response(r.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -495,3 +511,64 @@ def test_postgresql_stopped_then_hung_is_503_within_the_timeout_and_every_record
             c.stop()
         subprocess.run(["bash", PG_SCRIPT, "stop", pg_dir], capture_output=True, timeout=60)
         subprocess.run(["rm", "-rf", pg_dir])
+
+
+# --- 4. Envoy restarted with records buffered -------------------------------------------------
+
+def test_records_lost_in_an_envoy_restart_are_reported_by_verify_not_silent(
+        stack_factory, log_dir, collector):
+    # The collector turns slow: it stores each batch but its answer never comes in time, so
+    # the shipper retries the front of its buffer while the records behind it pile up. Envoy
+    # is then killed and started again: what its shipper still held is gone (a new stream
+    # starts). Each batch said how far the chain reached (x-aura-audit-chained), so verify
+    # names the records chained but never stored instead of the old stream just ending.
+    proxies = []
+    try:
+        s, proxy = faulty_stack(stack_factory, log_dir, collector, lambda body, n: None)
+        proxies.append(proxy)
+        load = Load(s).start()
+        wait_until(lambda: len(request_ids(stored(collector))) >= 5, 20, "load stored")
+        with proxy.lock:
+            proxy.hold_s = FAST["timeout_ms"] / 1000 + 1
+        wait_until(lambda: stats(s).get("buffered", 0) >= 2 * FAST["batch_size"], 30,
+                   "records buffered behind the slow collector")
+        # A timed-out retry announced the records behind it.
+        wait_until(lambda: proxy.chained > max(r["seq"] for r in stored(collector))
+                   + FAST["batch_size"], 30, "an announcement past the stored records")
+        buffered = stats(s)["buffered"]
+        first_ids = load.stop()
+        old_stream = stored(collector)[0]["stream"]
+        s.envoy.stop(sig=signal.SIGKILL)
+        with proxy.lock:
+            proxy.hold_s = 0
+        s.start_envoy()
+        load = Load(s, prefix="after").start()
+        wait_until(lambda: len([r for r in stored(collector)
+                                if r["stream"] != old_stream]) >= 5, 30, "the new stream")
+        after_ids = load.stop()
+        lines = settle_with_marker(s, collector, after_ids)
+        assert_once(lines, after_ids + ["marker"])
+        old = [r for r in lines if r["stream"] == old_stream]
+        last_stored = max(r["seq"] for r in old)
+        announced = proxy.chained
+        lost = [rid for rid in first_ids if rid not in request_ids(old)]
+        assert announced > last_stored and buffered > 0
+        # Every record announced past the last stored one was answered 200 and is lost.
+        assert len(lost) >= announced - last_stored, (len(lost), announced, last_stored)
+        range_ = f"stream={old_stream} seq={last_stored + 1}..{announced}"
+        v = collector.run("verify", "--grace-s", "0")
+        assert v.returncode == 1, v.stdout
+        assert f"UNDELIVERED {range_}: chained by the shipper" in v.stdout, v.stdout
+        assert "an Envoy restart loses the records it still held" in v.stdout
+        problems = [ln for ln in v.stdout.splitlines()
+                    if ln.split(" ")[0] in ("MISSING", "HASH_BREAK", "FORK", "BAD_LINE", "GAP")]
+        assert problems == [], problems
+        new_stream = [ln for ln in v.stdout.splitlines()
+                      if ln.startswith("OK stream=") and old_stream not in ln]
+        assert len(new_stream) == 1, v.stdout
+        # Within the grace period (default 300 s) the same records may still be on their way.
+        v = collector.run("verify")
+        assert v.returncode == 0 and f"PENDING {range_}" in v.stdout, v.stdout
+    finally:
+        for p in proxies:
+            p.close()

@@ -18,7 +18,8 @@ import time
 import pytest
 
 from harness import ROOT, Collector, free_port, wait_until
-from test_audit_e2e import AUDIT_ENV, FAST
+# `collector`: the real collector (files + SQLite), a fixture shared with test_audit_e2e.py.
+from test_audit_e2e import AUDIT_ENV, FAST, collector  # noqa: F401
 
 AUDIT = "wasmcustom.aura_guard.audit."
 # Small bounds so a poison batch is given up quickly; the flush keeps batches small.
@@ -216,14 +217,6 @@ def settle_with_marker(s, collector, load_ids):
 
 def batch_request_ids(body):
     return [json.loads(ln)["request_id"] for ln in body.decode().splitlines() if ln.strip()]
-
-
-@pytest.fixture
-def collector(log_dir):
-    c = Collector(os.path.join(log_dir, "collector"))
-    c.start()
-    yield c
-    c.stop()
 
 
 def faulty_stack(stack_factory, log_dir, collector, fault, audit_config=FAULT_CFG):

@@ -471,18 +471,30 @@ fn file_failure_is_503_and_stores_nothing() {
     assert_eq!(file_lines(&c.log_dir), lines);
 }
 
-#[test]
-fn a_torn_last_line_is_cut_before_the_next_append() {
-    // A write cut short (the collector killed mid-batch, a rollback that failed) leaves a
-    // line without its LF; it was never acknowledged. The next append must not glue a record
-    // to it.
-    let (_tmp, c, mut ch) = setup_with_chain();
+/// A running collector that stored one record of chain `s1`, and today's file.
+fn setup_with_one_record() -> (
+    tempfile::TempDir,
+    Collector,
+    Chain,
+    String,
+    std::path::PathBuf,
+) {
+    let (tmp, c, mut ch) = setup_with_chain();
     let first = ch.next(json!({}));
     assert_eq!(
         c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
         200
     );
     let file = c.log_dir.join(format!("audit-{}.jsonl", today()));
+    (tmp, c, ch, first, file)
+}
+
+#[test]
+fn a_torn_last_line_is_cut_before_the_next_append() {
+    // A write cut short (the collector killed mid-batch, a rollback that failed) leaves a
+    // line without its LF; it was never acknowledged. The next append must not glue a record
+    // to it.
+    let (_tmp, c, mut ch, first, file) = setup_with_one_record();
     let torn = ch.next(json!({}));
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -519,13 +531,7 @@ fn a_write_past_the_file_size_limit_is_503_leaves_no_torn_line_and_the_retry_sto
     // RLIMIT_FSIZE stands in for a full disk. The write past it raises SIGXFSZ, which killed
     // the collector before it caught the signal; now the write fails (EFBIG), the batch is
     // answered 503 and its bytes are cut off again.
-    let (_tmp, c, mut ch) = setup_with_chain();
-    let first = ch.next(json!({}));
-    assert_eq!(
-        c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
-        200
-    );
-    let file = c.log_dir.join(format!("audit-{}.jsonl", today()));
+    let (_tmp, c, mut ch, first, file) = setup_with_one_record();
     let size = std::fs::metadata(&file).unwrap().len();
     // Room for half of the next line: the write is cut short inside it.
     let next = vec![ch.next(json!({})), ch.next(json!({}))];

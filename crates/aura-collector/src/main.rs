@@ -29,7 +29,7 @@ exit status: 0 ok, 1 verify found problems, 2 usage or runtime error.";
 
 /// How long after a shipper's last batch records it announced but never delivered count as
 /// lost (UNDELIVERED) rather than on their way (PENDING): docs/audit.md §7.
-const DEFAULT_GRACE_S: i64 = 300;
+const DEFAULT_GRACE_S: u32 = 300;
 const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Under the shipper's default `timeout_ms` (5000), so the shipper gets the collector's 503
 /// rather than its own timeout (docs/audit.md §5).
@@ -216,7 +216,7 @@ fn cmd_verify(argv: &[String]) -> Result<ExitCode, String> {
         None => {
             let mut db = Db::open(&database_url(&a))?;
             let now = time::OffsetDateTime::now_utc();
-            let cutoff = record::format_ts(now - time::Duration::seconds(grace_s))?;
+            let cutoff = record::format_ts(now - time::Duration::seconds(i64::from(grace_s)))?;
             for (stream, m) in db.marks()? {
                 let stale = m.seen_at < cutoff;
                 announced.insert(

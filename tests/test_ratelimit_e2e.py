@@ -42,6 +42,11 @@ def rl_config(routes=None, **extra):
     return cfg
 
 
+# The harness's clients reach Envoy from 127.0.0.1: listed as a trusted proxy, the
+# X-Forwarded-For entry it appended names the client.
+BEHIND_PROXY = {"trusted_hops": 1, "trusted_proxies": ["127.0.0.1/32"]}
+
+
 def start(stack_factory, ratelimit_factory, rl, env=None, name=None):
     svc = ratelimit_factory(rl)
     stack = stack_factory(plugin_config={"ratelimit": rl}, env=env or {},
@@ -156,8 +161,7 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
 def test_two_clients_behind_a_trusted_proxy_are_limited_independently(stack_factory,
                                                                        ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=3)], trusted_hops=1,
-                               trusted_proxies=["127.0.0.1/32"]))
+                     rl_config([login_route(requests=3)], **BEHIND_PROXY))
     clear_of_boundaries(30, windows(300))
 
     def attempt(ip):
@@ -190,8 +194,7 @@ def test_spoofed_forwarded_for_from_an_untrusted_client_changes_nothing(stack_fa
 def test_one_username_attacked_from_several_ips_is_limited_per_user(stack_factory,
                                                                     ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=3)], trusted_hops=1,
-                               trusted_proxies=["127.0.0.1/32"]))
+                     rl_config([login_route(requests=3)], **BEHIND_PROXY))
     clear_of_boundaries(30, windows(300))
     rs = [post(stack, "/auth/login", "username=Victim&password=guess",
                {"x-forwarded-for": f"192.0.2.{i}"}) for i in range(1, 7)]
@@ -247,7 +250,7 @@ def test_refresh_user_comes_from_a_verified_jwt_and_a_forged_one_is_anonymous(st
                                                                                ratelimit_factory):
     rl = rl_config([route("refresh", "/auth/refresh", 2, 600,
                           identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
-                   trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
+                   **BEHIND_PROXY)
     stack, _ = start(stack_factory, ratelimit_factory, rl)
     clear_of_boundaries(30, windows(600))
     good = jwt("alice", TEST_JWT_SECRET)
@@ -427,8 +430,7 @@ def login_bodies(user, password):
 def test_each_body_encoding_fastapi_reads_counts_against_the_user_across_ips(
         stack_factory, ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=5)], trusted_hops=1,
-                               trusted_proxies=["127.0.0.1/32"]), env=PROD)
+                     rl_config([login_route(requests=5)], **BEHIND_PROXY), env=PROD)
     clear_of_boundaries(60, windows(300))
     missed = []
     for n in range(len(login_bodies("x", "y"))):
@@ -453,8 +455,7 @@ def test_each_body_encoding_fastapi_reads_counts_against_the_user_across_ips(
 def test_the_sixth_guess_in_another_encoding_is_refused_even_when_it_is_right(
         stack_factory, ratelimit_factory):
     stack, _ = start(stack_factory, ratelimit_factory,
-                     rl_config([login_route(requests=5)], trusted_hops=1,
-                               trusted_proxies=["127.0.0.1/32"]), env=PROD)
+                     rl_config([login_route(requests=5)], **BEHIND_PROXY), env=PROD)
     clear_of_boundaries(30, windows(300))
     guesses = login_bodies("demo", "wrong")
     for i, k in enumerate((0, 2, 6, 8, 12)):
@@ -496,7 +497,7 @@ def test_refresh_tokens_pyjwt_accepts_in_any_spelling_count_against_their_user(
 
     rl = rl_config([route("refresh", "/auth/refresh", 3, 600,
                           identity={"jwt_body_fields": ["refresh_token"], "bearer_jwt": True})],
-                   trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
+                   **BEHIND_PROXY)
     stack, _ = start(stack_factory, ratelimit_factory, rl, env=PROD)
     clear_of_boundaries(30, windows(600))
     token = pyjwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, TEST_JWT_SECRET,
@@ -527,7 +528,7 @@ def test_an_unreadable_login_body_gets_400_in_production_and_is_audited(
         stack_factory, ratelimit_factory, collector):
     from test_audit_e2e import AUDIT_ENV, FAST, wait_records
 
-    rl = rl_config([login_route(requests=5)], trusted_hops=1, trusted_proxies=["127.0.0.1/32"])
+    rl = rl_config([login_route(requests=5)], **BEHIND_PROXY)
     svc = ratelimit_factory(rl)
     prod = stack_factory(plugin_config={"ratelimit": rl}, env=AUDIT_ENV,
                          ratelimit_port=svc.grpc_port, collector_port=collector.port,

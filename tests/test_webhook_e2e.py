@@ -69,6 +69,12 @@ def deliver(stack, source, body, **kw):
     return stack.request("POST", path, headers=headers, body=body)
 
 
+def assert_counters(stack, want):
+    """The filter's counters `wasmcustom.aura_guard.<name>` named in `want` have these values."""
+    stats = stack.stats()
+    assert {k: stats.get(f"wasmcustom.aura_guard.{k}") for k in want} == want, stats
+
+
 def sha(body):
     return hashlib.sha256(body).hexdigest()
 
@@ -116,9 +122,10 @@ def test_missing_signature_and_wrong_secret(stack_factory):
     r = deliver(s, "github", body, secret="not-the-secret")
     assert (r.status, r.json()) == (401, {"detail": "Invalid webhook signature"})
     assert s.upstream_requests() == []
-    stats = s.stats()
-    assert stats.get("wasmcustom.aura_guard.webhook.github.missing_signature") == 1, stats
-    assert stats.get("wasmcustom.aura_guard.events.webhook_validation_failure") == 2, stats
+    assert_counters(s, {
+        "webhook.github.missing_signature": 1,
+        "events.webhook_validation_failure": 2,
+    })
 
 
 def test_every_spelling_of_the_route_is_verified(stack_factory):
@@ -285,9 +292,7 @@ def test_replay_is_refused_with_its_own_message(stack_factory):
     r = s.request("POST", gpath, headers={**gheaders, "X-GitHub-Delivery": "b"}, body=gbody)
     assert r.status == 401
     assert [x["body_sha256"] for x in s.upstream_requests()] == [sha(body), sha(gbody)]
-    stats = s.stats()
-    assert stats.get("wasmcustom.aura_guard.webhook.stripe.replay") == 1, stats
-    assert stats.get("wasmcustom.aura_guard.webhook.github.replay") == 1, stats
+    assert_counters(s, {"webhook.stripe.replay": 1, "webhook.github.replay": 1})
 
 
 def test_upstream_failure_releases_the_replay_key_so_the_retry_passes(stack_factory):
@@ -517,9 +522,7 @@ def test_a_signed_delivery_resent_under_another_scheme_is_a_replay(stack_factory
         r = s.request("POST", path, headers=wrapped, body=body)
         assert (r.status, r.json()) == (401, REPLAYED), source
     assert [x["body_sha256"] for x in s.upstream_requests()] == accepted
-    stats = s.stats()
-    assert stats.get("wasmcustom.aura_guard.webhook.stripe.replay") == 2, stats
-    assert stats.get("wasmcustom.aura_guard.webhook.clover.replay") == 2, stats
+    assert_counters(s, {"webhook.stripe.replay": 2, "webhook.clover.replay": 2})
 
 
 def twilio_variants(body):
@@ -577,9 +580,7 @@ def test_a_full_replay_store_refuses_new_deliveries_with_503_and_evicts_nothing(
         r = s.request("POST", path, headers=headers, body=b)
         assert (r.status, r.json()) == (401, REPLAYED)
     assert [x["body_sha256"] for x in s.upstream_requests()] == [sha(first), sha(second)]
-    stats = s.stats()
-    assert stats.get("wasmcustom.aura_guard.webhook.github.replay_store_full") == 1, stats
-    assert stats.get("wasmcustom.aura_guard.webhook.github.replay") == 2, stats
+    assert_counters(s, {"webhook.github.replay_store_full": 1, "webhook.github.replay": 2})
     assert "webhook replay store full" in s.envoy_log()
 
 

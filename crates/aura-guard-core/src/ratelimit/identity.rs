@@ -290,11 +290,16 @@ mod tests {
         );
     }
 
+    /// `Authorization: Bearer <an HS256 token for sub, signed with "k">`.
+    fn bearer_for(sub: &str) -> String {
+        let payload = format!(r#"{{"sub":"{sub}"}}"#);
+        format!("Bearer {}", make_token(r#"{"alg":"HS256"}"#, &payload, b"k"))
+    }
+
     #[test]
     fn without_secret_jwts_are_never_trusted() {
         let cfg = refresh_cfg();
-        let t = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u2"}"#, b"k");
-        let auth = format!("Bearer {t}");
+        let auth = bearer_for("u2");
         let input = IdentityInput {
             content_type: None,
             body: None,
@@ -354,8 +359,7 @@ mod tests {
     #[test]
     fn an_unreadable_body_is_reported_and_the_bearer_user_still_counts() {
         let cfg = refresh_cfg();
-        let t = make_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u3"}"#, b"k");
-        let auth = format!("Bearer {t}");
+        let auth = bearer_for("u3");
         let input = IdentityInput {
             content_type: JSON,
             body: Some(b"{\"refresh_token\": "),

@@ -293,7 +293,10 @@ mod tests {
     /// `Authorization: Bearer <an HS256 token for sub, signed with "k">`.
     fn bearer_for(sub: &str) -> String {
         let payload = format!(r#"{{"sub":"{sub}"}}"#);
-        format!("Bearer {}", make_token(r#"{"alg":"HS256"}"#, &payload, b"k"))
+        format!(
+            "Bearer {}",
+            make_token(r#"{"alg":"HS256"}"#, &payload, b"k")
+        )
     }
 
     #[test]

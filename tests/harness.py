@@ -133,7 +133,7 @@ class Stack:
 
     def __init__(self, log_dir, plugin_config=None, env=None, concurrency=1,
                  ratelimit_port=None, collector_port=None, audit_config=None, hcm=None,
-                 wasm=None, hot_restart=False):
+                 wasm=None, hot_restart=False, edit=None):
         self.log_dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.plugin_config = plugin_config if plugin_config is not None else {}
@@ -156,6 +156,9 @@ class Stack:
         # {"normalize_path": False}), and the module to load (default: the shipped build).
         self.hcm = hcm or {}
         self.wasm = wasm or WASM
+        # Any other change to the rendered config: a function given the parsed config to edit
+        # in place (e.g. a smaller heap limit for the overload manager).
+        self.edit = edit
         self.record = os.path.join(log_dir, "upstream-requests.jsonl")
         self.procs = []
         self.envoy = None
@@ -191,6 +194,8 @@ class Stack:
             self.plugin_config, self.audit_config)
         if self.hcm:
             find_aura_hcm(cfg).update(self.hcm)
+        if self.edit is not None:
+            self.edit(cfg)
         import yaml
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)

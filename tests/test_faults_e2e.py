@@ -352,6 +352,90 @@ def test_slow_webhook_senders_are_cut_off_and_control_traffic_stays_served(stack
     assert peak - baseline < 64 * MIB, (baseline, peak)
 
 
+# The overload manager (envoy/envoy.yaml) with a heap limit small enough for a test to reach:
+# clients that send all of a webhook's body but its last byte, then nothing, make Envoy hold
+# about 1 MiB each (the filter holds a webhook body until it is whole).
+TEST_HEAP_LIMIT = 96 * MIB
+# 200 clients at 40 a second: about 200 MiB held without the overload manager, twice the limit.
+HOLDING_CLIENTS = 200
+HOLDING_RATE = 40
+HELD_IDLE_TIMEOUT_S = 6
+OVERLOADED = "overload.envoy.overload_actions.stop_accepting_requests.active"
+
+
+def holding_client(port, i, give_up_s):
+    """Sends a webhook but its last byte, then waits for Envoy's answer. Returns (seconds from
+    the last byte sent until the answer or None, what Envoy answered)."""
+    import socket
+    import select
+    sock = socket.create_connection(("127.0.0.1", port), timeout=give_up_s)
+    try:
+        sock.sendall(webhook_head(port, f"9a1b2c3d-cc78-11e3-81ab-{i:012d}"))
+        sock.sendall(b"x" * (WEBHOOK_BODY - 1))
+        t0 = time.monotonic()
+        readable, _, _ = select.select([sock], [], [], give_up_s)
+        if not readable:
+            return None, b""
+        return time.monotonic() - t0, sock.recv(4096)
+    except OSError as e:
+        return None, repr(e).encode()
+    finally:
+        sock.close()
+
+
+def test_over_the_heap_limit_envoy_refuses_new_requests_until_its_memory_comes_back(
+        stack_factory):
+    def smaller_heap(cfg):
+        # envoy/envoy.yaml's overload manager as shipped, but for the limit (KeyError or
+        # StopIteration: the template lost it).
+        monitors = cfg["overload_manager"]["resource_monitors"]
+        heap = next(m for m in monitors if m["name"] == "envoy.resource_monitors.fixed_heap")
+        heap["typed_config"]["max_heap_size_bytes"] = TEST_HEAP_LIMIT
+
+    s = stack_factory(env={**PROD, "WEBHOOK_SECRET_GITHUB": "github-current-secret"},
+                      hcm={"stream_idle_timeout": f"{HELD_IDLE_TIMEOUT_S}s",
+                           "request_timeout": f"{HELD_IDLE_TIMEOUT_S * 3}s"},
+                      edit=smaller_heap)
+    assert ping(s).status == 200
+    assert gauge(s, OVERLOADED) == 0
+    baseline = gauge(s, "server.memory_allocated")
+    memory = Sampler(s, "server.memory_allocated", period=0.1).start()
+    overloaded = Sampler(s, OVERLOADED, period=0.1).start()
+    n = iter(range(HOLDING_CLIENTS))
+    clients = Load(lambda: holding_client(s.listen_port, next(n), HELD_IDLE_TIMEOUT_S + 15),
+                   rate=HOLDING_RATE).start()
+    time.sleep(HOLDING_CLIENTS / HOLDING_RATE - 0.5 / HOLDING_RATE)
+    held = [r[2] for r in clients.stop(timeout=HELD_IDLE_TIMEOUT_S + 30)]
+    peak = max(memory.stop())
+    was_overloaded = max(overloaded.stop())
+
+    # Each client's held stream was cut off by the idle timeout (408), or the request was
+    # refused at its headers while Envoy was over the limit (503).
+    errors = [h for h in held if not isinstance(h, tuple) or h[0] is None]
+    assert not errors, f"{len(errors)} holding clients not answered: {errors[:3]}"
+    cut = [h for h in held if h[1].startswith(b"HTTP/1.1 408")]
+    refused = [h for h in held if h[1].startswith(b"HTTP/1.1 503")
+               and h[1].endswith(b"envoy overloaded")]
+    assert len(cut) + len(refused) == len(held), [h for h in held
+                                                  if h not in cut and h not in refused][:3]
+    assert was_overloaded == 1 and refused, (was_overloaded, len(refused))
+    # Bounded: near the limit (what arrives within a refresh of the monitor comes on top), far
+    # below the ~200 MiB the clients would hold otherwise.
+    assert peak < TEST_HEAP_LIMIT + 48 * MIB, (baseline, peak)
+    # And back: the overload ends, Envoy serves, its memory returns near where it was.
+    wait_until(lambda: gauge(s, OVERLOADED) == 0, 15, "the overload to end")
+    assert ping(s).status == 200
+    wait_until(lambda: gauge(s, "server.memory_allocated") < baseline + 8 * MIB, 15,
+               "Envoy's memory to come back")
+    after = gauge(s, "server.memory_allocated")
+    stats = s.stats("http.ingress.downstream_rq_")
+    assert stats.get("http.ingress.downstream_rq_overload_close", 0) >= len(refused), stats
+    record("overload", heap_limit_mib=TEST_HEAP_LIMIT // MIB, clients=HOLDING_CLIENTS,
+           held_then_cut=len(cut), refused_overloaded=len(refused),
+           memory_baseline_mib=round(baseline / MIB, 2), memory_peak_mib=round(peak / MIB, 2),
+           memory_after_mib=round(after / MIB, 2))
+
+
 # --- 3. hot restart ---------------------------------------------------------------------------
 def test_a_hot_restart_at_20_requests_a_second_answers_every_request(stack_factory):
     s = stack_factory(hot_restart=True, env=PROD)

@@ -215,6 +215,52 @@ def test_a_hung_rate_limit_dependency_gets_the_failure_mode_within_the_call_time
     wait_until(lambda: login(closed).status == 401, 15, "the service to answer again")
 
 
+TEST_MAX_REQUESTS = 10
+
+
+def test_the_rate_limit_circuit_breaker_fails_checks_at_once_while_the_service_hangs(
+        stack_factory, ratelimit_factory):
+    # A long call timeout: without the breaker every check of the hang waits all of it.
+    timeout_ms = 2000
+
+    def fewer_requests(cfg):
+        # envoy/envoy.yaml's breaker for the ratelimit cluster as shipped, but for max_requests
+        # (KeyError: the template lost it).
+        cluster = next(c for c in cfg["static_resources"]["clusters"]
+                       if c["name"] == "ratelimit")
+        cluster["circuit_breakers"]["thresholds"][0]["max_requests"] = TEST_MAX_REQUESTS
+
+    svc = ratelimit_factory(rl_config(timeout_ms, "default"))
+    s = stack_factory(plugin_config={"ratelimit": rl_config(timeout_ms, "default")}, env=PROD,
+                      ratelimit_port=svc.grpc_port, edit=fewer_requests)
+    assert login(s).status == 401
+    active = Sampler(s, "cluster.ratelimit.upstream_rq_active", period=0.1).start()
+    svc.send_signal("service_cmd", signal.SIGSTOP)
+    try:
+        load = Load(lambda: login(s), rate=50).start()
+        time.sleep(HANG_S)
+        results = load.stop(timeout=timeout_ms / 1000 + 15)
+    finally:
+        svc.send_signal("service_cmd", signal.SIGCONT)
+    most_active = max(active.stop())
+
+    errors = [r for r in results if not hasattr(r[2], "status")]
+    assert not errors, f"{len(errors)} requests not answered: {brief(errors)[:5]}"
+    # Every check failed closed: the ones admitted at the call timeout, the rest at once.
+    not_closed = [r for r in results if r[2].status != 503]
+    assert not not_closed, f"{len(not_closed)} not failed closed: {brief(not_closed)[:5]}"
+    at_once = [r for r in results if r[1] < timeout_ms / 1000 / 2]
+    # Envoy's count of the calls its breaker refused (max_requests).
+    overflow = s.stats("cluster.ratelimit.upstream_rq_active_overflow").get(
+        "cluster.ratelimit.upstream_rq_active_overflow", 0)
+    record("rls_circuit_breaker", timeout_ms=timeout_ms, max_requests=TEST_MAX_REQUESTS,
+           requests=len(results), failed_at_once=len(at_once), overflow=overflow,
+           most_active=most_active)
+    assert most_active <= TEST_MAX_REQUESTS, most_active
+    assert len(at_once) >= len(results) // 2, (len(at_once), len(results))
+    assert overflow >= len(at_once), overflow
+
+
 # --- 2. slow clients on a webhook route -------------------------------------------------------
 WEBHOOK_BODY = 1024 * 1024  # 1 MiB: the filter holds the whole body (docs/webhooks.md)
 SLOW_CLIENTS = 200

@@ -181,12 +181,19 @@ def test_a_hung_rate_limit_dependency_gets_the_failure_mode_within_the_call_time
             assert not not_closed, (f"closed: {len(not_closed)} of {len(hang_rs)} answered "
                                     f"otherwise during the hang: {brief(not_closed)[:5]}")
             assert all(r[2].json() == UNAVAILABLE for r in rs if r[2].status == 503)
-        # None waited for the hang: each answer came within the call timeout (+ slack; the
-        # issue's 50 ms under `make soak`, on top of the upstream's own time when open).
-        bound = timeout_s + (0.05 + (upstream_s if mode == "open" else 0) if SOAK else 1.0)
+        # None waited for the hang: each answer came within the call timeout (+ 1 s of slack
+        # for a busy machine, against the 5 s hang).
+        bound = timeout_s + 1.0
         slow = sorted(r[1] for r in rs if r[1] > bound)
         assert not slow, (f"{mode}: {len(slow)} requests slower than {bound:.3f} s "
                           f"(timeout {timeout_ms} ms), slowest {slow[-3:]}")
+        if SOAK:
+            # The bound for the failure mode: the timeout + 50 ms (+ the upstream's
+            # own answer when the route fails open and forwards).
+            strict = timeout_s + 0.05 + (upstream_s if mode == "open" else 0)
+            slow = sorted(r[1] for r in hang_rs if r[1] > strict)
+            assert not slow, (f"{mode}: {len(slow)} of {len(hang_rs)} failure-mode answers "
+                              f"slower than {strict:.3f} s, slowest {slow[-3:]}")
         over = [(r[1] - timeout_s) * 1000 for r in hang_rs]
         healthy = [r[1] * 1000 for r in rs if r[0] < stopped_at]
         measured[mode] = {"requests": len(rs), "in_hang": len(hang_rs),

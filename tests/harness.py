@@ -272,12 +272,16 @@ class Stack:
         ready: its log lines that show a panic, and VM counters that moved (of every epoch,
         after a hot restart). Empty: no trap."""
         problems = list(self.earlier_problems)
-        for log in self.envoy_logs:
+        logs = list(self.envoy_logs)
+        if self.envoy is not None and self.envoy.log not in logs:
+            logs.append(self.envoy.log)
+        for epoch, log in enumerate(logs):
             if not os.path.exists(log):
                 continue
             with open(log, errors="replace") as f:
                 lines = [ln for ln in f.read().splitlines() if TRAP_LOG.search(ln)]
-            problems += [f"{os.path.basename(log)}: {ln[:400]}" for ln in lines[:5]]
+            label = "envoy log" if len(logs) == 1 else f"envoy log (epoch {epoch})"
+            problems += [f"{label}: {ln[:400]}" for ln in lines[:5]]
         now = self.vm_counters() if self.envoy is not None and self.envoy.alive() \
             else self.vm_stopped
         return problems + self.counter_problems(now)

@@ -240,7 +240,8 @@ class Stack:
     def hot_restart(self):
         """Starts the next epoch of Envoy with the same configuration (Envoy's hot restart:
         the new process takes over the listening sockets and the admin port, the old one
-        drains and exits). Returns the old process once it has exited."""
+        drains and exits by itself within PARENT_SHUTDOWN_S). Returns the old Envoy's
+        Process."""
         assert self.hot_restart_enabled, "Stack(hot_restart=True) for a hot restart"
         old = self.envoy
         # The old Envoy's VM counters, read while it still answers (its log is read at the end).

@@ -18,9 +18,12 @@ hang" on a busy shared machine (timeout + 1 s against a 5 s hang). `make soak` r
 tests with AURA_SOAK=1, which also asserts the issue's strict bounds (the failure mode within
 timeout + 50 ms, control p99 under 200 ms); the measured numbers are in docs/robustness.md.
 Each test appends what it measured to logs/faults/measurements.jsonl."""
+import itertools
 import json
 import os
+import select
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -304,8 +307,6 @@ def slow_client(port, i, rate_bps, give_up_s, stall_after=None):
     """Sends a webhook at `rate_bps` (1 KiB each second), or stops sending after
     `stall_after` bytes, until Envoy answers or closes the connection. Returns (seconds until
     cut off or None if never, bytes sent, what Envoy answered)."""
-    import socket
-    import select
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     t0 = time.monotonic()
     sent = 0
@@ -332,8 +333,6 @@ def slow_headers_client(port, i, give_up_s):
     """Sends a webhook's request line, then one more header line each second, never ending
     the head. Returns (seconds until cut off or None if never, bytes sent, what Envoy
     answered)."""
-    import socket
-    import select
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     t0 = time.monotonic()
     sent = 0
@@ -467,8 +466,6 @@ OVERLOADED = "overload.envoy.overload_actions.stop_accepting_requests.active"
 def holding_client(port, i, give_up_s):
     """Sends a webhook but its last byte, then waits for Envoy's answer. Returns (seconds from
     the last byte sent until the answer or None, what Envoy answered)."""
-    import socket
-    import select
     sock = socket.create_connection(("127.0.0.1", port), timeout=give_up_s)
     try:
         sock.sendall(webhook_head(port, f"9a1b2c3d-cc78-11e3-81ab-{i:012d}"))
@@ -502,7 +499,7 @@ def test_over_the_heap_limit_envoy_refuses_new_requests_until_its_memory_comes_b
     baseline = gauge(s, "server.memory_allocated")
     memory = Sampler(s, "server.memory_allocated", period=0.1).start()
     overloaded = Sampler(s, OVERLOADED, period=0.1).start()
-    n = iter(range(HOLDING_CLIENTS))
+    n = itertools.count()  # a delivery id each (the load may start one client more)
     clients = Load(lambda: holding_client(s.listen_port, next(n), HELD_IDLE_TIMEOUT_S + 15),
                    rate=HOLDING_RATE).start()
     time.sleep(HOLDING_CLIENTS / HOLDING_RATE - 0.5 / HOLDING_RATE)

@@ -150,7 +150,9 @@ def test_a_hung_rate_limit_dependency_gets_the_failure_mode_within_the_call_time
                               env=PROD, ratelimit_port=svc.grpc_port, name="open"),
     }
     for s in stacks.values():
-        assert login(s).status == 401  # the service answers, the upstream refuses
+        # The service answers, the upstream refuses. Waited for: the first check also opens
+        # the connection to the service, which can take longer than 20 ms on a busy machine.
+        wait_until(lambda s=s: login(s).status == 401, 15, "the service to answer")
     # Failing open forwards to the upstream, whose answer through Envoy comes on top of the
     # timeout (with the demo upstream often about 40 ms: Python's http.server writes its head
     # and body apart, and delayed ACKs). Measured on a path the rate limiter does not check.
@@ -250,7 +252,7 @@ def test_the_rate_limit_circuit_breaker_fails_checks_at_once_while_the_service_h
     svc = ratelimit_factory(rl_config(timeout_ms, "default"))
     s = stack_factory(plugin_config={"ratelimit": rl_config(timeout_ms, "default")}, env=PROD,
                       ratelimit_port=svc.grpc_port, edit=fewer_requests)
-    assert login(s).status == 401
+    wait_until(lambda: login(s).status == 401, 15, "the service to answer")
     active = Sampler(s, "cluster.ratelimit.upstream_rq_active", period=0.1).start()
     svc.send_signal("service_cmd", signal.SIGSTOP)
     try:

@@ -153,13 +153,14 @@ class RateLimitService:
                 p.kill()
                 p.wait(timeout=5)
 
-    def send_signal(self, name: str, sig: int) -> None:
+    def send_signal(self, name: str, sig: int) -> int:
         """Sends `sig` to one of our processes (`redis-server` or `service_cmd`), e.g. SIGSTOP
-        and SIGCONT to hang it and let it go again (tests/test_faults_e2e.py)."""
+        and SIGCONT to hang it and let it go again (tests/test_faults_e2e.py). Returns its
+        pid."""
         for n, p in self._procs:
             if n == name and p.poll() is None:
                 os.kill(p.pid, sig)
-                return
+                return p.pid
         raise SetupError(f"{name} is not running")
 
     def log_tail(self, n: int = 40) -> str:

@@ -121,6 +121,27 @@ def brief(results):
     return [(round(r[1], 3), getattr(r[2], "status", r[2])) for r in results]
 
 
+def threads_stopped(pid):
+    """Whether every thread of process `pid` is stopped (state T). kill(SIGSTOP) returns before
+    they are: on this machine the service has been seen answering a check sent just after it."""
+    task = f"/proc/{pid}/task"
+    states = []
+    for tid in os.listdir(task):
+        try:
+            with open(f"{task}/{tid}/stat") as f:
+                # The state follows the command name, which is in parentheses.
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return bool(states) and all(st == "T" for st in states)
+
+
+def hang(svc, name):
+    """SIGSTOPs one of the service's processes and waits until all its threads are stopped."""
+    pid = svc.send_signal(name, signal.SIGSTOP)
+    wait_until(lambda: threads_stopped(pid), 5, f"{name} to stop")
+
+
 def timed(call):
     t0 = time.monotonic()
     call()
@@ -161,9 +182,8 @@ def test_a_hung_rate_limit_dependency_gets_the_failure_mode_within_the_call_time
         for _ in range(10)], 50)
     loads = {mode: Load(lambda s=s: login(s), rate=50).start() for mode, s in stacks.items()}
     time.sleep(2)
-    svc.send_signal(hung, signal.SIGSTOP)
-    # After the signal: the load's threads may hold the interpreter between the two, and a
-    # request sent before the stop may be answered by the service.
+    hang(svc, hung)
+    # Once stopped: a request sent before may still be answered by the service.
     stopped_at = time.monotonic()
     try:
         time.sleep(HANG_S)
@@ -254,8 +274,8 @@ def test_the_rate_limit_circuit_breaker_fails_checks_at_once_while_the_service_h
                       ratelimit_port=svc.grpc_port, edit=fewer_requests)
     wait_until(lambda: login(s).status == 401, 15, "the service to answer")
     active = Sampler(s, "cluster.ratelimit.upstream_rq_active", period=0.1).start()
-    svc.send_signal("service_cmd", signal.SIGSTOP)
     try:
+        hang(svc, "service_cmd")
         load = Load(lambda: login(s), rate=50).start()
         time.sleep(HANG_S)
         results = load.stop(timeout=timeout_ms / 1000 + 15)

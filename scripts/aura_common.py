@@ -8,6 +8,7 @@ working directory. (scripts/demo_upstream.py does not use it: docker compose mou
 on its own.)
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -39,8 +40,34 @@ def clean_env(extra=None):
     return env
 
 
+# Where free_port looks first: below the kernel's ephemeral range.
+FIXED_PORTS_FROM = 10000
+
+
+def _ephemeral_ports_start():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port():
-    """A loopback TCP port nothing listens on right now."""
+    """A loopback TCP port nothing listens on right now. Taken below the kernel's ephemeral
+    range (ip_local_port_range) when there is room: a port from that range can be given to an
+    outgoing connection (the load tests open hundreds, tests/test_faults_e2e.py) between this
+    check and the caller's bind, which then fails with "Address already in use"."""
+    start = _ephemeral_ports_start()
+    if start is not None and start - FIXED_PORTS_FROM >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randrange(FIXED_PORTS_FROM, start)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -153,6 +153,16 @@ class RateLimitService:
                 p.kill()
                 p.wait(timeout=5)
 
+    def send_signal(self, name: str, sig: int) -> int:
+        """Sends `sig` to one of our processes (`redis-server` or `service_cmd`), e.g. SIGSTOP
+        and SIGCONT to hang it and let it go again (tests/test_faults_e2e.py). Returns its
+        pid."""
+        for n, p in self._procs:
+            if n == name and p.poll() is None:
+                os.kill(p.pid, sig)
+                return p.pid
+        raise SetupError(f"{name} is not running")
+
     def log_tail(self, n: int = 40) -> str:
         return tail(self.workdir / "logs" / "ratelimit.log", n)
 

@@ -133,7 +133,7 @@ class Stack:
 
     def __init__(self, log_dir, plugin_config=None, env=None, concurrency=1,
                  ratelimit_port=None, collector_port=None, audit_config=None, hcm=None,
-                 wasm=None):
+                 wasm=None, hot_restart=False, edit=None):
         self.log_dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.plugin_config = plugin_config if plugin_config is not None else {}
@@ -156,12 +156,23 @@ class Stack:
         # {"normalize_path": False}), and the module to load (default: the shipped build).
         self.hcm = hcm or {}
         self.wasm = wasm or WASM
+        # Any other change to the rendered config: a function given the parsed config to edit
+        # in place (e.g. a smaller heap limit for the overload manager).
+        self.edit = edit
         self.record = os.path.join(log_dir, "upstream-requests.jsonl")
         self.procs = []
         self.envoy = None
         # Envoy's wasm VM counters when it became ready, and just before it was stopped.
         self.vm_ready = {}
         self.vm_stopped = None
+        # Hot restart (`hot_restart()`): Envoy runs with a restart epoch and a base id of its
+        # own (--use-dynamic-base-id), so it never meets the shared memory of another test's
+        # Envoy. Every epoch's log, and what the no-trap check found in the epochs before.
+        self.hot_restart_enabled = hot_restart
+        self.epoch = 0
+        self.base_id_path = os.path.join(log_dir, "envoy-base-id")
+        self.envoy_logs = []
+        self.earlier_problems = []
 
     def start(self):
         up = Process("upstream", [sys.executable, os.path.join(ROOT, "scripts/demo_upstream.py"),
@@ -183,23 +194,62 @@ class Stack:
             self.plugin_config, self.audit_config)
         if self.hcm:
             find_aura_hcm(cfg).update(self.hcm)
+        if self.edit is not None:
+            self.edit(cfg)
         import yaml
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
         return path
 
+    # Hot restart timing: the old Envoy drains its connections for DRAIN_S, then exits at
+    # PARENT_SHUTDOWN_S after the new one started.
+    DRAIN_S = 2
+    PARENT_SHUTDOWN_S = 4
+
+    def envoy_cmd(self, cfg):
+        cmd = [envoy_bin(), "-c", cfg, "--concurrency", str(self.concurrency),
+               "--log-level", "info"]
+        if not self.hot_restart_enabled:
+            return cmd + ["--disable-hot-restart"]
+        cmd += ["--restart-epoch", str(self.epoch), "--drain-time-s", str(self.DRAIN_S),
+                "--parent-shutdown-time-s", str(self.PARENT_SHUTDOWN_S),
+                # The new Envoy's counters are its own (not merged from the old one), so the
+                # no-trap check compares counters of one process.
+                "--skip-hot-restart-parent-stats"]
+        if self.epoch == 0:
+            return cmd + ["--use-dynamic-base-id", "--base-id-path", self.base_id_path]
+        with open(self.base_id_path) as f:
+            return cmd + ["--base-id", f.read().strip()]
+
     def start_envoy(self):
         cfg = self.render(os.path.join(self.log_dir, "envoy.yaml"))
-        self.envoy = Process("envoy", [envoy_bin(), "-c", cfg, "--disable-hot-restart",
-                                       "--concurrency", str(self.concurrency),
-                                       "--log-level", "info"],
-                             self.log_dir, env=clean_env(self.env))
+        name = "envoy" if self.epoch == 0 else f"envoy-epoch{self.epoch}"
+        self.envoy = Process(name, self.envoy_cmd(cfg), self.log_dir, env=clean_env(self.env))
+        self.envoy_logs.append(self.envoy.log)
         self.procs.append(self.envoy)
-        wait_until(lambda: request(self.admin_port, "GET", "/ready").status == 200, 30,
-                   "envoy", self.envoy.proc, self.envoy.log)
+        epoch = self.epoch
+        wait_until(lambda: request(self.admin_port, "GET", "/ready").status == 200 and
+                   self.stats("server.hot_restart_epoch").get(
+                       "server.hot_restart_epoch", 0) == epoch,
+                   30, "envoy", self.envoy.proc, self.envoy.log)
         self.vm_ready = self.vm_counters()
         self.vm_stopped = None
-        STARTED.append(self)
+        if self not in STARTED:
+            STARTED.append(self)
+
+    def hot_restart(self):
+        """Starts the next epoch of Envoy with the same configuration (Envoy's hot restart:
+        the new process takes over the listening sockets and the admin port, the old one
+        drains and exits by itself within PARENT_SHUTDOWN_S). Returns the old Envoy's
+        Process."""
+        assert self.hot_restart_enabled, "Stack(hot_restart=True) for a hot restart"
+        old = self.envoy
+        # The old Envoy's VM counters, read while it still answers (its log is read at the end).
+        self.earlier_problems += [f"epoch {self.epoch}: {p}"
+                                  for p in self.counter_problems(self.vm_counters())]
+        self.epoch += 1
+        self.start_envoy()
+        return old
 
     def stop(self):
         # After the test's own traffic, before Envoy goes: what the no-trap check compares.
@@ -220,15 +270,28 @@ class Stack:
 
     def trap_report(self):
         """Why this Envoy's wasm VMs are not known to have run without a trap since it became
-        ready: its log lines that show a panic, and VM counters that moved. Empty: no trap."""
-        problems = []
-        if self.envoy is not None and os.path.exists(self.envoy.log):
-            lines = [ln for ln in self.envoy_log().splitlines() if TRAP_LOG.search(ln)]
-            problems += [f"envoy log: {ln[:400]}" for ln in lines[:5]]
+        ready: its log lines that show a panic, and VM counters that moved (of every epoch,
+        after a hot restart). Empty: no trap."""
+        problems = list(self.earlier_problems)
+        logs = list(self.envoy_logs)
+        if self.envoy is not None and self.envoy.log not in logs:
+            logs.append(self.envoy.log)
+        for epoch, log in enumerate(logs):
+            if not os.path.exists(log):
+                continue
+            with open(log, errors="replace") as f:
+                lines = [ln for ln in f.read().splitlines() if TRAP_LOG.search(ln)]
+            label = "envoy log" if len(logs) == 1 else f"envoy log (epoch {epoch})"
+            problems += [f"{label}: {ln[:400]}" for ln in lines[:5]]
         now = self.vm_counters() if self.envoy is not None and self.envoy.alive() \
             else self.vm_stopped
+        return problems + self.counter_problems(now)
+
+    def counter_problems(self, now):
+        """VM counters that moved since this Envoy became ready (`now`: its counters)."""
         if now is None:
-            return problems
+            return []
+        problems = []
         for name in sorted(set(self.vm_ready) | set(now)):
             before, after = self.vm_ready.get(name, 0), now.get(name, 0)
             if after != before or (".vm_reload" in name and after != 0):

@@ -111,3 +111,13 @@ def test_the_no_trap_check_reports_a_panic_line_and_vm_counters_that_moved(tmp_p
         "unreachable\n")
     report = s.trap_report()
     assert len(report) == 2 and all(r.startswith("envoy log: ") for r in report), report
+
+    # After a hot restart (tests/test_faults_e2e.py) every epoch's log is read: a panic in the
+    # old Envoy's counts.
+    new_log = tmp_path / "envoy-epoch1.log"
+    new_log.write_text("[info] all fine\n")
+    s.envoy_logs = [str(log), str(new_log)]
+    s.envoy = types.SimpleNamespace(log=str(new_log), alive=lambda: False)
+    report = s.trap_report()
+    assert len(report) == 2 and all(r.startswith("envoy log (epoch 0): ") for r in report), \
+        report

@@ -217,7 +217,7 @@ fn cut_torn_tail(mut f: &File, size: u64) -> Result<u64, String> {
 }
 
 fn truncate_torn(f: &File, size: u64, keep: u64) -> Result<u64, String> {
-    eprintln!(
+    log_line!(
         "aura-collector: cutting {} bytes of a torn last line (never acknowledged)",
         size.saturating_sub(keep)
     );
@@ -240,7 +240,7 @@ pub fn rollback(touched: &[Touched]) {
                 .and_then(|f| f.set_len(t.len_before).and_then(|()| f.sync_all()))
         };
         if let Err(e) = r {
-            eprintln!(
+            log_line!(
                 "aura-collector: rollback of {} failed: {e}",
                 t.path.display()
             );

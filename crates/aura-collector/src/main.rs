@@ -2,6 +2,17 @@
 //! them durably (JSONL files + SQLite/PostgreSQL), answers incident-response
 //! queries and verifies the records' hash chains. See docs/audit.md.
 
+/// `eprintln!` that never panics. The collector's own log may be a file on the disk that just
+/// filled up (docs/audit.md §4): `eprintln!` panics when the write fails, which would end the
+/// worker thread serving the batch (tiny_http then answers 500) and, one batch at a time, all
+/// of them. A log line that cannot be written is dropped instead.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod db;
 mod dbworker;
 mod files;

@@ -60,7 +60,7 @@ impl Store {
         // A late answer: an insert that reports its commit decides; anything else is stale.
         if let Some(Done::Insert(Ok(()))) = self.db.poll() {
             if self.in_doubt.take().is_some() {
-                eprintln!("aura-collector: database: the late insert committed; file lines kept");
+                log_line!("aura-collector: database: the late insert committed; file lines kept");
             }
         }
         let Some(doubt) = &self.in_doubt else {
@@ -75,7 +75,7 @@ impl Store {
             rollback(&doubt.touched);
         } else if found.len() != ids.len() {
             // One transaction commits all or nothing; keep the lines rather than lose some.
-            eprintln!(
+            log_line!(
                 "aura-collector: database: {} of {} records of the batch in doubt stored; file lines kept",
                 found.len(),
                 ids.len()
@@ -188,14 +188,14 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
 
     let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = store.settle() {
-        eprintln!("aura-collector: database: {e}");
+        log_line!("aura-collector: database: {e}");
         return error(503, "storage unavailable");
     }
     let ids: Vec<&str> = fresh.iter().map(|(_, r)| r.id.as_str()).collect();
     let existing = match store.db.existing_lines(&ids) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("aura-collector: database: {e}");
+            log_line!("aura-collector: database: {e}");
             return error(503, "storage unavailable");
         }
     };
@@ -222,12 +222,12 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
         let touched = match store.files.append(&lines, now) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("aura-collector: file append: {e}");
+                log_line!("aura-collector: file append: {e}");
                 return error(503, "storage unavailable");
             }
         };
         if let Err(e) = store.db.insert_all(&new, &received_at) {
-            eprintln!("aura-collector: database: {e}");
+            log_line!("aura-collector: database: {e}");
             store.in_doubt = Some(InDoubt {
                 touched,
                 ids: new.iter().map(|r| r.id.clone()).collect(),
@@ -235,7 +235,7 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
             // An error the DB answered (the insert is over) is settled now, so the file is
             // cut back at once; a timed-out insert stays in doubt until the DB answers.
             if let Err(e) = store.settle() {
-                eprintln!("aura-collector: database: {e}");
+                log_line!("aura-collector: database: {e}");
             }
             return error(503, "storage unavailable");
         }
@@ -243,7 +243,7 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
     if let Some((stream, chained)) = announced(req, &records) {
         // Best effort: the batch is stored either way; the next batch says it again.
         if let Err(e) = store.db.save_mark(stream, chained, &received_at) {
-            eprintln!("aura-collector: database: stream mark: {e}");
+            log_line!("aura-collector: database: stream mark: {e}");
         }
     }
     reply(
@@ -284,7 +284,7 @@ fn respond(req: Request, r: Reply) {
         }
     }
     if let Err(e) = req.respond(resp) {
-        eprintln!("aura-collector: cannot send response: {e}");
+        log_line!("aura-collector: cannot send response: {e}");
     }
 }
 
@@ -293,10 +293,10 @@ fn run_retention(shared: &Shared, days: u32) {
     match store.files.apply_retention(days, OffsetDateTime::now_utc()) {
         Ok(deleted) => {
             for d in deleted {
-                eprintln!("aura-collector: retention deleted {d}");
+                log_line!("aura-collector: retention deleted {d}");
             }
         }
-        Err(e) => eprintln!("aura-collector: retention: {e}"),
+        Err(e) => log_line!("aura-collector: retention: {e}"),
     }
 }
 
@@ -336,10 +336,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         .map(|a| a.to_string())
         .unwrap_or_else(|| cfg.listen.clone());
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
-    println!("aura-collector listening on {addr}");
     {
         use std::io::Write;
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "aura-collector listening on {addr}").and_then(|()| out.flush());
     }
 
     let mut workers = Vec::new();
@@ -355,7 +355,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
                         respond(req, r);
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("aura-collector: accept: {e}"),
+                    Err(e) => log_line!("aura-collector: accept: {e}"),
                 }
             }
         }));
@@ -370,10 +370,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
             run_retention(&shared, cfg.retention_days);
         }
     }
-    eprintln!("aura-collector: stopping");
+    log_line!("aura-collector: stopping");
     for w in workers {
         if w.join().is_err() {
-            eprintln!("aura-collector: worker thread failed");
+            log_line!("aura-collector: worker thread failed");
         }
     }
     Ok(())

@@ -479,7 +479,28 @@ fn setup_with_one_record() -> (
     String,
     std::path::PathBuf,
 ) {
-    let (tmp, c, mut ch) = setup_with_chain();
+    setup_with_one_record_logging_to(None)
+}
+
+/// [`setup_with_one_record`], the collector's log written to `log` when given.
+fn setup_with_one_record_logging_to(
+    log: Option<std::fs::File>,
+) -> (
+    tempfile::TempDir,
+    Collector,
+    Chain,
+    String,
+    std::path::PathBuf,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("audit.db");
+    let c = Collector::start_logging_to(
+        &tmp.path().join("logs"),
+        &format!("sqlite://{}", db.display()),
+        &[],
+        log.map_or_else(std::process::Stdio::inherit, Into::into),
+    );
+    let mut ch = Chain::new("s1");
     let first = ch.next(json!({}));
     assert_eq!(
         c.post(Some(TOKEN), &batch(std::slice::from_ref(&first))).0,
@@ -530,8 +551,13 @@ fn set_file_size_limit(c: &Collector, limit: &str) {
 fn a_write_past_the_file_size_limit_is_503_leaves_no_torn_line_and_the_retry_stores_once() {
     // RLIMIT_FSIZE stands in for a full disk. The write past it raises SIGXFSZ, which killed
     // the collector before it caught the signal; now the write fails (EFBIG), the batch is
-    // answered 503 and its bytes are cut off again.
-    let (_tmp, c, mut ch, first, file) = setup_with_one_record();
+    // answered 503 and its bytes are cut off again. The collector's own log is a file on the
+    // same full disk, already past the limit: its log lines fail too, and must not take the
+    // worker serving the batch down with them (it did: `eprintln!` panics, tiny_http said 500).
+    let mut own_log = tempfile::tempfile().unwrap();
+    own_log.set_len(1 << 20).unwrap();
+    std::io::Seek::seek(&mut own_log, std::io::SeekFrom::End(0)).unwrap();
+    let (_tmp, c, mut ch, first, file) = setup_with_one_record_logging_to(Some(own_log));
     let size = std::fs::metadata(&file).unwrap().len();
     // Room for half of the next line: the write is cut short inside it.
     let next = vec![ch.next(json!({})), ch.next(json!({}))];

@@ -32,6 +32,16 @@ impl Collector {
     /// Starts `aura-collector serve` on 127.0.0.1:0 and reads the bound address
     /// from its first stdout line.
     pub fn start(log_dir: &Path, db_url: &str, extra_env: &[(&str, &str)]) -> Collector {
+        Self::start_logging_to(log_dir, db_url, extra_env, Stdio::inherit())
+    }
+
+    /// [`Collector::start`] with the collector's stderr (its log) sent to `stderr`.
+    pub fn start_logging_to(
+        log_dir: &Path,
+        db_url: &str,
+        extra_env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Collector {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env_clear()
@@ -39,7 +49,7 @@ impl Collector {
             .env("AUDIT_LOG_DIR", log_dir)
             .env("DATABASE_URL", db_url)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

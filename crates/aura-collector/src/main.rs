@@ -4,9 +4,10 @@
 
 mod db;
 mod files;
-mod record;
 mod server;
 mod verify;
+
+use aura_collector::record;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

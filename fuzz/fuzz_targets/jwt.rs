@@ -1,11 +1,11 @@
 //! The HS256 bearer reader (jwt.rs): arbitrary tokens and Authorization values never panic,
-//! and a token signed with the secret, `alg` HS256 and an arbitrary `sub` and valid `exp`
+//! and a token signed with the secret, `alg` HS256 and an arbitrary non-empty `sub` and valid `exp`
 //! yields that `sub`, as a bare token and as `Bearer <token>`; signed with another secret it
 //! is refused.
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use aura_guard_core::jwt::{bearer_sub, verify_hs256_sub};
+use aura_guard_core::jwt::{bearer_sub, verify_hs256_sub, JwtError};
 use aura_guard_core::secret::Secret;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
@@ -39,6 +39,11 @@ fn case(data: &[u8]) -> Result<()> {
     let sub: String = u.arbitrary()?;
     let exp = NOW + u64::from(u.int_in_range(1..=u32::MAX)?);
     let t = token(secret.as_bytes(), &sub, exp);
+    if sub.is_empty() {
+        // An empty `sub` names nobody (jwt.rs).
+        assert_eq!(verify_hs256_sub(&t, secret.as_bytes(), NOW), Err(JwtError::NoSubject));
+        return Ok(());
+    }
     assert_eq!(verify_hs256_sub(&t, secret.as_bytes(), NOW), Ok(sub.clone()));
     assert_eq!(
         bearer_sub(&format!("Bearer {t}"), &Secret::new(secret.clone()), NOW),

@@ -7,13 +7,14 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e lint clean bench
+.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
 	@echo "make test   - lint, unit tests (native and wasm), end-to-end tests with real Envoy"
 	@echo "make build  - build $(WASM)"
 	@echo "make bench  - side-by-side throughput/latency: bare Envoy, no-op wasm, Lua, native ratelimit, aura-guard"
+	@echo "make fuzz   - every fuzz target (fuzz/) FUZZ_SECONDS each (default 60), or FUZZ_RUNS executions"
 	@echo "make lint   - rustfmt check + clippy -D warnings (no unwrap/expect/panic/indexing)"
 	@echo "make clean  - remove build outputs, run state and logs"
 
@@ -42,6 +43,7 @@ run: build
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit:
@@ -53,7 +55,17 @@ test-wasm:
 test-e2e: build build-bench
 	$(PYTEST) tests -n $(E2E_WORKERS) -p no:cacheprovider -rfE
 
-test: setup lint test-unit test-wasm test-e2e
+# The fuzz targets (fuzz/, docs/robustness.md#fuzzing), one at a time under nice. FUZZ_SECONDS
+# per target (default 60) or FUZZ_RUNS executions per target; FUZZ_TARGETS picks some.
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# The smoke run in `make test`: every target FUZZ_SMOKE_SECONDS, from its saved corpus.
+FUZZ_SMOKE_SECONDS ?= 2
+test-fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_RUNS= bash scripts/fuzz.sh
+
+test: setup lint test-unit test-wasm test-fuzz test-e2e
 
 clean:
 	cargo clean

@@ -30,7 +30,10 @@ fn plant(v: &mut Value, u: &mut Unstructured<'_>) -> Result<()> {
             for child in m.values_mut() {
                 plant(child, u)?;
             }
-            m.insert((*u.choose(NAMES)?).to_string(), Value::String(CANARY.into()));
+            m.insert(
+                (*u.choose(NAMES)?).to_string(),
+                Value::String(CANARY.into()),
+            );
         }
         Value::Array(items) => {
             for child in items {
@@ -71,11 +74,13 @@ fn case(data: &[u8]) -> Result<()> {
     hs.push((name.to_string(), CANARY.to_string()));
     let out = s.headers(&hs);
     if judged {
-        assert!(out.iter().all(|(k, v)| !k.contains(CANARY) && !v.contains(CANARY)));
+        assert!(out
+            .iter()
+            .all(|(k, v)| !k.contains(CANARY) && !v.contains(CANARY)));
     }
 
-    let mut v: Value = serde_json::from_str(&json_text)
-        .unwrap_or_else(|_| Value::String(json_text.clone()));
+    let mut v: Value =
+        serde_json::from_str(&json_text).unwrap_or_else(|_| Value::String(json_text.clone()));
     s.json(&mut v);
     let mut wrapped = serde_json::json!({ "data": v.clone() });
     plant(&mut wrapped, &mut u)?;

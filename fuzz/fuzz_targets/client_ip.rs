@@ -42,7 +42,10 @@ fn case(data: &[u8]) -> Result<()> {
             .flat_map(|x| x.split(','))
             .filter_map(parse_ip)
             .any(|e| e == ip);
-        assert!(Some(ip) == peer_ip || from_header, "{ip} from {peer:?} {before:?}");
+        assert!(
+            Some(ip) == peer_ip || from_header,
+            "{ip} from {peer:?} {before:?}"
+        );
         assert_eq!(Some(ip), parse_ip(&ip.to_string()), "{ip}");
         let _ = ip_key(ip, u.arbitrary()?);
     }

@@ -41,10 +41,16 @@ fn case(data: &[u8]) -> Result<()> {
     let t = token(secret.as_bytes(), &sub, exp);
     if sub.is_empty() {
         // An empty `sub` names nobody (jwt.rs).
-        assert_eq!(verify_hs256_sub(&t, secret.as_bytes(), NOW), Err(JwtError::NoSubject));
+        assert_eq!(
+            verify_hs256_sub(&t, secret.as_bytes(), NOW),
+            Err(JwtError::NoSubject)
+        );
         return Ok(());
     }
-    assert_eq!(verify_hs256_sub(&t, secret.as_bytes(), NOW), Ok(sub.clone()));
+    assert_eq!(
+        verify_hs256_sub(&t, secret.as_bytes(), NOW),
+        Ok(sub.clone())
+    );
     assert_eq!(
         bearer_sub(&format!("Bearer {t}"), &Secret::new(secret.clone()), NOW),
         Some(sub.clone())

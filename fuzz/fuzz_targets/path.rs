@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(canon.starts_with('/'), "{raw:?} -> {canon:?}");
     if canon != "/" {
         for seg in canon[1..].split('/') {
-            assert!(!seg.is_empty() && seg != "." && seg != "..", "{raw:?} -> {canon:?}");
+            assert!(
+                !seg.is_empty() && seg != "." && seg != "..",
+                "{raw:?} -> {canon:?}"
+            );
         }
     }
     let _ = p.route_forms().count();
@@ -28,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|seg| format!("/{}", utf8_percent_encode(seg, NON_ALPHANUMERIC)))
         .collect();
-    let raw_again = if raw_again.is_empty() { "/".to_string() } else { raw_again };
+    let raw_again = if raw_again.is_empty() {
+        "/".to_string()
+    } else {
+        raw_again
+    };
     match normalise(&raw_again) {
         Ok(again) => assert_eq!(again.as_str(), canon, "{raw:?}"),
         Err(e) => panic!("{raw:?} -> {canon:?} refused when normalised again: {e:?}"),

@@ -9,9 +9,7 @@ use arbitrary::{Result, Unstructured};
 use aura_guard_core::ratelimit::config::RateLimitConfig;
 use aura_guard_core::ratelimit::identity::IdentityInput;
 use aura_guard_core::ratelimit::planner::{AuthFacts, Decision, RateLimiter, RlsError, Step};
-use aura_guard_core::ratelimit::rls::{
-    Code, DescriptorStatus, RateLimit, RateLimitResponse,
-};
+use aura_guard_core::ratelimit::rls::{Code, DescriptorStatus, RateLimit, RateLimitResponse};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -41,7 +39,11 @@ fn case(data: &[u8]) -> Result<()> {
     let with_user: bool = u.arbitrary()?;
     let upstream_status: u16 = u.arbitrary()?;
     let facts = AuthFacts {
-        client_ip: Some("203.0.113.7".parse().map_err(|_| arbitrary::Error::IncorrectFormat)?),
+        client_ip: Some(
+            "203.0.113.7"
+                .parse()
+                .map_err(|_| arbitrary::Error::IncorrectFormat)?,
+        ),
         identity: IdentityInput {
             content_type: Some("application/json"),
             body: with_user.then_some(br#"{"username":"alice"}"#.as_slice()),
@@ -70,7 +72,10 @@ fn case(data: &[u8]) -> Result<()> {
     };
     let decoded = RateLimitResponse::decode_bytes(&bytes);
     if let Ok(r) = &decoded {
-        assert_eq!(RateLimitResponse::decode_bytes(&r.encode_to_vec()).as_ref(), Ok(r));
+        assert_eq!(
+            RateLimitResponse::decode_bytes(&r.encode_to_vec()).as_ref(),
+            Ok(r)
+        );
     }
     let step = check.on_rls_response(Ok(&bytes));
     let Step::Done(decision) = step else {
@@ -82,7 +87,10 @@ fn case(data: &[u8]) -> Result<()> {
     };
     if unusable {
         assert!(
-            matches!(decision, Decision::FailOpen { .. } | Decision::FailClosed { .. }),
+            matches!(
+                decision,
+                Decision::FailOpen { .. } | Decision::FailClosed { .. }
+            ),
             "{decision:?}"
         );
     }
@@ -94,7 +102,10 @@ fn case(data: &[u8]) -> Result<()> {
         panic!("an extra answer ends the check");
     };
     assert!(
-        matches!(again, Decision::FailOpen { .. } | Decision::FailClosed { .. }),
+        matches!(
+            again,
+            Decision::FailOpen { .. } | Decision::FailClosed { .. }
+        ),
         "{again:?}"
     );
     Ok(())

@@ -7,5 +7,4 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = aura_guard_fuzz::scheme_case(&[Scheme::Slack], data);
-
 });

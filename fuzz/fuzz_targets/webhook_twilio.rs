@@ -6,7 +6,8 @@ use aura_guard_core::webhook::Scheme;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = aura_guard_fuzz::scheme_case(&[Scheme::Twilio, Scheme::Square, Scheme::SquareSha1], data);
+    let _ =
+        aura_guard_fuzz::scheme_case(&[Scheme::Twilio, Scheme::Square, Scheme::SquareSha1], data);
     if let Ok(s) = std::str::from_utf8(data) {
         let variants = aura_guard_core::fuzz_api::twilio_url_variants(s);
         // The URL as received is always tried first, and at most one other spelling.

@@ -92,7 +92,14 @@ fn case(data: &[u8]) -> Result<()> {
     let scheme = src.effective_schemes(name)[0];
     let key = src.secrets[0].expose().to_string();
     let offset = i64::from(u.int_in_range(-(TOLERANCE_S as i32)..=TOLERANCE_S as i32)?);
-    let Some(signed) = fuzz_api::sign(scheme, &key, &body, NOW + offset, src.public_url.as_deref(), None) else {
+    let Some(signed) = fuzz_api::sign(
+        scheme,
+        &key,
+        &body,
+        NOW + offset,
+        src.public_url.as_deref(),
+        None,
+    ) else {
         assert!(fuzz_api::toast_timestamp(&body).is_none(), "{scheme:?}");
         return Ok(());
     };

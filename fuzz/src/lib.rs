@@ -127,7 +127,11 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
     let extra = headers(&mut u)?;
 
     // 1. Arbitrary input.
-    let src = source(&[scheme], &[other.clone(), secret.clone()], public_url.clone());
+    let src = source(
+        &[scheme],
+        &[other.clone(), secret.clone()],
+        public_url.clone(),
+    );
     let req = WebhookRequest {
         headers: &fuzzed_headers,
         body: &body,
@@ -156,7 +160,9 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
     };
     let mut all = signed.clone();
     all.extend(extra.into_iter().filter(|(n, _)| {
-        !SCHEME_HEADERS.iter().any(|k| k.eq_ignore_ascii_case(n.trim()))
+        !SCHEME_HEADERS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(n.trim()))
     }));
     let req = WebhookRequest {
         headers: &all,

@@ -813,7 +813,10 @@ mod tests {
             ("/C;%2C%454/4CCC%208;;;CC%254;;;%2C%254;", "/c/4ccc 8"),
         ] {
             assert_eq!(canon(raw), expected, "{raw:?}");
-            assert!(normalise(expected).is_err(), "{expected:?} is not raw input");
+            assert!(
+                normalise(expected).is_err(),
+                "{expected:?} is not raw input"
+            );
             let again: String = expected
                 .split('/')
                 .skip(1)

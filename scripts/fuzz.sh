@@ -4,6 +4,7 @@
 # Usage: scripts/fuzz.sh [TARGET...]          (default: every target in fuzz/fuzz_targets)
 #   FUZZ_SECONDS=N  run each target N seconds (default 60)
 #   FUZZ_RUNS=N     run each target N executions instead (e.g. 10000000 for the long run)
+#   FUZZ_ARGS="..." more libFuzzer options for every target (e.g. -max_len=1024)
 #   FUZZ_NICE=N     run under `nice -n N` (default 10: the machine is shared)
 #   FUZZ_CORPUS_DIR=D, FUZZ_LOG_DIR=D  where corpora and logs go (default fuzz/corpus, fuzz/logs)
 #   FUZZ_BIN_DIR=D  run the binaries in D instead of building (a long run keeps a copy, so a
@@ -42,6 +43,7 @@ else
   echo "fuzz: ${#TARGETS[@]} targets, ${FUZZ_SECONDS:-60} s each"
 fi
 
+read -ra EXTRA <<<"${FUZZ_ARGS:-}"
 LOGS="${FUZZ_LOG_DIR:-$ROOT/fuzz/logs}"
 CORPORA="${FUZZ_CORPUS_DIR:-fuzz/corpus}"
 mkdir -p "$LOGS"
@@ -51,7 +53,7 @@ for t in "${TARGETS[@]}"; do
   start=$(date +%s.%N)
   set +e
   nice -n "$NICE" "$BIN/$t" "$CORPORA/$t" -artifact_prefix="fuzz/artifacts/$t/" \
-    "${LIMIT[@]}" -print_final_stats=1 >"$LOGS/$t.log" 2>&1
+    "${LIMIT[@]}" "${EXTRA[@]}" -print_final_stats=1 >"$LOGS/$t.log" 2>&1
   rc=$?
   set -e
   secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{printf "%.0f", e-s}')

@@ -69,4 +69,4 @@ test: setup lint test-unit test-wasm test-fuzz test-e2e
 
 clean:
 	cargo clean
-	rm -rf .run logs/e2e
+	rm -rf .run logs/e2e fuzz/target fuzz/logs

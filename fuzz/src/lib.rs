@@ -113,7 +113,7 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
     let mut u = Unstructured::new(data);
     let scheme = *u.choose(schemes)?;
     let secret = secret(&mut u, scheme)?;
-    let other = secret_other(&mut u, scheme)?;
+    let other = secret(&mut u, scheme)?;
     let body: Vec<u8> = u.arbitrary()?;
     let path_and_query: String = u.arbitrary()?;
     let public_url: Option<String> = if scheme.signs_url() || u.arbitrary()? {
@@ -175,8 +175,4 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
         Err(e) => panic!("{scheme:?}: a signed delivery was refused: {e:?} {signed:?}"),
     }
     Ok(())
-}
-
-fn secret_other(u: &mut Unstructured<'_>, scheme: Scheme) -> Result<String> {
-    secret(u, scheme)
 }

@@ -7,7 +7,7 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e lint clean bench soak
+.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench soak
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
@@ -15,6 +15,7 @@ help:
 	@echo "make build  - build $(WASM)"
 	@echo "make bench  - side-by-side throughput/latency: bare Envoy, no-op wasm, Lua, native ratelimit, aura-guard"
 	@echo "make soak   - the dependency-fault tests with the issue's strict latency bounds (a quiet machine)"
+	@echo "make fuzz   - every fuzz target (fuzz/) FUZZ_SECONDS each (default 60), or FUZZ_RUNS executions"
 	@echo "make lint   - rustfmt check + clippy -D warnings (no unwrap/expect/panic/indexing)"
 	@echo "make clean  - remove build outputs, run state and logs"
 
@@ -43,6 +44,7 @@ run: build
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit:
@@ -54,7 +56,17 @@ test-wasm:
 test-e2e: build build-bench
 	$(PYTEST) tests -n $(E2E_WORKERS) -p no:cacheprovider -rfE
 
-test: setup lint test-unit test-wasm test-e2e
+# The fuzz targets (fuzz/, docs/robustness.md#fuzzing), one at a time under nice. FUZZ_SECONDS
+# per target (default 60) or FUZZ_RUNS executions per target; FUZZ_TARGETS picks some.
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# The smoke run in `make test`: every target FUZZ_SMOKE_SECONDS, from its saved corpus.
+FUZZ_SMOKE_SECONDS ?= 2
+test-fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_RUNS= bash scripts/fuzz.sh
+
+test: setup lint test-unit test-wasm test-fuzz test-e2e
 
 # tests/test_faults_e2e.py one test at a time with AURA_SOAK=1: a failure mode within
 # timeout + 50 ms, control p99 under 200 ms (docs/robustness.md). Needs a quiet machine; what
@@ -64,4 +76,4 @@ soak: build
 
 clean:
 	cargo clean
-	rm -rf .run logs/e2e
+	rm -rf .run logs/e2e fuzz/target fuzz/logs

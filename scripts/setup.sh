@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -82,6 +82,15 @@ step_postgres() { # PostgreSQL server binaries: the audit tests start a throw-aw
   step "postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | head -1)"
 }
 
+step_cargo_fuzz() { # cargo-fuzz for `make fuzz` and the fuzz smoke test (docs/robustness.md#fuzzing)
+  local want=0.13.1
+  apt_install g++ # libfuzzer-sys compiles libFuzzer (C++)
+  if ! .tools/bin/cargo-fuzz --version 2>/dev/null | grep -q " $want\$"; then
+    cargo install -q --locked --root .tools cargo-fuzz --version "$want"
+  fi
+  step "cargo-fuzz: $want (.tools/bin)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   bash scripts/setup-ratelimit.sh
 }
@@ -91,6 +100,7 @@ case "$WHAT" in
   envoy) step_envoy ;;
   run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
+  fuzz) step_native_rust; step_cargo_fuzz ;;
   bench) step_wasm_toolchain; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
   test|all)
     step_native_rust
@@ -101,6 +111,7 @@ case "$WHAT" in
     step_ratelimit
     step_wrk
     step_postgres
+    step_cargo_fuzz
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz]" >&2; exit 2 ;;
 esac

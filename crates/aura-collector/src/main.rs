@@ -16,9 +16,10 @@ macro_rules! log_line {
 mod db;
 mod dbworker;
 mod files;
-mod record;
 mod server;
 mod verify;
+
+use aura_collector::record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -13,6 +13,9 @@ pub mod config;
 pub mod debug;
 pub mod events;
 pub mod filter;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod headers;
 pub mod host;
 pub mod jwt;

@@ -802,6 +802,30 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/path.rs): the canonical path is decoded, so a `%`
+    /// (from `%25`) or a space (from `%20`) in it is not valid raw input; each segment written
+    /// percent-encoded again normalises to the same canonical path.
+    #[test]
+    fn canonical_output_percent_encoded_again_normalises_to_itself() {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        for (raw, expected) in [
+            ("/=:%254;%4544/", "/=:%4"),
+            ("/C;%2C%454/4CCC%208;;;CC%254;;;%2C%254;", "/c/4ccc 8"),
+        ] {
+            assert_eq!(canon(raw), expected, "{raw:?}");
+            assert!(
+                normalise(expected).is_err(),
+                "{expected:?} is not raw input"
+            );
+            let again: String = expected
+                .split('/')
+                .skip(1)
+                .map(|s| format!("/{}", utf8_percent_encode(s, NON_ALPHANUMERIC)))
+                .collect();
+            assert_eq!(canon(&again), expected, "{again:?}");
+        }
+    }
+
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Variant {

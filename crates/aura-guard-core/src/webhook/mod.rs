@@ -9,9 +9,9 @@
 pub mod config;
 pub mod replay;
 pub mod scheme;
-mod schemes;
-/// Signing, the mirror of verification: test-only (the filter never signs).
-#[cfg(test)]
+pub(crate) mod schemes;
+/// Signing, the mirror of verification: tests and fuzzing only (the filter never signs).
+#[cfg(any(test, feature = "fuzz"))]
 pub(crate) mod sign;
 
 pub use config::{SourceConfig, WebhookConfig};

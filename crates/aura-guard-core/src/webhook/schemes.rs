@@ -358,12 +358,12 @@ fn verify_generic(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
 
 /// `t=<unix>,v1=<hex>[,v1=…][,v0=…]`: only `v1` counts (v0 is Stripe's test-mode decoy;
 /// accepting it would allow a downgrade).
-struct TList<'a> {
-    t: Option<&'a str>,
-    v1: Vec<&'a str>,
+pub(crate) struct TList<'a> {
+    pub t: Option<&'a str>,
+    pub v1: Vec<&'a str>,
 }
 
-fn parse_t_list(header: &str) -> Result<TList<'_>, Failure> {
+pub(crate) fn parse_t_list(header: &str) -> Result<TList<'_>, Failure> {
     let mut list = TList {
         t: None,
         v1: Vec::new(),
@@ -581,6 +581,16 @@ fn std_headers(req: &WebhookRequest<'_>) -> Option<&'static StdHeaders> {
         .find(|h| req.header(h.signature).is_some())
 }
 
+/// The `v1` signatures of a Standard Webhooks signature header: space-separated
+/// `<version>,<base64>`; unknown versions (v1a: ed25519) are skipped.
+pub(crate) fn standard_v1_signatures(sigs: &str) -> Vec<&str> {
+    sigs.split(' ')
+        .filter_map(|s| s.split_once(','))
+        .filter(|(v, _)| *v == "v1")
+        .map(|(_, s)| s)
+        .collect()
+}
+
 fn verify_standard(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
     let req = ctx.req;
     let names = std_headers(req).ok_or(Failure::MissingSignature)?;
@@ -593,13 +603,7 @@ fn verify_standard(ctx: &Ctx<'_>) -> Result<Verified, Failure> {
         .ok_or(Failure::MissingTimestamp)?;
     let ts = parse_ts(ts_str)?;
     check_window(ts, ctx)?;
-    // Space-separated `<version>,<base64>`; unknown versions (v1a: ed25519) are skipped.
-    let v1: Vec<&str> = sigs
-        .split(' ')
-        .filter_map(|s| s.split_once(','))
-        .filter(|(v, _)| *v == "v1")
-        .map(|(_, s)| s)
-        .collect();
+    let v1 = standard_v1_signatures(sigs);
     if v1.is_empty() {
         return Err(Failure::InvalidSignature);
     }

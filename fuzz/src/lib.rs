@@ -112,7 +112,7 @@ pub fn check_verified(schemes: &[Scheme], name: &str, v: &webhook::Verified) {
 pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
     let mut u = Unstructured::new(data);
     let scheme = *u.choose(schemes)?;
-    let secret = secret(&mut u, scheme)?;
+    let key = secret(&mut u, scheme)?;
     let other = secret(&mut u, scheme)?;
     let body: Vec<u8> = u.arbitrary()?;
     let path_and_query: String = u.arbitrary()?;
@@ -127,11 +127,7 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
     let extra = headers(&mut u)?;
 
     // 1. Arbitrary input.
-    let src = source(
-        &[scheme],
-        &[other.clone(), secret.clone()],
-        public_url.clone(),
-    );
+    let src = source(&[scheme], &[other.clone(), key.clone()], public_url.clone());
     let req = WebhookRequest {
         headers: &fuzzed_headers,
         body: &body,
@@ -149,7 +145,7 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
         // Twilio signs JSON bodies through a bodySHA256 query parameter.
         url = url.map(|u| fuzz_api::twilio_json_url(&u, &body));
     }
-    let Some(signed) = fuzz_api::sign(scheme, &secret, &body, NOW + offset, url.as_deref(), None)
+    let Some(signed) = fuzz_api::sign(scheme, &key, &body, NOW + offset, url.as_deref(), None)
     else {
         // Only Toast without an envelope timestamp cannot be signed.
         assert!(
@@ -169,7 +165,7 @@ pub fn scheme_case(schemes: &[Scheme], data: &[u8]) -> Result<()> {
         body: &body,
         path_and_query: path,
     };
-    let src = source(&[scheme], &[other, secret], url);
+    let src = source(&[scheme], &[other, key], url);
     match webhook::verify(&src, "fuzz", &req, NOW, require_timestamp) {
         Ok(v) => check_verified(&[scheme], "fuzz", &v),
         Err(e) => panic!("{scheme:?}: a signed delivery was refused: {e:?} {signed:?}"),

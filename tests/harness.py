@@ -318,6 +318,13 @@ class Stack:
                 out[s["name"]] = s.get("value", 0)
         return out
 
+    def wait_stat(self, name, want, timeout=10):
+        """Waits until Envoy's stat `name` reads `want`. The shipper counts a batch shipped when
+        the collector's answer reaches it, a moment after the collector stored the batch: a
+        test that saw the records stored reads the counters through this."""
+        wait_until(lambda: self.stats(name).get(name) == want, timeout,
+                   f"{name} == {want} (now {self.stats(name).get(name)})")
+
     def envoy_log(self):
         with open(self.envoy.log, errors="replace") as f:
             return f.read()

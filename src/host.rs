@@ -189,10 +189,6 @@ impl Host for WasmHost {
         add_counter(name, 1);
     }
 
-    fn request_header(&self, name: &str) -> Option<String> {
-        map_value(MapType::HttpRequestHeaders, name, "get_http_request_header")
-    }
-
     fn set_request_header(&mut self, name: &str, value: &str) {
         set_map_value(
             MapType::HttpRequestHeaders,

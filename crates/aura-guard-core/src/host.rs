@@ -41,6 +41,42 @@ pub struct GrpcCall<'a> {
     pub timeout_ms: u64,
 }
 
+/// The request's headers, read from the host once per request (one crossing instead of one per
+/// header: docs/benchmarks.md#what-a-request-costs) and kept in step with the filter's own
+/// changes. Names compare case-insensitively.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestHeaders(Vec<(String, String)>);
+
+impl RequestHeaders {
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        RequestHeaders(pairs)
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header in order, pseudo-headers included.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// Records that the filter set `name` to `value` on the host.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.remove(name);
+        self.0.push((name.to_string(), value.to_string()));
+    }
+
+    /// Records that the filter removed every value of `name` on the host.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    }
+}
+
 pub trait Host {
     /// Unix time in milliseconds.
     fn now_ms(&self) -> u64;
@@ -50,7 +86,6 @@ pub trait Host {
     /// Adds one to an Envoy counter, created on first use (shown as `wasmcustom.<name>`).
     fn count(&mut self, name: &str);
 
-    fn request_header(&self, name: &str) -> Option<String>;
     fn set_request_header(&mut self, name: &str, value: &str);
     /// Removes every value of a request header, so the upstream never sees it.
     fn remove_request_header(&mut self, name: &str);
@@ -156,9 +191,21 @@ pub mod mock {
         pub grpc_dispatch_fails: bool,
         /// The shipper's heartbeat has passed: every enqueue is refused as stale.
         pub shipper_stale: bool,
+        /// Every `Host` call made, by method name, in order: each is a crossing into the host
+        /// in the module, the per-request cost `filter::cost_tests` pins.
+        pub calls: RefCell<Vec<&'static str>>,
     }
 
     impl MockHost {
+        /// A request header as the upstream would see it (not a `Host` call: tests only).
+        pub fn request_header(&self, name: &str) -> Option<String> {
+            get(&self.request_headers, name)
+        }
+
+        fn called(&self, what: &'static str) {
+            self.calls.borrow_mut().push(what);
+        }
+
         fn record_grpc(&mut self, call: &GrpcCall<'_>, token: Option<u32>) {
             self.grpc_calls.push(SentGrpc {
                 cluster: call.cluster.to_string(),
@@ -184,35 +231,41 @@ pub mod mock {
 
     impl Host for MockHost {
         fn now_ms(&self) -> u64 {
+            self.called("now_ms");
             self.now_ms
         }
         fn random16(&mut self) -> [u8; 16] {
+            self.called("random16");
             self.next_random = self.next_random.wrapping_add(1);
             [self.next_random; 16]
         }
         fn log(&self, level: Level, message: &str) {
+            self.called("log");
             self.logs.borrow_mut().push((level, message.to_string()));
         }
         fn count(&mut self, name: &str) {
+            self.called("count");
             *self.counters.entry(name.to_string()).or_default() += 1;
         }
-        fn request_header(&self, name: &str) -> Option<String> {
-            get(&self.request_headers, name)
-        }
         fn set_request_header(&mut self, name: &str, value: &str) {
+            self.called("set_request_header");
             set(&mut self.request_headers, name, value)
         }
         fn remove_request_header(&mut self, name: &str) {
+            self.called("remove_request_header");
             self.request_headers
                 .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         }
         fn response_header(&self, name: &str) -> Option<String> {
+            self.called("response_header");
             get(&self.response_headers, name)
         }
         fn set_response_header(&mut self, name: &str, value: &str) {
+            self.called("set_response_header");
             set(&mut self.response_headers, name, value)
         }
         fn send_reply(&mut self, status: u32, headers: &[(String, String)], body: &[u8]) {
+            self.called("send_reply");
             self.reply = Some(Reply {
                 status,
                 headers: headers.to_vec(),
@@ -220,13 +273,16 @@ pub mod mock {
             });
         }
         fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+            self.called("request_body");
             let end = start.checked_add(len)?.min(self.request_body.len());
             self.request_body.get(start..end).map(|b| b.to_vec())
         }
         fn resume_request(&mut self) {
+            self.called("resume_request");
             self.resumed += 1;
         }
         fn response_code(&self) -> Option<u32> {
+            self.called("response_code");
             self.response_code
         }
         fn enqueue_shared(
@@ -247,9 +303,11 @@ pub mod mock {
             }
         }
         fn request_headers(&self) -> Vec<(String, String)> {
+            self.called("request_headers");
             self.request_headers.clone()
         }
         fn downstream_address(&self) -> Option<String> {
+            self.called("downstream_address");
             self.downstream_address.clone()
         }
         fn get_shared_data(
@@ -288,6 +346,7 @@ pub mod mock {
             Ok(())
         }
         fn dispatch_grpc(&mut self, call: &GrpcCall<'_>) -> Option<u32> {
+            self.called("dispatch_grpc");
             if self.grpc_dispatch_fails {
                 return None;
             }
@@ -298,6 +357,7 @@ pub mod mock {
             Some(token)
         }
         fn dispatch_grpc_detached(&mut self, call: &GrpcCall<'_>) -> bool {
+            self.called("dispatch_grpc_detached");
             if self.grpc_dispatch_fails {
                 return false;
             }

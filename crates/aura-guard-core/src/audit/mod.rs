@@ -24,7 +24,7 @@ pub mod shipper;
 
 use crate::config::Environment;
 use crate::events::SecurityEvent;
-use crate::host::Host;
+use crate::host::RequestHeaders;
 use crate::jwt::bearer_sub;
 use crate::path::NormalisedPath;
 use crate::secret::Secret;
@@ -81,12 +81,14 @@ pub struct RequestStart<'a> {
     pub path: Option<&'a NormalisedPath>,
     /// The client IP by the pipeline's one rule (`HttpFilter::client_ip`).
     pub client_ip: Option<IpAddr>,
+    /// The request headers, as the pipeline read them.
+    pub headers: &'a RequestHeaders,
 }
 
 impl RequestAudit {
     /// Gathers the request facts (None when audit is off). The user id is the `sub` of a
     /// bearer JWT verified with the configured secret.
-    pub fn begin(policy: &AuditPolicy, host: &dyn Host, start: &RequestStart<'_>) -> Option<Self> {
+    pub fn begin(policy: &AuditPolicy, start: &RequestStart<'_>) -> Option<Self> {
         if !policy.enabled {
             return None;
         }
@@ -96,7 +98,7 @@ impl RequestAudit {
         let operation = record::classify(&policy.config.operations, start.method, &canonical)
             .map(str::to_owned);
         let capture = if operation.is_some() && policy.config.capture_body {
-            BodyCapture::for_content_type(host.request_header("content-type").as_deref())
+            BodyCapture::for_content_type(start.headers.get("content-type"))
         } else {
             None
         };
@@ -106,10 +108,11 @@ impl RequestAudit {
                 method: start.method.to_owned(),
                 path: record::record_path(san, start.raw_path, start.path),
                 client_ip: start.client_ip.map(|ip| ip.to_string()),
-                user_id: verified_user(policy, host, start.start_ms),
-                user_agent: host
-                    .request_header("user-agent")
-                    .map(|ua| san.text(&ua).into_owned()),
+                user_id: verified_user(policy, start.headers, start.start_ms),
+                user_agent: start
+                    .headers
+                    .get("user-agent")
+                    .map(|ua| san.text(ua).into_owned()),
                 request_id: Some(san.text(start.request_id).into_owned()),
             },
             operation,
@@ -179,10 +182,10 @@ impl RequestAudit {
 }
 
 /// The `sub` of the request's bearer JWT when it verifies (HS256, exp/nbf checked).
-fn verified_user(policy: &AuditPolicy, host: &dyn Host, now_ms: u64) -> Option<String> {
+fn verified_user(policy: &AuditPolicy, headers: &RequestHeaders, now_ms: u64) -> Option<String> {
     let secret = policy.jwt_secret.as_ref()?;
-    let auth = host.request_header("authorization")?;
-    bearer_sub(&auth, secret, now_ms / 1000).map(|sub| record::clip(&sub, Limits::USER_ID))
+    let auth = headers.get("authorization")?;
+    bearer_sub(auth, secret, now_ms / 1000).map(|sub| record::clip(&sub, Limits::USER_ID))
 }
 
 /// Parses the `response.code` property: Envoy serialises integers as 8 little-endian bytes;
@@ -212,6 +215,7 @@ mod tests {
             .downstream_address
             .as_deref()
             .and_then(crate::client_ip::parse_ip);
+        let headers = RequestHeaders::new(h.request_headers.clone());
         let start = RequestStart {
             start_ms,
             request_id: id,
@@ -219,8 +223,9 @@ mod tests {
             raw_path: &raw,
             path: path.as_ref(),
             client_ip: ip,
+            headers: &headers,
         };
-        RequestAudit::begin(p, h, &start)
+        RequestAudit::begin(p, &start)
     }
 
     fn policy() -> AuditPolicy {

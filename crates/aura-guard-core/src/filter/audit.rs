@@ -27,8 +27,9 @@ impl Stage for AuditStage {
                 raw_path: &ctx.raw_path,
                 path: ctx.path.as_ref(),
                 client_ip: ctx.client_ip(policy, host),
+                headers: &ctx.headers,
             };
-            self.audit = RequestAudit::begin(&policy.audit, host, &start);
+            self.audit = RequestAudit::begin(&policy.audit, &start);
         }
         Flow::Next
     }

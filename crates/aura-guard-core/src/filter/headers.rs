@@ -11,7 +11,7 @@ pub(super) struct HeadersStage;
 
 impl Stage for HeadersStage {
     fn on_request_headers(&mut self, cx: &mut Cx<'_>) -> Flow {
-        strip_request_headers(cx.policy, cx.host);
+        strip_request_headers(cx.policy, cx.req, cx.host);
         Flow::Next
     }
 
@@ -34,25 +34,26 @@ impl Stage for HeadersStage {
 /// Removes `headers.strip_request_headers` in any spelling (case, `_` for `-`) and counts
 /// the requests that carried each as `aura_guard.headers.stripped.<name>`: an upstream that
 /// honours them would route the request by a URL or method the filter never judged.
-fn strip_request_headers(policy: &Policy, host: &mut dyn Host) {
+fn strip_request_headers(policy: &Policy, ctx: &mut RequestCtx, host: &mut dyn Host) {
     let set = &policy.security_headers;
     if !set.strips_request_headers() {
         return;
     }
     let mut sent: Vec<String> = Vec::new();
     let mut configured: Vec<&str> = Vec::new();
-    for (name, _) in host.request_headers() {
-        if let Some(as_) = set.stripped_as(&name) {
+    for (name, _) in ctx.headers.pairs() {
+        if let Some(as_) = set.stripped_as(name) {
             if !configured.contains(&as_) {
                 configured.push(as_);
             }
-            if !sent.contains(&name) {
-                sent.push(name);
+            if !sent.contains(name) {
+                sent.push(name.clone());
             }
         }
     }
     for name in &sent {
         host.remove_request_header(name);
+        ctx.headers.remove(name);
     }
     for as_ in configured {
         host.count(&format!("aura_guard.headers.stripped.{as_}"));
@@ -61,13 +62,18 @@ fn strip_request_headers(policy: &Policy, host: &mut dyn Host) {
 
 /// The request id: the client's when valid, else a fresh UUID, also forwarded upstream so the
 /// application logs the same id.
-pub(super) fn ensure_request_id(policy: &Policy, host: &mut dyn Host) -> String {
+pub(super) fn ensure_request_id(
+    policy: &Policy,
+    ctx: &mut RequestCtx,
+    host: &mut dyn Host,
+) -> String {
     let name = &policy.config.headers.request_id_header;
-    match host.request_header(name) {
-        Some(id) if valid_request_id(&id) => id,
+    match ctx.headers.get(name) {
+        Some(id) if valid_request_id(id) => id.to_string(),
         _ => {
             let id = uuid_v4(host.random16());
             host.set_request_header(name, &id);
+            ctx.headers.set(name, &id);
             id
         }
     }
@@ -99,7 +105,6 @@ mod tests {
     use super::super::{Action, HttpFilter, Policy};
     use crate::config::Config;
     use crate::host::mock::MockHost;
-    use crate::host::Host;
     use std::rc::Rc;
 
     fn run(config_json: &str, headers: &[(&str, &str)]) -> MockHost {

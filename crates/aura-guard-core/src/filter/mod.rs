@@ -8,6 +8,8 @@
 //! only place that holds, resumes or answers a request. docs/architecture.md draws the order.
 
 mod audit;
+#[cfg(test)]
+mod cost_tests;
 mod debug;
 mod headers;
 mod path;
@@ -20,7 +22,7 @@ use crate::client_ip::{client_ip, forwarded_for_before_envoy};
 use crate::config::Config;
 use crate::events::SecurityEvent;
 use crate::headers::SecurityHeaders;
-use crate::host::{Host, Level};
+use crate::host::{Host, Level, RequestHeaders};
 use crate::path::{normalise, NormalisedPath, PathError};
 use crate::ratelimit::planner::RateLimiter;
 use std::cell::OnceCell;
@@ -66,6 +68,8 @@ impl Policy {
 /// What every stage knows about the request, gathered once by the pipeline.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
+    /// The request headers, read once when they arrive.
+    pub headers: RequestHeaders,
     /// The client's id when valid, else a fresh UUID (also forwarded upstream).
     pub request_id: String,
     /// `:method`, read once.
@@ -94,8 +98,8 @@ impl RequestCtx {
         *self.client_ip.get_or_init(|| {
             let rl = &policy.config.ratelimit;
             let peer = host.downstream_address();
-            let xff = host.request_header("x-forwarded-for");
-            let xff = forwarded_for_before_envoy(xff.as_deref(), rl.xff_appended_by_envoy);
+            let xff = self.headers.get("x-forwarded-for");
+            let xff = forwarded_for_before_envoy(xff, rl.xff_appended_by_envoy);
             client_ip(
                 peer.as_deref().unwrap_or_default(),
                 xff.as_deref(),
@@ -190,8 +194,13 @@ trait Stage {
         Flow::Next
     }
 
+    /// Whether `on_response` needs the status: read from the host only when some stage does.
+    fn wants_status(&self) -> bool {
+        false
+    }
+
     /// The response status is known: the upstream's response headers, or the filter's own
-    /// reply.
+    /// reply. `status` is None unless a stage `wants_status`.
     fn on_response(&mut self, _cx: &mut Cx<'_>, _status: Option<u32>) {}
 }
 
@@ -275,10 +284,11 @@ impl HttpFilter {
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let policy = Rc::clone(&self.policy);
         let ctx = &mut self.ctx;
-        ctx.request_id = headers::ensure_request_id(&policy, host);
         // The request line is read and normalised once; every stage uses the result.
-        ctx.method = host.request_header(":method").unwrap_or_default();
-        ctx.raw_path = host.request_header(":path").unwrap_or_default();
+        ctx.headers = RequestHeaders::new(host.request_headers());
+        ctx.request_id = headers::ensure_request_id(&policy, ctx, host);
+        ctx.method = ctx.headers.get(":method").unwrap_or_default().to_string();
+        ctx.raw_path = ctx.headers.get(":path").unwrap_or_default().to_string();
         match normalise(&ctx.raw_path) {
             Ok(p) => ctx.path = Some(p),
             Err(e) => ctx.path_error = Some(e),
@@ -310,8 +320,10 @@ impl HttpFilter {
             return self.after(host, flow);
         }
         // A declared length over the limit is refused before anything is buffered.
-        let declared = host
-            .request_header("content-length")
+        let declared = self
+            .ctx
+            .headers
+            .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.body_limit()) {
             return self.body_too_large(host);
@@ -380,9 +392,12 @@ impl HttpFilter {
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Action {
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u32>().ok());
+        let status = if self.webhook.wants_status() || self.ratelimit.wants_status() {
+            host.response_header(":status")
+                .and_then(|s| s.trim().parse::<u32>().ok())
+        } else {
+            None
+        };
         self.respond(host, status);
         Action::Continue
     }

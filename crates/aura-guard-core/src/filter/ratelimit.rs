@@ -58,6 +58,10 @@ impl Stage for RateLimitStage {
 
     /// A 401/403 records a failure, a 2xx clears the failure count, both fire and forget (the
     /// answer never delays the response).
+    fn wants_status(&self) -> bool {
+        self.attempt.is_some()
+    }
+
     fn on_response(&mut self, cx: &mut Cx<'_>, status: Option<u32>) {
         let (policy, ctx, host) = (cx.policy, &mut *cx.req, &mut *cx.host);
         let Some(attempt) = self.attempt.take() else {
@@ -114,14 +118,12 @@ impl RateLimitStage {
             return Flow::Next;
         }
         self.started = true;
-        let content_type = host.request_header("content-type");
-        let authorization = host.request_header("authorization");
         let facts = AuthFacts {
             client_ip: ctx.client_ip(policy, host),
             identity: IdentityInput {
-                content_type: content_type.as_deref(),
+                content_type: ctx.headers.get("content-type"),
                 body,
-                authorization: authorization.as_deref(),
+                authorization: ctx.headers.get("authorization"),
             },
             now_s: host.now_ms() / 1000,
             production: policy.config.environment == Environment::Production,
@@ -612,7 +614,7 @@ mod tests {
         );
         assert_eq!(forwarded_for_before_envoy(None, true), None);
 
-        let f = filter_in(
+        let mut f = filter_in(
             "production",
             r#"{"ratelimit": {"trusted_hops": 1, "trusted_proxies": ["127.0.0.1"]}}"#,
         );
@@ -622,8 +624,10 @@ mod tests {
             "x-forwarded-for".into(),
             "6.6.6.6, 10.0.0.7,192.0.2.2".into(),
         ));
+        f.on_request_headers(&mut host, false);
         assert_eq!(f.client_ip(&host), parse_ip("10.0.0.7"));
-        let f = filter_in("production", "{}");
+        let mut f = filter_in("production", "{}");
+        f.on_request_headers(&mut host, false);
         assert_eq!(f.client_ip(&host), parse_ip("127.0.0.1"));
     }
 

@@ -16,9 +16,9 @@ impl Stage for VersionsStage {
         let Some(path) = &ctx.path else {
             return Flow::Next;
         };
-        let header = cfg.header.as_deref().and_then(|h| host.request_header(h));
-        let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
-        match versions::decide(cfg, path, header.as_deref(), now) {
+        let header = cfg.header.as_deref().and_then(|h| ctx.headers.get(h));
+        let now = || i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+        match versions::decide_with(cfg, path, header, now) {
             VersionDecision::None => Flow::Next,
             VersionDecision::Ambiguous => {
                 host.count("aura_guard.versions.ambiguous");

@@ -137,6 +137,10 @@ impl Stage for WebhookStage {
 
     /// Releases the recorded replay key unless the delivery was processed (2xx), so the
     /// provider's retry after a failure is not refused as a replay.
+    fn wants_status(&self) -> bool {
+        self.recorded.is_some()
+    }
+
     fn on_response(&mut self, cx: &mut Cx<'_>, status: Option<u32>) {
         let (policy, host) = (cx.policy, &mut *cx.host);
         if status.is_some_and(|s| (200..300).contains(&s)) {

@@ -230,6 +230,17 @@ pub fn decide(
     header_value: Option<&str>,
     now_unix: i64,
 ) -> VersionDecision {
+    decide_with(cfg, path, header_value, || now_unix)
+}
+
+/// [`decide`], reading the clock only for a disabled version's body (the one decision that
+/// shows the time), so an ordinary request costs no clock read.
+pub fn decide_with(
+    cfg: &VersionsConfig,
+    path: &crate::path::NormalisedPath,
+    header_value: Option<&str>,
+    now_unix: impl FnOnce() -> i64,
+) -> VersionDecision {
     let header_value = if cfg.header.is_some() {
         header_value
     } else {
@@ -242,7 +253,7 @@ pub fn decide(
         return VersionDecision::Disabled {
             version: v.clone(),
             status: DISABLED_STATUS,
-            body: disabled_body(v, now_unix),
+            body: disabled_body(v, now_unix()),
         };
     }
     if !cfg.disabled.is_empty() && found.contains(&VersionReading::Ambiguous) {

@@ -357,9 +357,13 @@ impl WebhookConfig {
     /// The source guarding `path` (the request path without its query), if any.
     pub fn source_for_path(&self, path: &str) -> Option<(&str, &SourceConfig)> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
+        // Compared in place: this runs on every request (effective_route allocates).
         self.sources
             .iter()
-            .find(|(name, s)| s.effective_route(name) == path)
+            .find(|(name, s)| match &s.route {
+                Some(route) => route == path,
+                None => path.strip_prefix("/webhooks/") == Some(name.as_str()),
+            })
             .map(|(name, s)| (name.as_str(), s))
     }
 }

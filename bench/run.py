@@ -84,6 +84,26 @@ def aura_filter(plugin_config: dict) -> dict:
     return hf
 
 
+def lua_headers() -> list[tuple[str, str]]:
+    """The response headers bench/security_headers.lua sets (one source for both cases)."""
+    text = (BENCH / "security_headers.lua").read_text()
+    return re.findall(r'\["([a-z-]+)"\] = "(.*)",', text)
+
+
+def floor_filter() -> dict:
+    """The no-op module reading the request headers once and setting the Lua case's headers
+    and a request id: the fewest host calls aura-guard's plain request makes (docs/benchmarks.md
+    #what-a-request-costs)."""
+    f = noop_filter()
+    headers = lua_headers() + [("x-request-id", "6c5a3a5e-8a5e-4b0e-9d0e-6b1a2f3c4d5e")]
+    f["name"] = "wasm-floor"
+    f["typed_config"]["config"]["configuration"] = {
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        "value": "\n".join(f"{k}: {v}" for k, v in headers),
+    }
+    return f
+
+
 def noop_filter() -> dict:
     return {
         "name": "noop",
@@ -148,6 +168,9 @@ AURA_RATELIMIT_CONFIG = {
                   "trusted_proxies": ["127.0.0.1/32"]},
 }
 
+# Descriptors in one aura-guard login check (an IP and a user): docs/ratelimit.md#descriptors.
+AURA_LOGIN_DESCRIPTORS = 14
+
 AURA_WEBHOOK_CONFIG = {
     "environment": "production",
     "audit": NO_AUDIT,
@@ -166,6 +189,8 @@ CASES = [
      "wrk": "ping.lua", "baseline": "bare"},
     {"id": "lua-headers", "label": "Lua filter: security headers", "filters": [lua_filter],
      "wrk": "ping.lua", "baseline": "bare"},
+    {"id": "wasm-floor", "label": "wasm floor: one header read, the same headers set",
+     "filters": [floor_filter], "wrk": "ping.lua", "baseline": "bare"},
     {"id": "aura-headers", "label": "aura-guard: security headers (production)",
      "filters": [lambda: aura_filter(AURA_HEADERS_CONFIG)],
      "wrk": "ping.lua", "baseline": "bare"},
@@ -173,10 +198,12 @@ CASES = [
      "wrk": "login.lua", "baseline": "bare-login", "upstream": True},
     {"id": "native-ratelimit", "label": "Envoy ratelimit filter + envoyproxy/ratelimit + Redis",
      "filters": [native_ratelimit_filter], "rate_limits": NATIVE_RATE_LIMITS, "upstream": True,
+     "descriptors_per_check": 1,
      "wrk": "login.lua", "baseline": "bare-login", "rls": True},
     {"id": "aura-ratelimit", "label": "aura-guard production, auth route rate limit",
      "filters": [lambda: aura_filter(AURA_RATELIMIT_CONFIG)], "upstream": True,
-     "wrk": "login.lua", "baseline": "bare-login", "rls": True, "stage": True},
+     "wrk": "login.lua", "baseline": "bare-login", "rls": True, "stage": True,
+     "descriptors_per_check": AURA_LOGIN_DESCRIPTORS},
     {"id": "bare-webhook", "label": "bare Envoy, POST /webhooks/github", "filters": [],
      "wrk": "webhook.lua", "baseline": "bare-webhook"},
     {"id": "aura-webhook", "label": "aura-guard production, webhook signature (GitHub)",
@@ -188,6 +215,13 @@ CASES = [
 
 REQUESTS = {"ping.lua": "GET /api/v2/ping", "login.lua": "POST /auth/login (new client each)",
             "webhook.lua": "POST /webhooks/github (1 KB, signed)"}
+
+
+def rls_env() -> dict[str, str]:
+    """The rate-limit service's settings for the run, the same for both rate-limit cases:
+    BENCH_RLS_ENV="K=V,K=V" (e.g. REDIS_PIPELINE_WINDOW=150us,REDIS_PIPELINE_LIMIT=8)."""
+    pairs = [kv.split("=", 1) for kv in os.environ.get("BENCH_RLS_ENV", "").split(",") if "=" in kv]
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def upstream_config(listen_port: int, admin_port: int) -> dict:
@@ -236,6 +270,12 @@ def envoy_config(case: dict, listen_port: int, admin_port: int, rls_port: int,
         vhost["rate_limits"] = case["rate_limits"]
     hcm["route_config"] = {"name": "bench", "virtual_hosts": [vhost]}
     hcm["http_filters"] = [make() for make in case["filters"]] + [ROUTER]
+    if case.get("wasm"):
+        # A "-before" copy of an aura-guard case (--compare-wasm): the other module.
+        for hf in hcm["http_filters"]:
+            code = hf.get("typed_config", {}).get("config", {}).get("vm_config", {}).get("code", {})
+            if code.get("local", {}).get("filename") == str(AURA_WASM):
+                code["local"]["filename"] = case["wasm"]
     clusters = [c for c in cfg["static_resources"]["clusters"] if c["name"] in ("ratelimit", "upstream")]
     holder = {"static_resources": {"clusters": clusters}}
     render_envoy.set_cluster_port(holder, "ratelimit", rls_port)
@@ -348,6 +388,61 @@ def run_wrk(port: int, script: str, duration: float, connections: int) -> dict:
     raise RuntimeError(f"wrk printed no result (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) the process has used so far; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of proc(5) (utime, stime), counted after the ")" that ends the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_commands(port: int) -> int:
+    """Commands Redis has executed so far (INFO commandstats, every command but INFO itself)."""
+    r = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True,
+                       text=True, timeout=10)
+    total = 0
+    for m in re.finditer(r"^cmdstat_(\w+):calls=(\d+)", r.stdout, re.M):
+        if m.group(1) != "info":
+            total += int(m.group(2))
+    return total
+
+
+class Meters:
+    """What a run costs besides wall-clock throughput: CPU seconds of each process the request
+    crosses, and Redis commands. CPU per request is far steadier than req/s on a shared machine
+    (a busy neighbour slows a case down but does not make each request need more CPU), so the
+    table shows both (docs/benchmarks.md)."""
+
+    def __init__(self, case_envoy: "EnvoyCase", upstream: "EnvoyCase | None", rls):
+        self.pids = {"envoy": case_envoy.proc.pid if case_envoy.proc else None}
+        if case_envoy.case.get("upstream") and upstream is not None and upstream.proc:
+            self.pids["upstream"] = upstream.proc.pid
+        if case_envoy.case.get("rls") and rls is not None:
+            for name, proc in rls._procs:
+                self.pids["rls" if name == "service_cmd" else "redis"] = proc.pid
+        self.redis_port = rls.redis_port if case_envoy.case.get("rls") and rls else None
+
+    def read(self) -> dict:
+        out = {k: cpu_seconds(pid) for k, pid in self.pids.items() if pid}
+        if self.redis_port:
+            out["redis_commands"] = redis_commands(self.redis_port)
+        return out
+
+    @staticmethod
+    def per_request(before: dict, after: dict, requests: int) -> dict:
+        if not requests:
+            return {}
+        out = {f"cpu_us_{k}": (after[k] - before[k]) * 1e6 / requests
+               for k in before if k != "redis_commands"}
+        if "redis_commands" in before:
+            out["redis_commands_per_request"] = (after["redis_commands"]
+                                                 - before["redis_commands"]) / requests
+        return out
+
+
 def summarise(case: dict, runs: list[dict], rls_calls: int) -> dict:
     requests = sum(r["requests"] for r in runs)
     errors = {k: sum(r["errors"][k] for r in runs) for k in runs[0]["errors"]} if runs else {}
@@ -366,6 +461,9 @@ def summarise(case: dict, runs: list[dict], rls_calls: int) -> dict:
         "non_2xx": errors.get("status", 0),
         "socket_errors": sum(v for k, v in errors.items() if k != "status"),
         "rls_calls_per_request": (rls_calls / requests) if requests else 0.0,
+        "descriptors_per_check": case.get("descriptors_per_check"),
+        **{k: statistics.median(r["meters"][k] for r in runs)
+           for k in (runs[0].get("meters", {}) if runs else {})},
         "runs": runs,
     }
 
@@ -378,6 +476,10 @@ def add_ratios(rows: list[dict]) -> None:
                       if base and base.get("rps_median") and "rps_median" in r else None)
 
 
+def num(v, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
 def markdown(result: dict) -> str:
     p = result["params"]
     out = [
@@ -388,18 +490,23 @@ def markdown(result: dict) -> str:
         "POST /auth/login group goes through a second Envoy that answers directly. Ratios are "
         "to the bare Envoy case of the same request.",
         "",
-        "| case | request | req/s (median) | min–max | vs baseline | p99 ms | non-2xx | RLS calls/req |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| case | request | req/s (median) | min–max | vs baseline | p99 ms | non-2xx | RLS calls/req "
+        "| descriptors/check | Redis cmds/req | CPU µs/req: Envoy | upstream | RLS | Redis |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["cases"]:
         if "rps_median" not in r:
-            out.append(f"| {r['label']} | | FAILED: {r['failed']} | | | | | |")
+            out.append(f"| {r['label']} | | FAILED: {r['failed']} |" + " |" * 11)
             continue
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         out.append(
             f"| {r['label']} | {r['request']} | {r['rps_median']:,.0f} | "
             f"{r['rps_min']:,.0f}–{r['rps_max']:,.0f} | {ratio} | {r['p99_ms_median']:.2f} | "
-            f"{r['non_2xx']} | {r['rls_calls_per_request']:.2f} |")
+            f"{r['non_2xx']} | {r['rls_calls_per_request']:.2f} | "
+            f"{num(r.get('descriptors_per_check'), '{:d}')} | "
+            f"{num(r.get('redis_commands_per_request'), '{:.1f}')} | "
+            + " | ".join(num(r.get(f"cpu_us_{k}"), "{:.0f}")
+                         for k in ("envoy", "upstream", "rls", "redis")) + " |")
     failed = [r for r in result["cases"] if r.get("failed")]
     if failed:
         out.append("")
@@ -437,6 +544,9 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
     ap.add_argument("--aura-wasm", type=Path, default=AURA_WASM,
                     help="the aura-guard module the aura-* cases load (default: make build's)")
+    ap.add_argument("--compare-wasm", type=Path, default=None,
+                    help="also run every selected aura-guard case with this module, as "
+                         "<case>-before (before/after of a change in one run)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args()
     AURA_WASM = a.aura_wasm.resolve()
@@ -453,10 +563,17 @@ def main() -> int:
             print(f"bench: unknown case(s) {sorted(unknown)}; see --list", file=sys.stderr)
             return 2
         cases = [c for c in CASES if c["id"] in wanted]
+    if a.compare_wasm:
+        before = []
+        for c in cases:
+            if c["id"].startswith("aura-"):
+                before.append(dict(c, id=c["id"] + "-before", label=c["label"] + " (before)",
+                                   wasm=str(a.compare_wasm.resolve())))
+        cases = cases + before
     for need, what in ((AURA_WASM, "make build"),
                        (NOOP_WASM, "bash scripts/build-wasm.sh -p noop-filter")):
-        used = any(c["id"].startswith("aura-") if need == AURA_WASM else c["id"] == "noop-wasm"
-                   for c in cases)
+        used = any(c["id"].startswith("aura-") if need == AURA_WASM
+                   else c["id"] in ("noop-wasm", "wasm-floor") for c in cases)
         if used and not need.is_file():
             print(f"bench: {need} is missing: run `{what}` (make bench does both)", file=sys.stderr)
             return 2
@@ -481,7 +598,8 @@ def main() -> int:
             conf_dir = work / "ratelimit" / "runtime" / "ratelimit" / "config"
             conf_dir.mkdir(parents=True)
             shutil.copy(BENCH / "ratelimit" / "bench.yaml", conf_dir / "bench.yaml")
-            rls = RateLimitService(work / "ratelimit", grpc_port=rls_port).start()
+            rls = RateLimitService(work / "ratelimit", grpc_port=rls_port,
+                                   extra_env=rls_env()).start()
         if any(c.get("upstream") for c in cases):
             upstream = EnvoyCase({"id": "upstream", "is_upstream": True}, work, 0, 0)
             upstream.start()
@@ -518,7 +636,10 @@ def main() -> int:
             # the same neighbour.
             shift = rnd % len(envoys) if envoys else 0
             for e in envoys[shift:] + envoys[:shift]:
+                meters = Meters(e, upstream, rls)
+                before = meters.read()
                 r = run_wrk(e.listen_port, e.case["wrk"], a.duration, a.connections)
+                r["meters"] = Meters.per_request(before, meters.read(), r["requests"])
                 runs[e.id].append(r)
                 print(f"  round {rnd + 1}/{a.rounds} {e.id:18} {r['rps']:>10,.0f} req/s  "
                       f"p99 {r['latency_us']['p99'] / 1000:6.2f} ms", flush=True)

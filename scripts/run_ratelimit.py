@@ -50,7 +50,8 @@ def _wait(pred, timeout: float, what: str, procs) -> None:
 class RateLimitService:
     def __init__(self, workdir: Path, *, config: Path = CONFIG_YAML, grpc_port: int | None = None,
                  http_port: int | None = None, debug_port: int | None = None,
-                 redis_port: int | None = None, log_level: str = "warn") -> None:
+                 redis_port: int | None = None, log_level: str = "warn",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.config = Path(config)
         self.grpc_port = grpc_port or free_port()
@@ -58,6 +59,8 @@ class RateLimitService:
         self.debug_port = debug_port or free_port()
         self.redis_port = redis_port or free_port()
         self.log_level = log_level
+        # More of the service's own settings (e.g. REDIS_PIPELINE_WINDOW for the bench).
+        self.extra_env = dict(extra_env or {})
         self._procs: list[tuple[str, subprocess.Popen]] = []
 
     @property
@@ -116,6 +119,7 @@ class RateLimitService:
                 "GRPC_PORT": str(self.grpc_port),
                 "DEBUG_HOST": "127.0.0.1",
                 "DEBUG_PORT": str(self.debug_port),
+                **self.extra_env,
             }
             self._spawn("service_cmd", [str(SERVICE_BIN)], logs / "ratelimit.log", env=env)
             _wait(self._healthy, 30, f"{self.http_url}/healthcheck", self._procs)

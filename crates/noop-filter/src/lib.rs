@@ -31,7 +31,15 @@ impl RootContext for NoopRoot {
         self.headers = Rc::new(
             text.lines()
                 .filter_map(|line| line.split_once(':'))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                // Only header names: any other configuration (the aura-guard JSON the bench's
+                // smoke test gives this module in place of aura-guard's) is ignored.
+                .filter(|(k, _)| {
+                    !k.is_empty()
+                        && k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                })
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
         true

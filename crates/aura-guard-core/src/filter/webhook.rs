@@ -841,6 +841,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_at_the_headers_is_audited_as_a_security_event() {
+        let p = prod();
+        let mut host = delivery("/webhooks/github", b"{}", Scheme::Generic, "x");
+        host.request_headers.retain(|(n, _)| !n.starts_with("X-"));
+        let mut host = headers_only(host);
+        let queue = (
+            "aura-guard-audit".to_string(),
+            "aura_guard_audit".to_string(),
+        );
+        host.queues.insert(queue.clone(), Vec::new());
+        let mut f = HttpFilter::new(p);
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(reply(&host).0, 401);
+        host.response_code = Some(401);
+        f.on_log(&mut host);
+        let records: Vec<serde_json::Value> = host.queues[&queue]
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["kind"], "security_event");
+        assert_eq!(records[0]["type"], EVENT_TYPE);
+        assert_eq!(records[0]["outcome"], "blocked");
+    }
+
+    #[test]
     fn a_later_scheme_of_the_source_is_checked_as_verification_would() {
         let p = prod();
         // stripe accepts [stripe, generic]: no Stripe-Signature, a generic one present.

@@ -394,6 +394,15 @@ class EnvoyCase:
         except urllib.error.HTTPError as err:
             return err.code
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) Envoy has used so far, from /proc; None where unreadable."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, IndexError, ValueError):
+            return None
+
     def counter(self, name: str) -> int:
         _, body = http_get(self.admin_port, "/stats?format=json&filter=^" + name + "$")
         for s in json.loads(body).get("stats", []):
@@ -457,6 +466,12 @@ def large_body_fields(case: dict, runs: list[dict]) -> dict:
     if per_request and runs:
         out["body_bytes"] = per_request
         out["body_mb_s"] = statistics.median(r["rps"] for r in runs) * per_request / 1e6
+        # What a request costs Envoy (all its threads), whatever the client managed to send:
+        # the measure of a flood's price for the proxy.
+        cpu = [r["envoy_cpu_s"] for r in runs if "envoy_cpu_s" in r]
+        requests = sum(r["requests"] for r in runs if "envoy_cpu_s" in r)
+        if cpu and requests:
+            out["envoy_cpu_ms_per_request"] = 1000 * sum(cpu) / requests
     return out
 
 
@@ -476,12 +491,14 @@ def large_body_markdown(result: dict) -> list[str]:
     out = ["", "1 MiB webhooks: body MB/s (10^6 bytes a second; for the raw HMAC case, bytes "
            "MACed) and, for aura-guard's signed case, its ratio to the raw in-wasm HMAC-SHA256 "
            "speed of the same run.", "",
-           "| case | body MB/s | vs raw HMAC | expect | unexpected status |",
-           "|---|---:|---:|---|---:|"]
+           "| case | body MB/s | vs raw HMAC | Envoy CPU ms/request | expect | unexpected status |",
+           "|---|---:|---:|---:|---|---:|"]
     for r in rows:
         ratio = f"{r['vs_raw_hmac']:.2f}" if r.get("vs_raw_hmac") is not None else "-"
+        cpu = r.get("envoy_cpu_ms_per_request")
+        cpu = f"{cpu:.2f}" if cpu is not None else "-"
         unexpected = r.get("unexpected_status", r.get("non_2xx", 0))
-        out.append(f"| {r['label']} | {r['body_mb_s']:,.1f} | {ratio} | {r['expect']} | "
+        out.append(f"| {r['label']} | {r['body_mb_s']:,.1f} | {ratio} | {cpu} | {r['expect']} | "
                    f"{unexpected} |")
     return out
 
@@ -642,7 +659,11 @@ def main() -> int:
             # the same neighbour.
             shift = rnd % len(envoys) if envoys else 0
             for e in envoys[shift:] + envoys[:shift]:
+                cpu = e.cpu_seconds()
                 r = run_wrk(e.listen_port, e.case["wrk"], a.duration, a.connections)
+                after = e.cpu_seconds()
+                if cpu is not None and after is not None:
+                    r["envoy_cpu_s"] = after - cpu
                 runs[e.id].append(r)
                 print(f"  round {rnd + 1}/{a.rounds} {e.id:18} {r['rps']:>10,.0f} req/s  "
                       f"p99 {r['latency_us']['p99'] / 1000:6.2f} ms", flush=True)

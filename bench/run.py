@@ -105,41 +105,32 @@ def aura_filter(plugin_config: dict) -> dict:
     return hf
 
 
-def noop_filter() -> dict:
+def wasm_filter(name: str, module: Path) -> dict:
+    """A proxy-wasm filter of the bench's own (`name` is also its root and VM id)."""
     return {
-        "name": "noop",
+        "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "noop",
-                "root_id": "noop",
+                "name": name,
+                "root_id": name,
                 "vm_config": {
-                    "vm_id": "noop",
+                    "vm_id": name,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(NOOP_WASM)}},
+                    "code": {"local": {"filename": str(module)}},
                 },
             },
         },
     }
+
+
+def noop_filter() -> dict:
+    return wasm_filter("noop", NOOP_WASM)
 
 
 def hmac_filter() -> dict:
     """crates/hmac-bench: answers each request after one HMAC-SHA256 over 1 MiB."""
-    return {
-        "name": "hmac-bench",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "hmac-bench",
-                "root_id": "hmac-bench",
-                "vm_config": {
-                    "vm_id": "hmac-bench",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(HMAC_WASM)}},
-                },
-            },
-        },
-    }
+    return wasm_filter("hmac-bench", HMAC_WASM)
 
 
 def buffer_filter() -> dict:

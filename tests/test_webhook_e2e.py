@@ -189,9 +189,9 @@ def request_head(path, headers, declared):
     return (head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
-def read_response(c):
-    """(status, JSON body, or the raw body when not JSON) of the HTTP/1.1 response on `c`;
-    None on the socket's timeout."""
+def read_raw_response(c):
+    """(status, body) of the HTTP/1.1 response on `c`; None when the connection closed before
+    one, or on the socket's timeout."""
     data = b""
     try:
         while b"\r\n\r\n" not in data:
@@ -212,10 +212,19 @@ def read_response(c):
             rest += more
     except socket.timeout:
         return None
+    return int(head.split(b" ")[1]), rest
+
+
+def read_response(c):
+    """read_raw_response with the body parsed as JSON when it is (Envoy's own answers, e.g.
+    its 408, are plain text)."""
+    got = read_raw_response(c)
+    if got is None:
+        return None
     try:
-        return int(head.split(b" ")[1]), json.loads(rest)
+        return got[0], json.loads(got[1])
     except ValueError:
-        return int(head.split(b" ")[1]), rest  # not the filter's JSON (e.g. Envoy's own 408)
+        return got
 
 
 def test_what_the_headers_refuse_is_answered_before_the_body_is_sent(stack_factory):
@@ -274,24 +283,7 @@ def chunked_request(port, path, headers, body, chunk=65536):
             c.sendall(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered early
-        data = b""
-        while b"\r\n\r\n" not in data:
-            more = c.recv(65536)
-            if not more:
-                break
-            data += more
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                length = int(v)
-        while len(rest) < length:
-            more = c.recv(65536)
-            if not more:
-                break
-            rest += more
-        return int(head.split(b" ")[1]), rest
+        return read_raw_response(c)
 
 
 def h2_request(port, path, headers, body, trailers=None, chunk=16384):

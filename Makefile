@@ -28,9 +28,10 @@ build:
 	cargo build -p aura-collector
 	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
 
-# The bench's no-op proxy-wasm filter (crates/noop-filter): the cost of a wasm filter itself.
+# The bench's no-op proxy-wasm filter (crates/noop-filter): the cost of a wasm filter itself;
+# and its raw HMAC-SHA256 filter (crates/hmac-bench): the ceiling of the 1 MiB webhook case.
 build-bench:
-	@bash scripts/build-wasm.sh -p noop-filter
+	@bash scripts/build-wasm.sh -p noop-filter -p hmac-bench
 
 # Whole run < 5 min by default; BENCH_DURATION, BENCH_ROUNDS, BENCH_WARMUP, BENCH_CONNECTIONS,
 # BENCH_CASES override (see bench/run.py --help). Results: bench/results/latest.{md,json}.

@@ -51,6 +51,7 @@ import yaml  # noqa: E402
 WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
 AURA_WASM = WASM_DIR / "aura_guard.wasm"
 NOOP_WASM = WASM_DIR / "noop_filter.wasm"
+HMAC_WASM = WASM_DIR / "hmac_bench.wasm"
 # A test secret only (the bench's JWT key); never a real one.
 BENCH_ENV = {"JWT_SECRET_KEY": "bench-only-jwt-secret-0123456789abcdef"}
 # RLS call timeout for both rate-limit cases (Envoy's and aura-guard's default is 20 ms). On a
@@ -66,6 +67,26 @@ WEBHOOK_SIGNATURE = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), WEBHOOK_BODY.e
                                          hashlib.sha256).hexdigest()
 WRK_ENV = {"BENCH_WRK_DIR": str(BENCH / "wrk"), "BENCH_WEBHOOK_BODY": WEBHOOK_BODY,
            "BENCH_WEBHOOK_SIGNATURE": WEBHOOK_SIGNATURE}
+# The 1 MiB webhook cases: exactly webhook.max_body_bytes (the default), the largest delivery
+# aura-guard accepts. wrk reads it from a file (bench/wrk/webhook_1m.lua): too large for an
+# environment variable.
+WEBHOOK_1M_BYTES = 1 << 20
+
+
+def large_webhook_body(size: int = WEBHOOK_1M_BYTES) -> bytes:
+    """A JSON delivery of exactly `size` bytes."""
+    head, tail = b'{"action":"bench","zen":"', b'","repository":{"id":1}}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+def write_large_webhook(work: Path) -> dict:
+    """Writes the 1 MiB delivery for wrk and signs it (GitHub's scheme); the wrk environment."""
+    body = large_webhook_body()
+    path = work / "webhook_1m.json"
+    path.write_bytes(body)
+    sig = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"BENCH_WEBHOOK_1M_FILE": str(path), "BENCH_WEBHOOK_1M_SIGNATURE": sig}
+
 
 ROUTER = {
     "name": "envoy.filters.http.router",
@@ -104,20 +125,43 @@ def floor_filter() -> dict:
     return f
 
 
-def noop_filter() -> dict:
+def wasm_filter(name: str, module: Path) -> dict:
+    """A proxy-wasm filter of the bench's own (`name` is also its root and VM id)."""
     return {
-        "name": "noop",
+        "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "noop",
-                "root_id": "noop",
+                "name": name,
+                "root_id": name,
                 "vm_config": {
-                    "vm_id": "noop",
+                    "vm_id": name,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(NOOP_WASM)}},
+                    "code": {"local": {"filename": str(module)}},
                 },
             },
+        },
+    }
+
+
+def noop_filter() -> dict:
+    return wasm_filter("noop", NOOP_WASM)
+
+
+def hmac_filter() -> dict:
+    """crates/hmac-bench: answers each request after one HMAC-SHA256 over 1 MiB."""
+    return wasm_filter("hmac-bench", HMAC_WASM)
+
+
+def buffer_filter() -> dict:
+    """Envoy's buffer filter: the bare 1 MiB case reads the whole body before the route
+    answers, as Envoy does for aura-guard (a direct_response would answer at the headers and
+    close the connection without reading the body)."""
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": WEBHOOK_1M_BYTES,
         },
     }
 
@@ -211,10 +255,33 @@ CASES = [
      "wrk": "webhook.lua", "baseline": "bare-webhook", "stage": True,
      # An unsigned delivery must be refused; if it is not, the stage did not run.
      "probe": ("POST", "/webhooks/github", {"Content-Type": "application/json"}, WEBHOOK_BODY)},
+    # 1 MiB deliveries (docs/benchmarks.md#1-mib-webhooks): body MB/s next to the raw speed of
+    # HMAC-SHA256 in the same wasm runtime (wasm-hmac-1m), and a flood of unsigned ones, each
+    # of which must be answered 401 ("expect").
+    {"id": "bare-webhook-1m", "label": "bare Envoy + buffer filter, POST /webhooks/github 1 MiB",
+     "filters": [buffer_filter], "wrk": "webhook_1m.lua", "baseline": "bare-webhook-1m",
+     "body_bytes": WEBHOOK_1M_BYTES},
+    {"id": "aura-webhook-1m", "label": "aura-guard production, webhook signature (GitHub, 1 MiB)",
+     "filters": [lambda: aura_filter(AURA_WEBHOOK_CONFIG)],
+     "wrk": "webhook_1m.lua", "baseline": "bare-webhook-1m", "stage": True,
+     "body_bytes": WEBHOOK_1M_BYTES, "mac_reference": "wasm-hmac-1m",
+     "probe": ("POST", "/webhooks/github", {"Content-Type": "application/json"}, WEBHOOK_BODY)},
+    {"id": "aura-webhook-unsigned-1m",
+     "label": "aura-guard production, unsigned 1 MiB deliveries (must be 401)",
+     "filters": [lambda: aura_filter(AURA_WEBHOOK_CONFIG)],
+     "wrk": "webhook_1m_unsigned.lua", "baseline": "bare-webhook-1m", "stage": True,
+     "body_bytes": WEBHOOK_1M_BYTES, "expect": 401,
+     "probe": ("POST", "/webhooks/github", {"Content-Type": "application/json"}, WEBHOOK_BODY)},
+    {"id": "wasm-hmac-1m", "label": "raw HMAC-SHA256 of 1 MiB in wasm (crates/hmac-bench)",
+     "filters": [hmac_filter], "wrk": "ping.lua", "baseline": "wasm-hmac-1m",
+     "request": "GET /api/v2/ping, answered by the filter after 1 MiB of HMAC",
+     "mac_bytes": WEBHOOK_1M_BYTES},
 ]
 
 REQUESTS = {"ping.lua": "GET /api/v2/ping", "login.lua": "POST /auth/login (new client each)",
-            "webhook.lua": "POST /webhooks/github (1 KB, signed)"}
+            "webhook.lua": "POST /webhooks/github (1 KB, signed)",
+            "webhook_1m.lua": "POST /webhooks/github (1 MiB, signed)",
+            "webhook_1m_unsigned.lua": "POST /webhooks/github (1 MiB, unsigned)"}
 
 
 def rls_env() -> dict[str, str]:
@@ -449,7 +516,7 @@ def summarise(case: dict, runs: list[dict], rls_calls: int) -> dict:
     return {
         "id": case["id"],
         "label": case["label"],
-        "request": REQUESTS[case["wrk"]],
+        "request": case.get("request") or REQUESTS[case["wrk"]],
         "baseline": case["baseline"],
         "rounds": len(runs),
         "rps_median": statistics.median(r["rps"] for r in runs) if runs else 0.0,
@@ -464,8 +531,56 @@ def summarise(case: dict, runs: list[dict], rls_calls: int) -> dict:
         "descriptors_per_check": case.get("descriptors_per_check"),
         **{k: statistics.median(r["meters"][k] for r in runs)
            for k in (runs[0].get("meters", {}) if runs else {})},
+        **large_body_fields(case, runs),
         "runs": runs,
     }
+
+
+def large_body_fields(case: dict, runs: list[dict]) -> dict:
+    """The 1 MiB cases: the status every answer must have ("expect", default 2xx) and how many
+    had another; body MB/s (10^6 bytes) received, or MACed for the raw HMAC case."""
+    out: dict = {"expect": str(case.get("expect", "2xx"))}
+    if "expect" in case:
+        out["unexpected_status"] = sum(r.get("unexpected_status", 0) for r in runs)
+    per_request = case.get("body_bytes") or case.get("mac_bytes")
+    if per_request and runs:
+        out["body_bytes"] = per_request
+        out["body_mb_s"] = statistics.median(r["rps"] for r in runs) * per_request / 1e6
+        # What a request costs Envoy (all its threads), whatever the client managed to send:
+        # the measure of a flood's price for the proxy.
+        cpu = [r["envoy_cpu_s"] for r in runs if "envoy_cpu_s" in r]
+        requests = sum(r["requests"] for r in runs if "envoy_cpu_s" in r)
+        if cpu and requests:
+            out["envoy_cpu_ms_per_request"] = 1000 * sum(cpu) / requests
+    return out
+
+
+def add_mac_ratios(rows: list[dict], cases: list[dict]) -> None:
+    """aura-webhook-1m's body MB/s over the raw in-wasm HMAC MB/s of the same run."""
+    by_id = {r["id"]: r for r in rows}
+    for c in cases:
+        row, ref = by_id.get(c["id"]), by_id.get(c.get("mac_reference", ""))
+        if row and ref and row.get("body_mb_s") and ref.get("body_mb_s"):
+            row["vs_raw_hmac"] = row["body_mb_s"] / ref["body_mb_s"]
+
+
+def large_body_markdown(result: dict) -> list[str]:
+    rows = [r for r in result["cases"] if r.get("body_mb_s") is not None]
+    if not rows:
+        return []
+    out = ["", "1 MiB webhooks: body MB/s (10^6 bytes a second; for the raw HMAC case, bytes "
+           "MACed) and, for aura-guard's signed case, its ratio to the raw in-wasm HMAC-SHA256 "
+           "speed of the same run.", "",
+           "| case | body MB/s | vs raw HMAC | Envoy CPU ms/request | expect | unexpected status |",
+           "|---|---:|---:|---:|---|---:|"]
+    for r in rows:
+        ratio = f"{r['vs_raw_hmac']:.2f}" if r.get("vs_raw_hmac") is not None else "-"
+        cpu = r.get("envoy_cpu_ms_per_request")
+        cpu = f"{cpu:.2f}" if cpu is not None else "-"
+        unexpected = r.get("unexpected_status", r.get("non_2xx", 0))
+        out.append(f"| {r['label']} | {r['body_mb_s']:,.1f} | {ratio} | {cpu} | {r['expect']} | "
+                   f"{unexpected} |")
+    return out
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -499,14 +614,19 @@ def markdown(result: dict) -> str:
             out.append(f"| {r['label']} | | FAILED: {r['failed']} |" + " |" * 11)
             continue
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
+        # A case that must be refused says so rather than count its refusals as failures.
+        non_2xx = (f"{r['non_2xx']} (expected {r['expect']}; "
+                   f"{r.get('unexpected_status', 0)} not)" if r.get("expect", "2xx") != "2xx"
+                   else f"{r['non_2xx']}")
         out.append(
             f"| {r['label']} | {r['request']} | {r['rps_median']:,.0f} | "
             f"{r['rps_min']:,.0f}–{r['rps_max']:,.0f} | {ratio} | {r['p99_ms_median']:.2f} | "
-            f"{r['non_2xx']} | {r['rls_calls_per_request']:.2f} | "
+            f"{non_2xx} | {r['rls_calls_per_request']:.2f} | "
             f"{num(r.get('descriptors_per_check'), '{:d}')} | "
             f"{num(r.get('redis_commands_per_request'), '{:.1f}')} | "
             + " | ".join(num(r.get(f"cpu_us_{k}"), "{:.0f}")
                          for k in ("envoy", "upstream", "rls", "redis")) + " |")
+    out += large_body_markdown(result)
     failed = [r for r in result["cases"] if r.get("failed")]
     if failed:
         out.append("")
@@ -571,9 +691,12 @@ def main() -> int:
                                    wasm=str(a.compare_wasm.resolve())))
         cases = cases + before
     for need, what in ((AURA_WASM, "make build"),
-                       (NOOP_WASM, "bash scripts/build-wasm.sh -p noop-filter")):
+                       (NOOP_WASM, "bash scripts/build-wasm.sh -p noop-filter"),
+                       (HMAC_WASM, "bash scripts/build-wasm.sh -p hmac-bench")):
         used = any(c["id"].startswith("aura-") if need == AURA_WASM
-                   else c["id"] in ("noop-wasm", "wasm-floor") for c in cases)
+                   else c["id"] in {NOOP_WASM: ("noop-wasm", "wasm-floor"),
+                                  HMAC_WASM: ("wasm-hmac-1m",)}[need]
+                   for c in cases)
         if used and not need.is_file():
             print(f"bench: {need} is missing: run `{what}` (make bench does both)", file=sys.stderr)
             return 2
@@ -586,6 +709,7 @@ def main() -> int:
     loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     a.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aura-bench-"))
+    WRK_ENV.update(write_large_webhook(work))
     rls = None
     upstream = None
     envoys: list[EnvoyCase] = []
@@ -640,6 +764,8 @@ def main() -> int:
                 before = meters.read()
                 r = run_wrk(e.listen_port, e.case["wrk"], a.duration, a.connections)
                 r["meters"] = Meters.per_request(before, meters.read(), r["requests"])
+                if "cpu_us_envoy" in r["meters"]:
+                    r["envoy_cpu_s"] = r["meters"]["cpu_us_envoy"] * r["requests"] / 1e6
                 runs[e.id].append(r)
                 print(f"  round {rnd + 1}/{a.rounds} {e.id:18} {r['rps']:>10,.0f} req/s  "
                       f"p99 {r['latency_us']['p99'] / 1000:6.2f} ms", flush=True)
@@ -651,6 +777,9 @@ def main() -> int:
             if e.case.get("rls") and row["requests"] and calls == 0:
                 row["failed"] = (f"no rate-limit service calls in {row['requests']} requests: "
                                  "the route was not rate-limited")
+            if row.get("unexpected_status") and "failed" not in row:
+                row["failed"] = (f"{row['unexpected_status']} of {row['requests']} answers were "
+                                 f"not the expected {row['expect']}")
             if e.proc is not None and e.proc.poll() is not None:
                 row["failed"] = f"Envoy exited during the run; see {e.log}"
             rows[e.id] = row
@@ -664,6 +793,7 @@ def main() -> int:
 
     ordered = [rows[c["id"]] for c in cases if c["id"] in rows]
     add_ratios(ordered)
+    add_mac_ratios(ordered, cases)
     result = {
         "started": started,
         "machine": platform.machine(),

@@ -20,7 +20,8 @@ def case_ids():
 def test_bench_lists_the_comparison_cases():
     ids = case_ids()
     for want in ("bare", "noop-wasm", "lua-headers", "native-ratelimit", "aura-headers",
-                 "aura-ratelimit", "bare-webhook", "aura-webhook"):
+                 "aura-ratelimit", "bare-webhook", "aura-webhook", "bare-webhook-1m",
+                 "aura-webhook-1m", "aura-webhook-unsigned-1m", "wasm-hmac-1m"):
         assert want in ids
 
 
@@ -41,12 +42,21 @@ def test_bench_runs_every_case_and_writes_a_row_for_each(tmp_path):
         assert row["rounds"] == 1
         assert row["requests"] > 0, row  # traffic flowed; how much is not the test's business
         assert row["socket_errors"] == 0, row
-        assert row["non_2xx"] == 0, row
+        if row["expect"] == "2xx":
+            assert row["non_2xx"] == 0, row
+        else:  # the unsigned flood: every answer is the expected refusal, and says so
+            assert row["unexpected_status"] == 0 and row["non_2xx"] == row["requests"], row
         assert row["ratio"] is not None
         for key in ("rps_median", "p99_ms_median"):
             assert isinstance(row[key], float)
     # The Envoy ratelimit filter really called the service for every request.
     assert rows["native-ratelimit"]["rls_calls_per_request"] > 0.9
+    # The 1 MiB cases report body MB/s, and the signed one its ratio to the raw in-wasm HMAC.
+    for cid in ("bare-webhook-1m", "aura-webhook-1m", "aura-webhook-unsigned-1m",
+                "wasm-hmac-1m"):
+        assert rows[cid]["body_mb_s"] > 0, rows[cid]
+    assert rows["aura-webhook-1m"]["vs_raw_hmac"] > 0
+    assert rows["aura-webhook-unsigned-1m"]["expect"] == "401"
     md = (tmp_path / "latest.md").read_text()
     for row in rows.values():
         assert row["label"] in md
@@ -58,13 +68,19 @@ def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
     noop = os.path.join(os.path.dirname(WASM), "noop_filter.wasm")
     r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
                         "--connections", "2", "--out-dir", str(tmp_path), "--aura-wasm", noop,
-                        "--cases", "aura-ratelimit,aura-webhook"],
+                        "--cases", "aura-ratelimit,aura-webhook,aura-webhook-unsigned-1m"],
                        capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert ("bench: FAILED aura-webhook: an unsigned probe request got 200: the stage does not "
             "verify this route") in r.stderr, r.stderr[-3000:]
     assert "bench: FAILED aura-ratelimit: no rate-limit service calls in " in r.stderr, \
         r.stderr[-3000:]
+    assert "bench: FAILED aura-webhook-unsigned-1m: an unsigned probe request got 200" \
+        in r.stderr, r.stderr[-3000:]
     # The results are still written, each failure stated.
     md = (tmp_path / "latest.md").read_text()
-    assert md.count("- FAILED ") == 2, md
+    assert md.count("- FAILED ") == 3, md
+    # The flood's answers were all 200, none the expected 401: each counted as unexpected.
+    with open(tmp_path / "latest.json") as f:
+        flood = {r["id"]: r for r in json.load(f)["cases"]}["aura-webhook-unsigned-1m"]
+    assert flood["unexpected_status"] == flood["requests"] > 0, flood

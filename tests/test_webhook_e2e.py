@@ -175,6 +175,101 @@ def test_configured_webhook_limit_applies_to_webhook_routes_only(stack_factory):
     assert len(s.upstream_requests()) == 2
 
 
+def head_only(port, path, headers, declared, timeout):
+    """Sends only a request head declaring `declared` body bytes and waits for an answer without
+    sending any of the body. Returns (status, JSON body), or None when nothing came back within
+    `timeout` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        c.sendall(request_head(path, headers, declared))
+        return read_response(c)
+
+
+def request_head(path, headers, declared):
+    head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {declared}\r\n"
+    return (head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+
+def read_raw_response(c):
+    """(status, body) of the HTTP/1.1 response on `c`; None when the connection closed before
+    one, or on the socket's timeout."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            more = c.recv(65536)
+            if not more:
+                return None
+            data += more
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-length":
+                length = int(v)
+        while len(rest) < length:
+            more = c.recv(65536)
+            if not more:
+                break
+            rest += more
+    except socket.timeout:
+        return None
+    return int(head.split(b" ")[1]), rest
+
+
+def read_response(c):
+    """read_raw_response with the body parsed as JSON when it is (Envoy's own answers, e.g.
+    its 408, are plain text)."""
+    got = read_raw_response(c)
+    if got is None:
+        return None
+    try:
+        return got[0], json.loads(got[1])
+    except ValueError:
+        return got
+
+
+def test_what_the_headers_refuse_is_answered_before_the_body_is_sent(stack_factory):
+    """A delivery its headers already refuse (no signature, a malformed one, a stale timestamp,
+    an unconfigured source) is answered while the client still holds back its declared 1 MiB:
+    the filter never waits for, or buffers, a body that cannot change the answer. Before this,
+    Envoy held such a request until the whole body had arrived (here: never)."""
+    s = stack_factory(env=env_for(sources=["github", "stripe"]))
+    stale = int(time.time()) - 3600
+    cases = [
+        ("/webhooks/github", {}, "Missing webhook signature", "github.missing_signature"),
+        ("/webhooks/stripe", {"Stripe-Signature": "garbage"}, "Invalid webhook signature",
+         "stripe.invalid_signature"),
+        ("/webhooks/stripe", {"Stripe-Signature": f"t={stale},v1={'0' * 64}"},
+         "Webhook timestamp too old", "stripe.timestamp_too_old"),
+        ("/webhooks/toast", {"Toast-Signature": "abc="}, "Webhook source not configured",
+         "toast.source_not_configured"),
+    ]
+    for path, headers, detail, _ in cases:
+        headers = {"content-type": "application/json", **headers}
+        # Generous: on a busy machine an answer takes milliseconds; a request held for its
+        # body gets none at all.
+        got = head_only(s.listen_port, path, headers, declared=1048576, timeout=30)
+        assert got == (401, {"detail": detail}), (path, headers)
+    assert s.upstream_requests() == []
+    want = {f"webhook.{c[3]}": 1 for c in cases}
+    want["events.webhook_validation_failure"] = len(cases)
+    assert_counters(s, want)
+
+
+def test_a_delivery_only_its_body_can_decide_is_held_until_the_body(stack_factory):
+    """The control: a well-formed signature header is not refused early; the request waits for
+    its body and is then verified."""
+    s = stack_factory(env=PROD)
+    body = body_for("github", size=1048576)
+    path, headers = signed(s, "github", body)
+    with socket.create_connection(("127.0.0.1", s.listen_port), timeout=2) as c:
+        c.sendall(request_head(path, headers, len(body)))
+        assert read_response(c) is None  # nothing before the body: it decides
+        c.settimeout(30)
+        c.sendall(body)
+        assert read_response(c)[0] == 200
+    assert [x["body_sha256"] for x in s.upstream_requests()] == [sha(body)]
+
+
 def chunked_request(port, path, headers, body, chunk=65536):
     """HTTP/1.1 with Transfer-Encoding: chunked (no Content-Length). Returns (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
@@ -188,24 +283,7 @@ def chunked_request(port, path, headers, body, chunk=65536):
             c.sendall(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered early
-        data = b""
-        while b"\r\n\r\n" not in data:
-            more = c.recv(65536)
-            if not more:
-                break
-            data += more
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                length = int(v)
-        while len(rest) < length:
-            more = c.recv(65536)
-            if not more:
-                break
-            rest += more
-        return int(head.split(b" ")[1]), rest
+        return read_raw_response(c)
 
 
 def h2_request(port, path, headers, body, trailers=None, chunk=16384):

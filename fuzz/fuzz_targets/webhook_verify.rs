@@ -2,6 +2,7 @@
 //! source found by route, then `webhook::evaluate` with the environment policy, over a
 //! configuration where every built-in source has a secret and a public URL. Asserts that an
 //! accepted delivery is consistent, that only development lets an unconfigured source pass,
+//! that what `webhook::check_headers` refuses before the body is the whole request's answer,
 //! and that a delivery signed with the source's first default scheme is accepted.
 #![no_main]
 
@@ -11,7 +12,7 @@ use aura_guard_core::fuzz_api;
 use aura_guard_core::path::normalise;
 use aura_guard_core::secret::Secret;
 use aura_guard_core::webhook::config::BUILTIN_SOURCES;
-use aura_guard_core::webhook::{evaluate, Outcome, WebhookConfig, WebhookRequest};
+use aura_guard_core::webhook::{check_headers, evaluate, Outcome, WebhookConfig, WebhookRequest};
 use aura_guard_fuzz::{check_verified, headers, NOW, TOLERANCE_S};
 use libfuzzer_sys::fuzz_target;
 
@@ -58,7 +59,13 @@ fn case(data: &[u8]) -> Result<()> {
                 body: &body,
                 path_and_query: &raw_path,
             };
-            match evaluate(&cfg, env, name, &req, NOW) {
+            let full = evaluate(&cfg, env, name, &req, NOW);
+            // What the headers alone refuse (before the body, in the filter) is the answer
+            // for the whole request.
+            if let Err(early) = check_headers(&cfg, env, name, &req, NOW) {
+                assert_eq!(full, Err(early), "{name}");
+            }
+            match full {
                 Ok(Outcome::Verified(v)) => check_verified(&src.effective_schemes(name), name, &v),
                 Ok(Outcome::UnverifiedDevelopment) => {
                     assert_eq!(env, Environment::Development);

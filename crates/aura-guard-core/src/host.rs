@@ -173,6 +173,9 @@ pub mod mock {
         pub response_headers: Vec<(String, String)>,
         pub reply: Option<Reply>,
         pub request_body: Vec<u8>,
+        /// Every `request_body` read, as (start, bytes returned): tests pin how often and
+        /// how much of the body is copied out of the host.
+        pub body_reads: RefCell<Vec<(usize, usize)>>,
         pub resumed: u32,
         pub counters: BTreeMap<String, u64>,
         pub logs: RefCell<Vec<(Level, String)>>,
@@ -275,7 +278,11 @@ pub mod mock {
         fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
             self.called("request_body");
             let end = start.checked_add(len)?.min(self.request_body.len());
-            self.request_body.get(start..end).map(|b| b.to_vec())
+            let body = self.request_body.get(start..end).map(|b| b.to_vec());
+            if let Some(b) = &body {
+                self.body_reads.borrow_mut().push((start, b.len()));
+            }
+            body
         }
         fn resume_request(&mut self) {
             self.called("resume_request");

@@ -15,7 +15,7 @@ use aura_guard_core::secret::Secret;
 use aura_guard_core::webhook::config::{default_schemes, SourceConfig};
 use aura_guard_core::webhook::scheme::Scheme;
 use aura_guard_core::webhook::WebhookConfig;
-use aura_guard_core::webhook::{evaluate, Outcome, WebhookRequest};
+use aura_guard_core::webhook::{check_headers, evaluate, Failure, Outcome, WebhookRequest};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -109,7 +109,55 @@ fn now_of(v: &Vector) -> i64 {
     0
 }
 
+/// A vector as the filter sees it: its source's configuration and its request.
+struct Prepared {
+    name: &'static str,
+    scheme: Scheme,
+    config: WebhookConfig,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    path_and_query: String,
+}
+
+impl Prepared {
+    fn request(&self) -> WebhookRequest<'_> {
+        WebhookRequest {
+            headers: &self.headers,
+            body: &self.body,
+            path_and_query: &self.path_and_query,
+        }
+    }
+}
+
 fn check(v: &Vector) -> Result<(), String> {
+    let p = prepare(v)?;
+    let (name, scheme, config) = (p.name, p.scheme, &p.config);
+    let req = p.request();
+    let result = evaluate(config, Environment::Production, name, &req, now_of(v));
+    let valid = match &result {
+        Ok(Outcome::Verified(ver)) => {
+            if ver.scheme != scheme {
+                return Err(format!(
+                    "verified under {:?}, expected {scheme:?}",
+                    ver.scheme
+                ));
+            }
+            true
+        }
+        Ok(Outcome::UnverifiedDevelopment) => return Err("unverified pass in production".into()),
+        Err(_) => false,
+    };
+    if valid == v.expected_valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "verdict {valid}, expected {} ({result:?})",
+            v.expected_valid
+        ))
+    }
+}
+
+fn prepare(v: &Vector) -> Result<Prepared, String> {
     let (name, scheme) = scheme_of(&v.scheme);
     let body = body_of(v);
     let (public_url, path_and_query) = split_url(&v.url);
@@ -151,33 +199,44 @@ fn check(v: &Vector) -> Result<(), String> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let req = WebhookRequest {
-        headers: &headers,
-        body: &body,
-        path_and_query: &path_and_query,
-    };
-    let result = evaluate(&config, Environment::Production, name, &req, now_of(v));
-    let valid = match &result {
-        Ok(Outcome::Verified(ver)) => {
-            if ver.scheme != scheme {
-                return Err(format!(
-                    "verified under {:?}, expected {scheme:?}",
-                    ver.scheme
-                ));
-            }
-            true
-        }
-        Ok(Outcome::UnverifiedDevelopment) => return Err("unverified pass in production".into()),
-        Err(_) => false,
-    };
-    if valid == v.expected_valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "verdict {valid}, expected {} ({result:?})",
-            v.expected_valid
-        ))
+    Ok(Prepared {
+        name,
+        scheme,
+        config,
+        headers,
+        body,
+        path_and_query,
+    })
+}
+
+/// What the headers alone refuse (the filter answers it before the body) is exactly
+/// verification's answer for the whole request; a valid vector is never refused there.
+#[test]
+fn header_only_refusals_agree_with_verification_on_every_vector() {
+    let vectors: Vec<Vector> = serde_json::from_str(VECTORS).unwrap();
+    let mut refused_at_headers = 0;
+    for v in &vectors {
+        let p = prepare(v).unwrap();
+        let req = p.request();
+        let now = now_of(v);
+        let Err(early) = check_headers(&p.config, Environment::Production, p.name, &req, now)
+        else {
+            continue;
+        };
+        refused_at_headers += 1;
+        let full = evaluate(&p.config, Environment::Production, p.name, &req, now);
+        assert_eq!(full, Err::<Outcome, Failure>(early), "{}", v.id);
+        // The body cannot change it: the same headers with no body at all.
+        let empty = WebhookRequest { body: b"", ..req };
+        assert_eq!(
+            check_headers(&p.config, Environment::Production, p.name, &empty, now),
+            Err(early),
+            "{}",
+            v.id
+        );
     }
+    // Stale and malformed vectors exist: the check is not vacuous.
+    assert!(refused_at_headers > 0);
 }
 
 #[test]

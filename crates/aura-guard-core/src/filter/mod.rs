@@ -328,6 +328,11 @@ impl HttpFilter {
         if declared.is_some_and(|len| len > self.body_limit()) {
             return self.body_too_large(host);
         }
+        // A webhook delivery the headers already refuse is answered now, not after its body.
+        let flow = self.webhook.check_headers(&policy, &mut self.ctx, host);
+        if flow != Flow::Next {
+            return self.after(host, flow);
+        }
         if end_of_stream {
             return self.finish_body(host);
         }

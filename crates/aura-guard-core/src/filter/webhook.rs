@@ -2,7 +2,9 @@
 //! whose normalised path is a webhook route is held until its whole body is buffered; then the
 //! signature is verified, the replay key is recorded in the seen-set (`webhook::replay`,
 //! shared by all workers of one Envoy), and the key is released again when the upstream does
-//! not answer 2xx, so the provider's retry passes. docs/webhooks.md.
+//! not answer 2xx, so the provider's retry passes. What the headers alone decide (no
+//! signature, a malformed one, a timestamp outside the window, an unconfigured source) is
+//! refused before any body is buffered. docs/webhooks.md.
 
 use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::events::{SecurityEvent, Severity};
@@ -57,13 +59,10 @@ impl Stage for WebhookStage {
             return Flow::Next;
         };
         let cfg = &policy.config.webhook;
-        let headers = host.request_headers();
-        let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
-        let target = ctx
-            .path
-            .as_ref()
-            .map(|p| p.raw().to_string())
-            .unwrap_or_default();
+        // The pipeline's copy (read once per request); owned, as `refuse` takes `ctx` too.
+        let headers = ctx.headers.pairs().to_vec();
+        let now = unix_now(host);
+        let target = request_target(ctx);
         let req = WebhookRequest {
             headers: &headers,
             body,
@@ -168,7 +167,47 @@ impl Stage for WebhookStage {
     }
 }
 
+fn unix_now(host: &dyn Host) -> i64 {
+    i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The request target as received (Square and Twilio sign its query).
+fn request_target(ctx: &RequestCtx) -> String {
+    ctx.path
+        .as_ref()
+        .map(|p| p.raw().to_string())
+        .unwrap_or_default()
+}
+
 impl WebhookStage {
+    /// Refuses, at the request headers, a delivery they alone already decide
+    /// (`webhook::check_headers`): the same status, body, event and stat as after the body,
+    /// without waiting for (or buffering) a body that cannot change the answer. Called by the
+    /// pipeline once it holds a webhook request, after the declared-length check.
+    pub(super) fn check_headers(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+    ) -> Flow {
+        let Some(source) = self.source.clone() else {
+            return Flow::Next;
+        };
+        let headers = ctx.headers.pairs().to_vec();
+        let target = request_target(ctx);
+        let req = WebhookRequest {
+            headers: &headers,
+            body: &[],
+            path_and_query: &target,
+        };
+        let cfg = &policy.config.webhook;
+        let env = policy.config.environment;
+        match webhook::check_headers(cfg, env, &source, &req, unix_now(host)) {
+            Ok(()) => Flow::Next,
+            Err(failure) => refuse(policy, ctx, host, &source, failure, &headers),
+        }
+    }
+
     /// The webhook source whose route is this request's normalised path, if any.
     pub(super) fn source(&self) -> Option<&str> {
         self.source.as_deref()
@@ -182,7 +221,7 @@ impl WebhookStage {
         host: &mut dyn Host,
     ) -> Option<Flow> {
         let source = self.source.clone()?;
-        let headers = host.request_headers();
+        let headers = ctx.headers.pairs().to_vec();
         Some(refuse(
             policy,
             ctx,
@@ -709,6 +748,238 @@ mod tests {
         assert_eq!(f.on_request_body(&mut host, 2, false), Action::Pause);
         assert_eq!(f.on_request_trailers(&mut host), Action::Continue);
         assert!(host.reply.is_none());
+    }
+
+    /// The headers of `host`'s delivery only, declaring a 1 MiB body that has not arrived.
+    fn headers_only(mut host: MockHost) -> MockHost {
+        host.request_headers
+            .push(("content-length".into(), "1048576".into()));
+        host.request_body.clear();
+        host
+    }
+
+    /// (status, detail) of a delivery refused at the request headers, with its event and stat,
+    /// and nothing of the body read.
+    fn refused_at_headers(p: &Rc<Policy>, host: &mut MockHost, source: &str) -> (u32, String) {
+        let mut f = HttpFilter::new(p.clone());
+        assert_eq!(f.on_request_headers(host, false), Action::Pause);
+        let (status, body) = reply(host);
+        let reason = f.events()[0].metadata["reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            host.counters
+                .get(&format!("aura_guard.webhook.{source}.{reason}")),
+            Some(&1)
+        );
+        assert!(host.body_reads.borrow().is_empty());
+        // Envoy may still deliver body callbacks: they change nothing.
+        assert_eq!(f.on_request_body(host, 1024, false), Action::Continue);
+        (status, body["detail"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn what_the_headers_decide_is_refused_before_any_body_arrives() {
+        let p = prod();
+        let stripe = || delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        let without = |name: &str| {
+            let mut h = stripe();
+            h.request_headers.retain(|(n, _)| n != name);
+            h
+        };
+        let with = |name: &str, value: &str| {
+            let mut h = without("Stripe-Signature");
+            h.request_headers.push((name.into(), value.into()));
+            h
+        };
+        let old = (NOW - 301).to_string();
+        let cases = [
+            // No signature header of any of the source's schemes (stripe, generic).
+            (without("Stripe-Signature"), "Missing webhook signature"),
+            // A malformed one.
+            (
+                with("Stripe-Signature", "garbage"),
+                "Invalid webhook signature",
+            ),
+            (
+                with("Stripe-Signature", "t=1,v0=ab"),
+                "Webhook timestamp too old",
+            ),
+            (
+                with("Stripe-Signature", &format!("t={NOW}")),
+                "Invalid webhook signature",
+            ),
+            (
+                with("Stripe-Signature", "v1=ab"),
+                "Invalid webhook timestamp",
+            ),
+            // A timestamp outside the window, in either direction.
+            (
+                with("Stripe-Signature", &format!("t={old},v1=ab")),
+                "Webhook timestamp too old",
+            ),
+            (
+                with("Stripe-Signature", &format!("t={},v1=ab", NOW + 301)),
+                "Webhook timestamp too old",
+            ),
+        ];
+        for (host, detail) in cases {
+            let mut host = headers_only(host);
+            let got = refused_at_headers(&p, &mut host, "stripe");
+            assert_eq!(got, (401, detail.to_string()), "{:?}", host.request_headers);
+        }
+        // An unconfigured source outside development.
+        let mut host = headers_only(delivery("/webhooks/toast", b"{}", Scheme::Generic, "x"));
+        assert_eq!(
+            refused_at_headers(&p, &mut host, "toast"),
+            (401, "Webhook source not configured".to_string())
+        );
+    }
+
+    #[test]
+    fn a_refusal_at_the_headers_is_audited_as_a_security_event() {
+        let p = prod();
+        let mut host = delivery("/webhooks/github", b"{}", Scheme::Generic, "x");
+        host.request_headers.retain(|(n, _)| !n.starts_with("X-"));
+        let mut host = headers_only(host);
+        let queue = (
+            "aura-guard-audit".to_string(),
+            "aura_guard_audit".to_string(),
+        );
+        host.queues.insert(queue.clone(), Vec::new());
+        let mut f = HttpFilter::new(p);
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert_eq!(reply(&host).0, 401);
+        host.response_code = Some(401);
+        f.on_log(&mut host);
+        let records: Vec<serde_json::Value> = host.queues[&queue]
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["kind"], "security_event");
+        assert_eq!(records[0]["type"], EVENT_TYPE);
+        assert_eq!(records[0]["outcome"], "blocked");
+    }
+
+    #[test]
+    fn a_later_scheme_of_the_source_is_checked_as_verification_would() {
+        let p = prod();
+        // stripe accepts [stripe, generic]: no Stripe-Signature, a generic one present.
+        let generic = |ts: i64| {
+            let mut h = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+            h.request_headers.retain(|(n, _)| n != "Stripe-Signature");
+            h.request_headers
+                .push(("X-Webhook-Signature".into(), "ab".into()));
+            h.request_headers
+                .push(("X-Webhook-Timestamp".into(), ts.to_string()));
+            headers_only(h)
+        };
+        // In the window: only the body can decide, so it is held.
+        let mut host = generic(NOW);
+        let mut f = HttpFilter::new(p.clone());
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        assert!(host.reply.is_none());
+        // Its timestamp outside the window: refused at once.
+        let mut host = generic(NOW - 301);
+        assert_eq!(
+            refused_at_headers(&p, &mut host, "stripe"),
+            (401, "Webhook timestamp too old".to_string())
+        );
+    }
+
+    #[test]
+    fn deliveries_the_body_decides_are_held() {
+        // A well-formed signature (right or wrong is up to the body), Toast (its signed
+        // timestamp is in the body), and an unconfigured source in development.
+        let wrong = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, "wrong-secret");
+        let toast_policy = policy("{}", &[("WEBHOOK_SECRET_TOAST", "t")]);
+        let toast = delivery(
+            "/webhooks/toast",
+            br#"{"timestamp":"2022-03-01T15:04:05Z"}"#,
+            Scheme::Toast,
+            "t",
+        );
+        let dev = delivery("/webhooks/shopify", b"{}", Scheme::Generic, "x");
+        for (p, host) in [
+            (prod(), wrong),
+            (toast_policy, toast),
+            (policy("{}", &[]), dev),
+        ] {
+            let mut host = headers_only(host);
+            let mut f = HttpFilter::new(p);
+            assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+            assert!(host.reply.is_none(), "{:?}", host.reply);
+        }
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_is_still_413_when_also_unsigned() {
+        let p = policy(
+            r#"{"environment": "production", "webhook": {"max_body_bytes": 16}}"#,
+            &[
+                ("WEBHOOK_SECRET_STRIPE", SECRET),
+                ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij"),
+            ],
+        );
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        host.request_headers
+            .retain(|(n, _)| n != "Stripe-Signature");
+        host.request_headers
+            .push(("content-length".into(), "17".into()));
+        HttpFilter::new(p).on_request_headers(&mut host, false);
+        assert_eq!(reply(&host).0, 413);
+    }
+
+    fn github_policy(replay: bool, secrets: &[&str]) -> Rc<Policy> {
+        let config = serde_json::json!({
+            "environment": "production",
+            "webhook": {
+                "replay": {"enabled": replay},
+                "sources": {"github": {"secrets": secrets, "schemes": ["github"]}},
+            },
+        });
+        policy(
+            &config.to_string(),
+            &[("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij")],
+        )
+    }
+
+    /// A 1 MiB GitHub delivery in 64 chunks of 16 KiB (as Envoy reports them): bytes read
+    /// from the host and bytes hashed.
+    fn large_github_delivery(p: &Rc<Policy>, signed_with: &str) -> (MockHost, usize) {
+        let body = vec![b'x'; 1 << 20];
+        let mut host = delivery("/webhooks/github", &body, Scheme::Github, signed_with);
+        let mut f = HttpFilter::new(p.clone());
+        crate::webhook::schemes::hashed::take();
+        assert_eq!(f.on_request_headers(&mut host, false), Action::Pause);
+        for chunk in 1..64 {
+            assert_eq!(
+                f.on_request_body(&mut host, chunk << 14, false),
+                Action::Pause
+            );
+        }
+        f.on_request_body(&mut host, 1 << 20, true);
+        (host, crate::webhook::schemes::hashed::take())
+    }
+
+    #[test]
+    fn a_large_delivery_is_read_from_the_host_once_and_hashed_once_per_secret() {
+        const MIB: usize = 1 << 20;
+        let (host, hashed) = large_github_delivery(&github_policy(false, &["gh"]), "gh");
+        assert!(host.reply.is_none());
+        assert_eq!(*host.body_reads.borrow(), [(0, MIB)]);
+        assert_eq!(hashed, MIB, "one HMAC pass, no replay key with replay off");
+        // Replay on: one more pass, for the replay key of the verified delivery.
+        let (host, hashed) = large_github_delivery(&github_policy(true, &["gh"]), "gh");
+        assert!(host.reply.is_none());
+        assert_eq!(hashed, 2 * MIB);
+        // Every secret is tried once; a refused delivery gets no replay key.
+        let (host, hashed) = large_github_delivery(&github_policy(true, &["a", "b"]), "c");
+        assert_eq!(reply(&host).0, 401);
+        assert_eq!(*host.body_reads.borrow(), [(0, MIB)]);
+        assert_eq!(hashed, 2 * MIB);
     }
 
     #[test]

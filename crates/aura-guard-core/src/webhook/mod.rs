@@ -125,22 +125,56 @@ pub fn verify(
     now_unix: i64,
     require_timestamp: bool,
 ) -> Result<Verified, Failure> {
+    let facts = Facts {
+        name,
+        now: now_unix,
+        require_timestamp,
+        want_key: true,
+    };
+    verify_with(source, req, &facts)
+}
+
+/// What verification needs besides the source and the request.
+struct Facts<'a> {
+    name: &'a str,
+    now: i64,
+    require_timestamp: bool,
+    /// Compute the replay key (one more pass over the body); off when replay protection is.
+    want_key: bool,
+}
+
+/// The scheme a delivery is verified with: the first of the source's schemes whose signature
+/// header is present. Then that scheme alone decides (there is no fallback to a later one).
+fn select<'a>(
+    source: &'a SourceConfig,
+    req: &'a WebhookRequest<'a>,
+    facts: &Facts<'a>,
+) -> Result<(Scheme, schemes::Ctx<'a>), Failure> {
     if !source.is_configured() {
         return Err(Failure::SourceNotConfigured);
     }
-    let schemes = source.effective_schemes(name);
-    let scheme = schemes
-        .iter()
-        .copied()
+    let scheme = source
+        .effective_schemes(facts.name)
+        .into_iter()
         .find(|s| schemes::signature_present(*s, req))
         .ok_or(Failure::MissingSignature)?;
     let ctx = schemes::Ctx {
-        name,
+        name: facts.name,
         source,
         req,
-        now: now_unix,
-        require_timestamp,
+        now: facts.now,
+        require_timestamp: facts.require_timestamp,
+        want_key: facts.want_key,
     };
+    Ok((scheme, ctx))
+}
+
+fn verify_with(
+    source: &SourceConfig,
+    req: &WebhookRequest<'_>,
+    facts: &Facts<'_>,
+) -> Result<Verified, Failure> {
+    let (scheme, ctx) = select(source, req, facts)?;
     schemes::verify_scheme(scheme, &ctx)
 }
 
@@ -166,6 +200,7 @@ pub fn check_body_size(config: &WebhookConfig, body_len: u64) -> Result<(), Fail
 /// secret-less source is refused); development verifies where a secret is configured and lets
 /// an unconfigured source pass with [`Outcome::UnverifiedDevelopment`]. Replay is checked
 /// separately by the glue.
+/// The replay key is computed only when `replay.enabled` (it costs a pass over the body).
 pub fn evaluate(
     config: &WebhookConfig,
     env: Environment,
@@ -176,10 +211,43 @@ pub fn evaluate(
     check_body_size(config, u64::try_from(req.body.len()).unwrap_or(u64::MAX))?;
     match config.sources.get(source_name) {
         Some(source) if source.is_configured() => {
-            verify(source, source_name, req, now_unix, config.require_timestamp)
-                .map(Outcome::Verified)
+            verify_with(source, req, &facts(config, source_name, now_unix)).map(Outcome::Verified)
         }
         _ if env == Environment::Development => Ok(Outcome::UnverifiedDevelopment),
+        _ => Err(Failure::SourceNotConfigured),
+    }
+}
+
+fn facts<'a>(config: &WebhookConfig, name: &'a str, now: i64) -> Facts<'a> {
+    Facts {
+        name,
+        now,
+        require_timestamp: config.require_timestamp,
+        want_key: config.replay.enabled,
+    }
+}
+
+/// What the request headers alone already decide, before any body is buffered: `Err` is the
+/// refusal [`evaluate`] would give for this request whatever its body (an unknown or
+/// secret-less source outside development, no signature header of any of the source's
+/// schemes, a malformed signature header, a timestamp missing, malformed or outside the
+/// window, a public URL missing); `Ok` when the body is needed to decide. The same selection
+/// and the same per-scheme code as verification, in the same order. `req.body` is not read.
+/// The body size is not checked here (the glue checks the declared length first).
+pub fn check_headers(
+    config: &WebhookConfig,
+    env: Environment,
+    source_name: &str,
+    req: &WebhookRequest<'_>,
+    now_unix: i64,
+) -> Result<(), Failure> {
+    match config.sources.get(source_name) {
+        Some(source) if source.is_configured() => {
+            let facts = facts(config, source_name, now_unix);
+            let (scheme, ctx) = select(source, req, &facts)?;
+            schemes::check_headers(scheme, &ctx)
+        }
+        _ if env == Environment::Development => Ok(()),
         _ => Err(Failure::SourceNotConfigured),
     }
 }

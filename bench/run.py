@@ -434,6 +434,14 @@ class AuditCollector:
 AUDIT_COLLECTOR: AuditCollector | None = None
 
 
+def shipper_config() -> dict:
+    """The audit shipper's configuration in envoy/envoy.yaml (batch size, flush interval,
+    buffer), as the aura-audit case runs it."""
+    with open(ROOT / "envoy" / "envoy.yaml") as f:
+        svc = find_audit_service(yaml.safe_load(f))
+    return json.loads(svc["configuration"]["value"]) if svc else {}
+
+
 def add_audit_shipper(cfg: dict) -> None:
     """The audit shipper bootstrap VM and the audit_collector cluster exactly as
     envoy/envoy.yaml declares them (batch size, flush interval, buffer: production's), with
@@ -464,6 +472,23 @@ def audit_counts(e: "EnvoyCase") -> dict:
         "dropped": e.counter(AUDIT_STAT + "dropped"),
         "buffered": e.counter(AUDIT_STAT + "buffered"),
     }
+
+
+def batch_round_trip_ms(e: "EnvoyCase") -> dict:
+    """Envoy's own histogram of the shipper's batch POSTs (request to answer, as the shipper
+    waits for it: one batch in flight), cumulative p50 and p99 in ms; empty if absent."""
+    name = "cluster.audit_collector.upstream_rq_time"
+    _, body = http_get(e.admin_port, "/stats?format=json&filter=^" + name + "$")
+    for s in json.loads(body).get("stats", []):
+        h = s.get("histograms")
+        if not h:
+            continue
+        quantiles = h.get("supported_quantiles", [])
+        for q in h.get("computed_quantiles", []):
+            if q.get("name") == name:
+                values = dict(zip(quantiles, (v.get("cumulative") for v in q["values"])))
+                return {"batch_rtt_ms_p50": values.get(50), "batch_rtt_ms_p99": values.get(99)}
+    return {}
 
 
 def audit_round(before: dict, after: dict) -> dict:
@@ -502,18 +527,20 @@ def audit_drain(e: "EnvoyCase", runs: list[dict]) -> dict:
         "drain_s": drain_s,
         "drain_timed_out": not settled,
         # Per round, while wrk ran: the median of the rounds, like req/s.
+        "shipper": shipper_config(),
         "records_per_s": statistics.median(r["records_built_per_s"] for r in rounds) if rounds else 0.0,
         "stored_per_s": statistics.median(r["records_stored_per_s"] for r in rounds) if rounds else 0.0,
         "max_backlog_at_round_end": max((r["backlog_at_end"] for r in rounds), default=0),
         "batches_shipped": e.counter(AUDIT_STAT + "batches_shipped"),
         "batches_failed": e.counter(AUDIT_STAT + "batches_failed"),
         "verify": AUDIT_COLLECTOR.verify() if AUDIT_COLLECTOR else "",
+        **batch_round_trip_ms(e),
     }
 
 
 def audit_capacity(e: "EnvoyCase", connections: int) -> dict:
     """How fast the shipper and the collector deliver when records are waiting: the collector
-    is stopped (SIGSTOP) for one second of load, so a backlog builds up in the shipper (below
+    is stopped (SIGSTOP) for two seconds of load, so a backlog builds up in the shipper (below
     its buffer at this machine's rates), then resumed with no load; the rate at which the
     backlog is stored, up to its last partial batch (which waits for the flush interval), is
     the delivery capacity. Measured after the ratio, so it does not count in it."""
@@ -521,15 +548,16 @@ def audit_capacity(e: "EnvoyCase", connections: int) -> dict:
         return {}
     AUDIT_COLLECTOR.proc.send_signal(signal.SIGSTOP)
     try:
-        run_wrk(e.listen_port, e.case["wrk"], 1, connections)
+        run_wrk(e.listen_port, e.case["wrk"], 2, connections)
     finally:
         AUDIT_COLLECTOR.proc.send_signal(signal.SIGCONT)
     start = audit_counts(e)
     last = start
-    # A batch is 100 records in production (envoy/envoy.yaml); the rest waits for the flush.
+    # The last partial batch waits for the flush interval: not part of the rate.
+    batch = shipper_config().get("batch_size", 100)
     while time.monotonic() - start["t"] < AUDIT_DRAIN_TIMEOUT_S:
         last = audit_counts(e)
-        if last["built"] - last["stored"] - last["dropped"] < 100:
+        if last["built"] - last["stored"] - last["dropped"] < batch:
             break
         time.sleep(0.05)
     secs = last["t"] - start["t"]
@@ -564,7 +592,9 @@ def audit_notes(result: dict) -> list[str]:
                 f"{r['records_dropped']:,} dropped and counted ({r['gap_records']} gap "
                 f"records), largest backlog at the end of a round {r['max_backlog_at_round_end']:,}, "
                 f"drained in {r['drain_s']:.1f} s, {r['batches_shipped']:,} batches "
-                f"({r['batches_failed']} failed attempts); `aura-collector verify`: "
+                f"({r['batches_failed']} failed attempts; round trip p50 "
+                f"{r.get('batch_rtt_ms_p50')} ms, p99 {r.get('batch_rtt_ms_p99')} ms); "
+                "`aura-collector verify`: "
                 f"{r['verify']}."]
         if r.get("capacity_records_per_s"):
             out[-1] += (f" Delivery capacity (a backlog of {r['capacity_backlog']:,} records "

@@ -266,6 +266,17 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class EnvoyCase:
     def __init__(self, case: dict, workdir: Path, rls_port: int, upstream_port: int):
         self.case = case
@@ -343,13 +354,7 @@ class EnvoyCase:
         return 0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 # ---- The aura-audit case: the real collector, the shipper, the drain (docs/benchmarks.md) ----
@@ -421,13 +426,7 @@ class AuditCollector:
         return lines[-1] if lines else f"verify printed nothing (exit {r.returncode})"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 # Set by main() when an audit case runs; add_audit_shipper points the shipper at it.

@@ -592,9 +592,13 @@ def audit_notes(result: dict) -> list[str]:
                 f"records), largest backlog at the end of a round {r['max_backlog_at_round_end']:,}, "
                 f"drained in {r['drain_s']:.1f} s, {r['batches_shipped']:,} batches "
                 f"({r['batches_failed']} failed attempts; round trip p50 "
-                f"{r.get('batch_rtt_ms_p50')} ms, p99 {r.get('batch_rtt_ms_p99')} ms); "
+                f"{r.get('batch_rtt_ms_p50') or 0:.1f} ms, p99 {r.get('batch_rtt_ms_p99') or 0:.1f} ms); "
                 "`aura-collector verify`: "
-                f"{r['verify']}."]
+                f"{r['verify']}. Per round, records built/s, stored/s (backlog at its end): "
+                + ", ".join(f"{x['audit']['records_built_per_s']:,.0f}/"
+                            f"{x['audit']['records_stored_per_s']:,.0f} "
+                            f"({x['audit']['backlog_at_end']:,})"
+                            for x in r.get("runs", []) if "audit" in x) + "."]
         if r.get("capacity_records_per_s"):
             out[-1] += (f" Delivery capacity (a backlog of {r['capacity_backlog']:,} records "
                         f"built while the collector was stopped, then delivered with no load): "

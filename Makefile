@@ -37,6 +37,7 @@ build-bench:
 # BENCH_CASES override (see bench/run.py --help). Results: bench/results/latest.{md,json}.
 bench: build build-bench
 	@bash scripts/setup.sh bench
+	cargo build --release -p aura-collector  # the aura-audit case's collector, as it would run
 	.venv/bin/python bench/run.py
 
 run: build

@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "scripts"))
 import render_envoy  # noqa: E402
-from aura_common import clean_env, envoy_bin, find_aura_filter, free_port, tail  # noqa: E402
+from aura_common import (clean_env, envoy_bin, find_audit_service, find_aura_filter,  # noqa: E402
+                         free_port, tail)
 from run_ratelimit import RateLimitService, SetupError  # noqa: E402
 
 import yaml  # noqa: E402
@@ -53,7 +55,9 @@ AURA_WASM = WASM_DIR / "aura_guard.wasm"
 NOOP_WASM = WASM_DIR / "noop_filter.wasm"
 HMAC_WASM = WASM_DIR / "hmac_bench.wasm"
 # A test secret only (the bench's JWT key); never a real one.
-BENCH_ENV = {"JWT_SECRET_KEY": "bench-only-jwt-secret-0123456789abcdef"}
+BENCH_ENV = {"JWT_SECRET_KEY": "bench-only-jwt-secret-0123456789abcdef",
+             # The aura-audit case's shipper and collector share it (a test token only).
+             "AUDIT_COLLECTOR_TOKEN": "bench-only-collector-token-0123456789"}
 # RLS call timeout for both rate-limit cases (Envoy's and aura-guard's default is 20 ms). On a
 # saturated 2-core machine the service sometimes needs longer; a timeout would turn into a
 # fast fail-open (or a 503) and flatter or spoil the numbers, so both get the same 1 s.
@@ -222,6 +226,11 @@ AURA_WEBHOOK_CONFIG = {
                 "sources": {"github": {"secrets": [WEBHOOK_SECRET], "schemes": ["github"]}}},
 }
 
+# The aura-audit case: production defaults, so audit is on (docs/audit.md §9.1) and every
+# refund request is a sensitive operation; the shipper is the bootstrap VM envoy/envoy.yaml
+# declares, shipping to the real collector (add_audit_shipper, AuditCollector).
+AURA_AUDIT_CONFIG = {"environment": "production"}
+
 # Each case: the filters before the router, the wrk script (request shape), the case whose
 # throughput is its 1.0 (same request shape), and what it needs. A "stage" case measures one
 # of the filter's stages: the bench fails (exit 1, naming the case and why) when the filter
@@ -276,12 +285,18 @@ CASES = [
      "filters": [hmac_filter], "wrk": "ping.lua", "baseline": "wasm-hmac-1m",
      "request": "GET /api/v2/ping, answered by the filter after 1 MiB of HMAC",
      "mac_bytes": WEBHOOK_1M_BYTES},
+    {"id": "bare-audit", "label": "bare Envoy, POST /api/v1/payments/refund", "filters": [],
+     "wrk": "audit.lua", "baseline": "bare-audit"},
+    {"id": "aura-audit", "label": "aura-guard production, audit on (collector + SQLite)",
+     "filters": [lambda: aura_filter(AURA_AUDIT_CONFIG)], "wrk": "audit.lua",
+     "baseline": "bare-audit", "stage": True, "audit": True},
 ]
 
 REQUESTS = {"ping.lua": "GET /api/v2/ping", "login.lua": "POST /auth/login (new client each)",
             "webhook.lua": "POST /webhooks/github (1 KB, signed)",
             "webhook_1m.lua": "POST /webhooks/github (1 MiB, signed)",
-            "webhook_1m_unsigned.lua": "POST /webhooks/github (1 MiB, unsigned)"}
+            "webhook_1m_unsigned.lua": "POST /webhooks/github (1 MiB, unsigned)",
+            "audit.lua": "POST /api/v1/payments/refund (JSON, audited)"}
 
 
 def rls_env() -> dict[str, str]:
@@ -348,12 +363,25 @@ def envoy_config(case: dict, listen_port: int, admin_port: int, rls_port: int,
     render_envoy.set_cluster_port(holder, "ratelimit", rls_port)
     render_envoy.set_cluster_port(holder, "upstream", upstream_port)
     cfg["static_resources"]["clusters"] = clusters
+    if case.get("audit"):
+        add_audit_shipper(cfg)
     return cfg
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
         return r.status, r.read()
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class EnvoyCase:
@@ -433,13 +461,256 @@ class EnvoyCase:
         return 0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        stop_process(self.proc)
+
+
+# ---- The aura-audit case: the real collector, the shipper, the drain (docs/benchmarks.md) ----
+
+# The collector the case ships to; `make bench` builds it in release, as it would run.
+COLLECTOR_BIN = ROOT / "target" / "release" / "aura-collector"
+# How long the drain after the rounds may take before the case reports what arrived.
+AUDIT_DRAIN_TIMEOUT_S = 120.0
+AUDIT_STAT = "wasmcustom.aura_guard.audit."
+
+
+class AuditCollector:
+    """aura-collector serve, storing into JSONL files and SQLite under the bench's work dir
+    (the same disk as everything else), on a port chosen before the Envoys are configured."""
+
+    def __init__(self, binary: Path, workdir: Path):
+        self.binary = binary
+        self.port = free_port()
+        self.dir = workdir / "collector"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = self.dir / "audit.db"
+        self.log = self.dir / "collector.log"
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        return clean_env({"AUDIT_COLLECTOR_TOKEN": BENCH_ENV["AUDIT_COLLECTOR_TOKEN"],
+                          "AUDIT_LOG_DIR": str(self.dir / "audit"),
+                          "AUDIT_DATABASE_URL": f"sqlite://{self.db}"})
+
+    def start(self) -> "AuditCollector":
+        if not self.binary.is_file():
+            raise RuntimeError(f"{self.binary} is missing: run `cargo build --release -p "
+                               "aura-collector` (make bench does)")
+        logf = open(self.log, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}"],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(),
+                cwd=self.dir, start_new_session=True)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"aura-collector exited:\n{tail(self.log, 20)}")
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                if http_get(self.port, "/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"aura-collector not ready after 30s; see {self.log}")
+
+    def stored(self) -> dict[str, int]:
+        """Stored records by kind (operation, security_event, gap), read from SQLite (WAL: a
+        reader does not block the collector)."""
+        import sqlite3
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return dict(con.execute("SELECT kind, COUNT(*) FROM audit_records GROUP BY kind"))
+        finally:
+            con.close()
+
+    def verify(self) -> str:
+        """The last line of `aura-collector verify` on the DB (its summary)."""
+        r = subprocess.run([str(self.binary), "verify"], capture_output=True, text=True,
+                           env=self.env(), timeout=300)
+        lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+        return lines[-1] if lines else f"verify printed nothing (exit {r.returncode})"
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+# Set by main() when an audit case runs; add_audit_shipper points the shipper at it.
+AUDIT_COLLECTOR: AuditCollector | None = None
+
+
+def shipper_config() -> dict:
+    """The audit shipper's configuration in envoy/envoy.yaml (batch size, flush interval,
+    buffer), as the aura-audit case runs it."""
+    with open(ROOT / "envoy" / "envoy.yaml") as f:
+        svc = find_audit_service(yaml.safe_load(f))
+    return json.loads(svc["configuration"]["value"]) if svc else {}
+
+
+def add_audit_shipper(cfg: dict) -> None:
+    """The audit shipper bootstrap VM and the audit_collector cluster exactly as
+    envoy/envoy.yaml declares them (batch size, flush interval, buffer: production's), with
+    the bench's module and the bench collector's port."""
+    with open(ROOT / "envoy" / "envoy.yaml") as f:
+        full = yaml.safe_load(f)
+    svc = find_audit_service(full)
+    if svc is None or AUDIT_COLLECTOR is None:
+        raise LookupError("no audit shipper in envoy/envoy.yaml, or no collector started")
+    svc["vm_config"]["code"]["local"]["filename"] = str(AURA_WASM)
+    cfg["bootstrap_extensions"] = full["bootstrap_extensions"]
+    holder = {"static_resources": {"clusters": [
+        c for c in full["static_resources"]["clusters"] if c["name"] == "audit_collector"]}}
+    render_envoy.set_cluster_port(holder, "audit_collector", AUDIT_COLLECTOR.port)
+    cfg["static_resources"]["clusters"] += holder["static_resources"]["clusters"]
+
+
+def audit_counts(e: "EnvoyCase") -> dict:
+    """Where the case's audit records are: built by the filter (`enqueued` +
+    `enqueue_failed`: one per audited request, the exact count), stored in the collector,
+    dropped and counted (`dropped`), still in the shipper (`buffered`)."""
+    stored = AUDIT_COLLECTOR.stored() if AUDIT_COLLECTOR else {}
+    return {
+        "t": time.monotonic(),
+        "built": e.counter(AUDIT_STAT + "enqueued") + e.counter(AUDIT_STAT + "enqueue_failed"),
+        "stored": stored.get("operation", 0),
+        "gap_records": stored.get("gap", 0),
+        "dropped": e.counter(AUDIT_STAT + "dropped"),
+        "buffered": e.counter(AUDIT_STAT + "buffered"),
+    }
+
+
+def batch_round_trip_ms(e: "EnvoyCase") -> dict:
+    """Envoy's own histogram of the shipper's batch POSTs (request to answer, as the shipper
+    waits for it: one batch in flight), cumulative p50 and p99 in ms; empty if absent."""
+    name = "cluster.audit_collector.upstream_rq_time"
+    _, body = http_get(e.admin_port, "/stats?format=json&filter=^" + name + "$")
+    for s in json.loads(body).get("stats", []):
+        h = s.get("histograms")
+        if not h:
+            continue
+        quantiles = h.get("supported_quantiles", [])
+        for q in h.get("computed_quantiles", []):
+            if q.get("name") == name:
+                values = dict(zip(quantiles, (v.get("cumulative") for v in q["values"])))
+                return {"batch_rtt_ms_p50": values.get(50), "batch_rtt_ms_p99": values.get(99)}
+    return {}
+
+
+def audit_round(before: dict, after: dict) -> dict:
+    """One timed round of the audit case: records built and stored per second while the load
+    ran, and what was still on its way at the end (0 when delivery keeps up)."""
+    secs = max(after["t"] - before["t"], 1e-9)
+    return {
+        "records_built_per_s": (after["built"] - before["built"]) / secs,
+        "records_stored_per_s": (after["stored"] - before["stored"]) / secs,
+        "dropped": after["dropped"] - before["dropped"],
+        "backlog_at_end": after["built"] - after["stored"] - after["dropped"],
+        "buffered_at_end": after["buffered"],
+    }
+
+
+def audit_drain(e: "EnvoyCase", runs: list[dict]) -> dict:
+    """After the rounds: waits (at most AUDIT_DRAIN_TIMEOUT_S) until every record the filter
+    built is stored or counted as dropped, then reports records_delivered_ratio = operation
+    records in the collector / records built (one per audited request)."""
+    t0 = time.monotonic()
+    while True:
+        c = audit_counts(e)
+        settled = c["stored"] + c["dropped"] >= c["built"] and c["buffered"] == 0
+        if settled or time.monotonic() - t0 > AUDIT_DRAIN_TIMEOUT_S:
+            break
+        time.sleep(0.25)
+    drain_s = time.monotonic() - t0
+    rounds = [r["audit"] for r in runs if "audit" in r]
+    return {
+        "audited_requests": c["built"],
+        "records_stored": c["stored"],
+        "records_delivered_ratio": c["stored"] / c["built"] if c["built"] else None,
+        "records_dropped": c["dropped"],
+        "gap_records": c["gap_records"],
+        "unaccounted": c["built"] - c["stored"] - c["dropped"],
+        "drain_s": drain_s,
+        "drain_timed_out": not settled,
+        # Per round, while wrk ran: the median of the rounds, like req/s.
+        "shipper": shipper_config(),
+        "records_per_s": statistics.median(r["records_built_per_s"] for r in rounds) if rounds else 0.0,
+        "stored_per_s": statistics.median(r["records_stored_per_s"] for r in rounds) if rounds else 0.0,
+        "max_backlog_at_round_end": max((r["backlog_at_end"] for r in rounds), default=0),
+        "batches_shipped": e.counter(AUDIT_STAT + "batches_shipped"),
+        "batches_failed": e.counter(AUDIT_STAT + "batches_failed"),
+        "verify": AUDIT_COLLECTOR.verify() if AUDIT_COLLECTOR else "",
+        **batch_round_trip_ms(e),
+    }
+
+
+def audit_capacity(e: "EnvoyCase", connections: int) -> dict:
+    """How fast the shipper and the collector deliver when records are waiting: the collector
+    is stopped (SIGSTOP) for two seconds of load, so a backlog builds up in the shipper (below
+    its buffer at this machine's rates), then resumed with no load; the rate at which the
+    backlog is stored, up to its last partial batch (which waits for the flush interval), is
+    the delivery capacity. Measured after the ratio, so it does not count in it."""
+    if AUDIT_COLLECTOR is None or AUDIT_COLLECTOR.proc is None:
+        return {}
+    AUDIT_COLLECTOR.proc.send_signal(signal.SIGSTOP)
+    try:
+        run_wrk(e.listen_port, e.case["wrk"], 2, connections)
+    finally:
+        AUDIT_COLLECTOR.proc.send_signal(signal.SIGCONT)
+    start = audit_counts(e)
+    last = start
+    # The last partial batch waits for the flush interval: not part of the rate.
+    batch = shipper_config().get("batch_size", 100)
+    while time.monotonic() - start["t"] < AUDIT_DRAIN_TIMEOUT_S:
+        last = audit_counts(e)
+        if last["built"] - last["stored"] - last["dropped"] < batch:
+            break
+        time.sleep(0.05)
+    secs = last["t"] - start["t"]
+    backlog = start["built"] - start["stored"] - start["dropped"]
+    return {"capacity_backlog": backlog,
+            "capacity_dropped": last["dropped"] - start["dropped"],
+            "capacity_records_per_s": (last["stored"] - start["stored"]) / secs if secs > 0 else None}
+
+
+def audit_failure(row: dict) -> str | None:
+    """Why the audit case did not measure what it says (None when it did)."""
+    if not row.get("audited_requests"):
+        return (f"no audit records built in {row.get('requests', 0)} requests: the audit "
+                "stage did not run")
+    if row.get("unaccounted"):
+        return (f"{row['unaccounted']} records neither stored nor counted as dropped after "
+                f"{row['drain_s']:.0f} s (drain_timed_out: {row['drain_timed_out']})")
+    return None
+
+
+def audit_notes(result: dict) -> list[str]:
+    """The audit case's delivery under the table."""
+    out = []
+    for r in result["cases"]:
+        if "records_delivered_ratio" not in r or r["records_delivered_ratio"] is None:
+            continue
+        out += ["", f"{r['label']}: records_delivered_ratio **{r['records_delivered_ratio']:.4f}** "
+                f"({r['records_stored']:,} operation records in the collector / "
+                f"{r['audited_requests']:,} audited requests, counted by the filter), "
+                f"{r['records_per_s']:,.0f} records/s built and {r['stored_per_s']:,.0f} "
+                f"stored per second while wrk ran (median of the rounds), "
+                f"{r['records_dropped']:,} dropped and counted ({r['gap_records']} gap "
+                f"records), largest backlog at the end of a round {r['max_backlog_at_round_end']:,}, "
+                f"drained in {r['drain_s']:.1f} s, {r['batches_shipped']:,} batches "
+                f"({r['batches_failed']} failed attempts; round trip p50 "
+                f"{r.get('batch_rtt_ms_p50') or 0:.1f} ms, p99 {r.get('batch_rtt_ms_p99') or 0:.1f} ms); "
+                "`aura-collector verify`: "
+                f"{r['verify']}. Per round, records built/s, stored/s (backlog at its end): "
+                + ", ".join(f"{x['audit']['records_built_per_s']:,.0f}/"
+                            f"{x['audit']['records_stored_per_s']:,.0f} "
+                            f"({x['audit']['backlog_at_end']:,})"
+                            for x in r.get("runs", []) if "audit" in x) + "."]
+        if r.get("capacity_records_per_s"):
+            out[-1] += (f" Delivery capacity (a backlog of {r['capacity_backlog']:,} records "
+                        f"built while the collector was stopped, then delivered with no load): "
+                        f"**{r['capacity_records_per_s']:,.0f} records/s**.")
+    return out
 
 
 def run_wrk(port: int, script: str, duration: float, connections: int) -> dict:
@@ -627,11 +898,82 @@ def markdown(result: dict) -> str:
             + " | ".join(num(r.get(f"cpu_us_{k}"), "{:.0f}")
                          for k in ("envoy", "upstream", "rls", "redis")) + " |")
     out += large_body_markdown(result)
+    out += audit_notes(result)
     failed = [r for r in result["cases"] if r.get("failed")]
     if failed:
         out.append("")
         out += [f"- FAILED {r['label']}: {r['failed']}" for r in failed]
     return "\n".join(out) + "\n"
+
+
+def chart_groups(cases: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The table's rows grouped by their baseline (bare Envoy sending the same request), in
+    table order; each group is named by its request."""
+    groups: dict[str, list[dict]] = {}
+    for r in cases:
+        groups.setdefault(r["baseline"], []).append(r)
+    by_id = {r["id"]: r for r in cases}
+    return [(by_id.get(base, rows[0]).get("request") or base, rows)
+            for base, rows in groups.items()]
+
+
+def draw_chart(result: dict, paths: list[Path]) -> None:
+    """Horizontal bars of each case's ratio to its group's bare Envoy (median req/s over the
+    baseline's median), grouped as the table is; the error bar spans the case's slowest and
+    fastest round over the same baseline median. Written to each of `paths` (.png, .svg).
+    Raises on any failure; the caller reports it and carries on."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    by_id = {r["id"]: r for r in result["cases"]}
+    groups = chart_groups(result["cases"])
+    # One slot per case, one for each group's title, one blank between groups.
+    slots = sum(len(rows) + 2 for _, rows in groups)
+    fig, ax = plt.subplots(figsize=(10, 0.36 * slots + 1.6))
+    palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3"]
+    y = 0.0
+    ticks, labels = [], []
+    xmax = 1.2
+    for g, (title, rows) in enumerate(groups):
+        ax.text(0, y, title, fontsize=9, fontweight="bold", va="center", ha="left")
+        y += 1
+        for r in rows:
+            ticks.append(y)
+            labels.append(r["id"])
+            base = by_id.get(r["baseline"], {}).get("rps_median")
+            if r.get("failed") or r.get("ratio") is None or not base:
+                ax.text(0.01, y, "FAILED: " + (r.get("failed") or "no ratio")[:90],
+                        fontsize=8, va="center", color="#C44E52")
+                y += 1
+                continue
+            lo, hi = r["rps_min"] / base, r["rps_max"] / base
+            color = "#9A9A9A" if r["id"] == r["baseline"] else palette[g % len(palette)]
+            ax.barh(y, r["ratio"], height=0.7, color=color,
+                    xerr=[[max(r["ratio"] - lo, 0)], [max(hi - r["ratio"], 0)]],
+                    error_kw={"ecolor": "#333333", "capsize": 3, "lw": 1})
+            note = f"{r['ratio']:.2f}  ({r['rps_median']:,.0f} req/s)"
+            if r.get("records_delivered_ratio") is not None:
+                note += f"  delivered {r['records_delivered_ratio']:.3f}"
+            ax.text(max(hi, r["ratio"]) + 0.015, y, note, fontsize=8, va="center")
+            xmax = max(xmax, hi + 0.45)
+            y += 1
+        y += 1
+    ax.axvline(1.0, color="#333333", lw=0.8, ls="--")
+    ax.set_yticks(ticks, labels, fontsize=9)
+    ax.set_ylim(y - 1, -1)
+    ax.set_xlim(0, xmax)
+    ax.set_xlabel("req/s relative to bare Envoy sending the same request (median of the rounds;"
+                  " bars: slowest–fastest round)", fontsize=9)
+    p = result["params"]
+    ax.set_title(f"aura-guard bench {result['started']}, Envoy {result['envoy']}, "
+                 f"{result['cpus']} CPUs, load {result['loadavg']}; {p['rounds']} rounds x "
+                 f"{p['duration_s']:g} s, wrk -c{p['connections']}", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def envoy_version() -> str:
@@ -651,7 +993,7 @@ def env_num(name: str, default: float) -> float:
 
 
 def main() -> int:
-    global AURA_WASM  # --aura-wasm: what aura_filter() loads
+    global AURA_WASM, AUDIT_COLLECTOR  # --aura-wasm: what aura_filter() loads
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=env_num("BENCH_DURATION", 6),
                     help="seconds of load per case per round (default 6)")
@@ -667,6 +1009,9 @@ def main() -> int:
     ap.add_argument("--compare-wasm", type=Path, default=None,
                     help="also run every selected aura-guard case with this module, as "
                          "<case>-before (before/after of a change in one run)")
+    ap.add_argument("--collector", type=Path, default=COLLECTOR_BIN,
+                    help="the aura-collector binary the aura-audit case ships to "
+                         "(default: the release build)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args()
     AURA_WASM = a.aura_wasm.resolve()
@@ -684,12 +1029,12 @@ def main() -> int:
             return 2
         cases = [c for c in CASES if c["id"] in wanted]
     if a.compare_wasm:
-        before = []
+        copies = []
         for c in cases:
             if c["id"].startswith("aura-"):
-                before.append(dict(c, id=c["id"] + "-before", label=c["label"] + " (before)",
+                copies.append(dict(c, id=c["id"] + "-before", label=c["label"] + " (before)",
                                    wasm=str(a.compare_wasm.resolve())))
-        cases = cases + before
+        cases = cases + copies
     for need, what in ((AURA_WASM, "make build"),
                        (NOOP_WASM, "bash scripts/build-wasm.sh -p noop-filter"),
                        (HMAC_WASM, "bash scripts/build-wasm.sh -p hmac-bench")):
@@ -729,6 +1074,8 @@ def main() -> int:
             upstream.start()
             upstream.wait_ready()
         upstream_port = upstream.listen_port if upstream else free_port()
+        if any(c.get("audit") for c in cases):
+            AUDIT_COLLECTOR = AuditCollector(a.collector.resolve(), work).start()
         for c in cases:
             e = EnvoyCase(c, work, rls_port, upstream_port)
             # A stage case is validated first, so a refusal names the filter's reason (others
@@ -760,18 +1107,27 @@ def main() -> int:
             # the same neighbour.
             shift = rnd % len(envoys) if envoys else 0
             for e in envoys[shift:] + envoys[:shift]:
+                audit_before = audit_counts(e) if e.case.get("audit") else None
                 meters = Meters(e, upstream, rls)
                 before = meters.read()
                 r = run_wrk(e.listen_port, e.case["wrk"], a.duration, a.connections)
                 r["meters"] = Meters.per_request(before, meters.read(), r["requests"])
                 if "cpu_us_envoy" in r["meters"]:
                     r["envoy_cpu_s"] = r["meters"]["cpu_us_envoy"] * r["requests"] / 1e6
+                if audit_before is not None:
+                    r["audit"] = audit_round(audit_before, audit_counts(e))
                 runs[e.id].append(r)
                 print(f"  round {rnd + 1}/{a.rounds} {e.id:18} {r['rps']:>10,.0f} req/s  "
                       f"p99 {r['latency_us']['p99'] / 1000:6.2f} ms", flush=True)
         for e in envoys:
             calls = e.counter("cluster.ratelimit.upstream_rq_total") - rls_before[e.id]
             row = summarise(e.case, runs[e.id], calls)
+            if e.case.get("audit"):
+                row.update(audit_drain(e, runs[e.id]))
+                row.update(audit_capacity(e, a.connections))
+                row["failed"] = audit_failure(row)
+                if row["failed"] is None:
+                    del row["failed"]
             if e.id in probe_failures:
                 row["failed"] = probe_failures[e.id]
             if e.case.get("rls") and row["requests"] and calls == 0:
@@ -790,6 +1146,8 @@ def main() -> int:
             upstream.stop()
         if rls is not None:
             rls.stop()
+        if AUDIT_COLLECTOR is not None:
+            AUDIT_COLLECTOR.stop()
 
     ordered = [rows[c["id"]] for c in cases if c["id"] in rows]
     add_ratios(ordered)
@@ -808,9 +1166,22 @@ def main() -> int:
     }
     md = markdown(result)
     stamp = started.replace(":", "").replace("-", "")
+    # The chart is a convenience: if it cannot be drawn (no matplotlib, a bad value), the bench
+    # says so and its results and exit status are those of the measurements alone.
+    try:
+        draw_chart(result, [a.out_dir / f"bench-{stamp}.{ext}" for ext in ("png", "svg")])
+        chart = True
+    except Exception as err:  # noqa: BLE001 -- any failure of the drawing
+        print(f"bench: chart not drawn: {type(err).__name__}: {err}", file=sys.stderr)
+        chart = False
     for name in (f"bench-{stamp}", "latest"):
         (a.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (a.out_dir / f"{name}.md").write_text(md)
+        (a.out_dir / f"{name}.md").write_text(
+            md + (f"\n![req/s ratio per case, with each case's slowest and fastest round]"
+                  f"({name}.png)\n" if chart else ""))
+        if chart and name == "latest":
+            for ext in ("png", "svg"):
+                shutil.copyfile(a.out_dir / f"bench-{stamp}.{ext}", a.out_dir / f"latest.{ext}")
     print()
     print(md)
     print(f"bench: results in {a.out_dir}/latest.{{json,md}} (and bench-{stamp}.*)")

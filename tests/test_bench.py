@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from harness import ROOT, WASM
+from harness import COLLECTOR_BIN, ROOT, WASM
 
 BENCH = os.path.join(ROOT, "bench", "run.py")
 
@@ -21,14 +21,17 @@ def test_bench_lists_the_comparison_cases():
     ids = case_ids()
     for want in ("bare", "noop-wasm", "lua-headers", "native-ratelimit", "aura-headers",
                  "aura-ratelimit", "bare-webhook", "aura-webhook", "bare-webhook-1m",
-                 "aura-webhook-1m", "aura-webhook-unsigned-1m", "wasm-hmac-1m"):
+                 "aura-webhook-1m", "aura-webhook-unsigned-1m", "wasm-hmac-1m", "bare-audit",
+                 "aura-audit", "wasm-floor"):
         assert want in ids
 
 
 def test_bench_runs_every_case_and_writes_a_row_for_each(tmp_path):
-    # Cheap mode: one round of one second per case, no warm-up, few connections.
+    # Cheap mode: one round of one second per case, no warm-up, few connections; the audit
+    # case ships to the debug collector `make build` builds (the bench's default is release).
     r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
-                        "--connections", "2", "--out-dir", str(tmp_path)],
+                        "--connections", "2", "--out-dir", str(tmp_path),
+                        "--collector", COLLECTOR_BIN],
                        capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(tmp_path / "latest.json") as f:
@@ -57,18 +60,51 @@ def test_bench_runs_every_case_and_writes_a_row_for_each(tmp_path):
         assert rows[cid]["body_mb_s"] > 0, rows[cid]
     assert rows["aura-webhook-1m"]["vs_raw_hmac"] > 0
     assert rows["aura-webhook-unsigned-1m"]["expect"] == "401"
+    # Every audited request's record reached the collector: counted by the filter, stored in
+    # SQLite after the drain, nothing dropped, and the chain verifies.
+    audit = rows["aura-audit"]
+    assert audit["audited_requests"] >= audit["requests"] > 0, audit
+    assert audit["records_stored"] == audit["audited_requests"], audit
+    assert audit["records_delivered_ratio"] == 1.0, audit
+    assert audit["records_dropped"] == 0 and audit["unaccounted"] == 0, audit
+    assert audit["verify"].endswith(" 0 problems"), audit
     md = (tmp_path / "latest.md").read_text()
     for row in rows.values():
         assert row["label"] in md
+    assert "records_delivered_ratio **1.0000**" in md, md
+    # The chart is drawn and the table links it.
+    assert (tmp_path / "latest.png").stat().st_size > 0
+    assert (tmp_path / "latest.svg").stat().st_size > 0
+    assert "](latest.png)" in md, md
+
+
+def test_a_chart_that_cannot_be_drawn_leaves_the_results_and_exit_status_alone(tmp_path):
+    # matplotlib made unimportable for the bench's process: the chart fails, nothing else.
+    blocker = tmp_path / "nomatplotlib"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text("raise ImportError('matplotlib blocked by the test')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
+                        "--connections", "2", "--out-dir", str(out), "--cases", "bare"],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "bench: chart not drawn: ImportError: matplotlib blocked by the test" in r.stderr
+    assert not (out / "latest.png").exists()
+    md = (out / "latest.md").read_text()
+    assert "bare Envoy" in md and "latest.png" not in md, md
 
 
 def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
     # The aura-guard cases given the no-op module (it accepts any configuration and does
-    # nothing): an unsigned webhook passes and no rate-limit call is made. Each is a failure.
+    # nothing): an unsigned webhook passes, no rate-limit call is made, no audit record is
+    # built. Each is a failure.
     noop = os.path.join(os.path.dirname(WASM), "noop_filter.wasm")
     r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
                         "--connections", "2", "--out-dir", str(tmp_path), "--aura-wasm", noop,
-                        "--cases", "aura-ratelimit,aura-webhook,aura-webhook-unsigned-1m"],
+                        "--collector", COLLECTOR_BIN,
+                        "--cases",
+                        "aura-ratelimit,aura-webhook,aura-webhook-unsigned-1m,aura-audit"],
                        capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert ("bench: FAILED aura-webhook: an unsigned probe request got 200: the stage does not "
@@ -77,9 +113,10 @@ def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
         r.stderr[-3000:]
     assert "bench: FAILED aura-webhook-unsigned-1m: an unsigned probe request got 200" \
         in r.stderr, r.stderr[-3000:]
+    assert "bench: FAILED aura-audit: no audit records built in " in r.stderr, r.stderr[-3000:]
     # The results are still written, each failure stated.
     md = (tmp_path / "latest.md").read_text()
-    assert md.count("- FAILED ") == 3, md
+    assert md.count("- FAILED ") == 4, md
     # The flood's answers were all 200, none the expected 401: each counted as unexpected.
     with open(tmp_path / "latest.json") as f:
         flood = {r["id"]: r for r in json.load(f)["cases"]}["aura-webhook-unsigned-1m"]

@@ -78,6 +78,18 @@ pub struct StreamMark {
 /// How long `query` and `verify` wait for a connection.
 const CLI_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Keeps the highest chained seq announced for a stream ([`Db::save_mark`]).
+const MARK_SQLITE: &str =
+    "INSERT INTO audit_streams (stream, chained_seq, seen_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (stream) DO UPDATE SET \
+     chained_seq = MAX(audit_streams.chained_seq, excluded.chained_seq), \
+     seen_at = excluded.seen_at";
+const MARK_POSTGRES: &str =
+    "INSERT INTO audit_streams (stream, chained_seq, seen_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (stream) DO UPDATE SET \
+     chained_seq = GREATEST(audit_streams.chained_seq, EXCLUDED.chained_seq), \
+     seen_at = EXCLUDED.seen_at";
+
 const INSERT_COLS: &str = "id, ts, kind, type, severity, method, path, status, client_ip, user_id, request_id, stream, seq, prev_hash, line, received_at";
 
 /// Filters of `aura-collector query`; all optional, combined with AND.
@@ -200,11 +212,25 @@ impl Db {
         Ok(out)
     }
 
-    /// Inserts all records in one transaction: all or nothing.
-    pub fn insert_all(&mut self, records: &[&Record], received_at: &str) -> Result<(), String> {
+    /// Inserts all records in one transaction: all or nothing. `mark` (the batch's stream and
+    /// announced chain end, see [`Db::save_mark`]) is saved in the same transaction, so a batch
+    /// costs one commit (one fsync) rather than two, but best effort as on its own: inside a
+    /// savepoint, its failure rolls back only itself and is returned as `Ok(Some(error))`.
+    pub fn insert_all(
+        &mut self,
+        records: &[&Record],
+        received_at: &str,
+        mark: Option<(&str, u64)>,
+    ) -> Result<Option<String>, String> {
+        // A mark out of range is not saved; the records go in all the same.
+        let (mark, bad_mark) = match mark.map(|(s, c)| i64::try_from(c).map(|c| (s, c))) {
+            None => (None, None),
+            Some(Ok(m)) => (Some(m), None),
+            Some(Err(_)) => (None, Some("seq out of range".to_string())),
+        };
         match self {
             Db::Sqlite(c) => {
-                let tx = c.transaction().map_err(|e| format!("sqlite: {e}"))?;
+                let mut tx = c.transaction().map_err(|e| format!("sqlite: {e}"))?;
                 {
                     let mut st = tx
                         .prepare_cached(&format!(
@@ -233,7 +259,20 @@ impl Db {
                         .map_err(|e| format!("sqlite insert: {e}"))?;
                     }
                 }
-                tx.commit().map_err(|e| format!("sqlite commit: {e}"))
+                let mark_error = mark.and_then(|(stream, chained)| {
+                    tx.savepoint()
+                        .and_then(|sp| {
+                            sp.execute(
+                                MARK_SQLITE,
+                                rusqlite::params![stream, chained, received_at],
+                            )?;
+                            sp.commit()
+                        })
+                        .err()
+                        .map(|e| format!("sqlite: {e}"))
+                });
+                tx.commit().map_err(|e| format!("sqlite commit: {e}"))?;
+                Ok(mark_error.or(bad_mark))
             }
             Db::Postgres(c) => {
                 let mut tx = c.transaction().map_err(|e| format!("postgres: {e}"))?;
@@ -268,7 +307,19 @@ impl Db {
                     )
                     .map_err(|e| format!("postgres insert: {e}"))?;
                 }
-                tx.commit().map_err(|e| format!("postgres commit: {e}"))
+                // A failed statement aborts a PostgreSQL transaction: the savepoint keeps the
+                // records' insert whatever the mark does.
+                let mark_error = mark.and_then(|(stream, chained)| {
+                    tx.savepoint("mark")
+                        .and_then(|mut sp| {
+                            sp.execute(MARK_POSTGRES, &[&stream, &chained, &received_at])?;
+                            sp.commit()
+                        })
+                        .err()
+                        .map(|e| format!("postgres: {e}"))
+                });
+                tx.commit().map_err(|e| format!("postgres commit: {e}"))?;
+                Ok(mark_error.or(bad_mark))
             }
         }
     }
@@ -278,23 +329,11 @@ impl Db {
         let chained = i64::try_from(chained).map_err(|_| "seq out of range".to_string())?;
         match self {
             Db::Sqlite(c) => c
-                .execute(
-                    "INSERT INTO audit_streams (stream, chained_seq, seen_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (stream) DO UPDATE SET \
-                     chained_seq = MAX(audit_streams.chained_seq, excluded.chained_seq), \
-                     seen_at = excluded.seen_at",
-                    rusqlite::params![stream, chained, seen_at],
-                )
+                .execute(MARK_SQLITE, rusqlite::params![stream, chained, seen_at])
                 .map(|_| ())
                 .map_err(|e| format!("sqlite: {e}")),
             Db::Postgres(c) => c
-                .execute(
-                    "INSERT INTO audit_streams (stream, chained_seq, seen_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (stream) DO UPDATE SET \
-                     chained_seq = GREATEST(audit_streams.chained_seq, EXCLUDED.chained_seq), \
-                     seen_at = EXCLUDED.seen_at",
-                    &[&stream, &chained, &seen_at],
-                )
+                .execute(MARK_POSTGRES, &[&stream, &chained, &seen_at])
                 .map(|_| ())
                 .map_err(|e| format!("postgres: {e}")),
         }

@@ -19,7 +19,8 @@ use crate::record::Record;
 
 enum Job {
     Existing(Vec<String>),
-    Insert(Vec<Record>, String),
+    /// The records, received at, and the batch's mark (stream, chained seq) if any.
+    Insert(Vec<Record>, String, Option<(String, u64)>),
     /// A stream's announced chain end (stream, chained seq, seen at).
     Mark(String, u64, String),
 }
@@ -27,7 +28,8 @@ enum Job {
 /// A finished job's result.
 pub enum Done {
     Existing(Result<HashMap<String, String>, String>),
-    Insert(Result<(), String>),
+    /// Ok(Some(error)): the records committed, the mark failed (best effort).
+    Insert(Result<Option<String>, String>),
     Mark(Result<(), String>),
 }
 
@@ -89,9 +91,10 @@ fn spawn(url: String, timeout: Duration) -> (Sender<Job>, Receiver<Done>) {
                     let ok = r.is_ok();
                     (Done::Existing(r), ok.then_some(c))
                 }
-                (Ok(mut c), Job::Insert(records, received_at)) => {
+                (Ok(mut c), Job::Insert(records, received_at, mark)) => {
                     let refs: Vec<&Record> = records.iter().collect();
-                    let r = c.insert_all(&refs, &received_at);
+                    let mark = mark.as_ref().map(|(s, c)| (s.as_str(), *c));
+                    let r = c.insert_all(&refs, &received_at, mark);
                     let ok = r.is_ok();
                     (Done::Insert(r), ok.then_some(c))
                 }
@@ -176,10 +179,17 @@ impl DbWorker {
         }
     }
 
-    /// Inserts all records in one transaction.
-    pub fn insert_all(&mut self, records: &[&Record], received_at: &str) -> Result<(), CallError> {
+    /// Inserts all records in one transaction, with the batch's mark (see `Db::insert_all`):
+    /// Ok(Some(error)) when only the mark failed.
+    pub fn insert_all(
+        &mut self,
+        records: &[&Record],
+        received_at: &str,
+        mark: Option<(&str, u64)>,
+    ) -> Result<Option<String>, CallError> {
         let records = records.iter().map(|r| (*r).clone()).collect();
-        match self.call(Job::Insert(records, received_at.to_string()))? {
+        let mark = mark.map(|(s, c)| (s.to_string(), c));
+        match self.call(Job::Insert(records, received_at.to_string(), mark))? {
             Done::Insert(r) => r.map_err(CallError::Failed),
             _ => Err(CallError::Failed("unexpected answer".into())),
         }

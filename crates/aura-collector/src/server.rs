@@ -58,7 +58,7 @@ impl Store {
     /// file lines) or not (cut them off). An error while the DB cannot say.
     fn settle(&mut self) -> Result<(), String> {
         // A late answer: an insert that reports its commit decides; anything else is stale.
-        if let Some(Done::Insert(Ok(()))) = self.db.poll() {
+        if let Some(Done::Insert(Ok(_))) = self.db.poll() {
             if self.in_doubt.take().is_some() {
                 log_line!("aura-collector: database: the late insert committed; file lines kept");
             }
@@ -214,6 +214,8 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
     }
     let now = OffsetDateTime::now_utc();
     let received_at = format_ts(now).unwrap_or_default();
+    let mark = announced(req, &records);
+    let mut mark_result = None;
     if !new.is_empty() {
         let lines: Vec<&str> = new.iter().map(|r| r.line.as_str()).collect();
         // File first: if the DB commit then fails, the lines are cut off again
@@ -226,25 +228,37 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
                 return error(503, "storage unavailable");
             }
         };
-        if let Err(e) = store.db.insert_all(&new, &received_at) {
-            log_line!("aura-collector: database: {e}");
-            store.in_doubt = Some(InDoubt {
-                touched,
-                ids: new.iter().map(|r| r.id.clone()).collect(),
-            });
-            // An error the DB answered (the insert is over) is settled now, so the file is
-            // cut back at once; a timed-out insert stays in doubt until the DB answers.
-            if let Err(e) = store.settle() {
+        // The mark rides in the insert's transaction: one commit (one fsync) per batch.
+        match store.db.insert_all(&new, &received_at, mark) {
+            Ok(r) => mark_result = Some(r),
+            Err(e) => {
                 log_line!("aura-collector: database: {e}");
+                store.in_doubt = Some(InDoubt {
+                    touched,
+                    ids: new.iter().map(|r| r.id.clone()).collect(),
+                });
+                // An error the DB answered (the insert is over) is settled now, so the file is
+                // cut back at once; a timed-out insert stays in doubt until the DB answers.
+                if let Err(e) = store.settle() {
+                    log_line!("aura-collector: database: {e}");
+                }
+                return error(503, "storage unavailable");
             }
-            return error(503, "storage unavailable");
         }
     }
-    if let Some((stream, chained)) = announced(req, &records) {
-        // Best effort: the batch is stored either way; the next batch says it again.
-        if let Err(e) = store.db.save_mark(stream, chained, &received_at) {
-            log_line!("aura-collector: database: stream mark: {e}");
-        }
+    // Best effort: the batch is stored either way; the next batch says it again.
+    let mark_error = match (mark_result, mark) {
+        (Some(r), _) => r,
+        // Nothing new to insert (a retry): the mark on its own.
+        (None, Some((stream, chained))) => store
+            .db
+            .save_mark(stream, chained, &received_at)
+            .err()
+            .map(|e| e.to_string()),
+        (None, None) => None,
+    };
+    if let Some(e) = mark_error {
+        log_line!("aura-collector: database: stream mark: {e}");
     }
     reply(
         200,

@@ -693,3 +693,31 @@ fn records_a_shipper_announced_but_never_delivered_are_reported_once_it_is_silen
         "{out}"
     );
 }
+
+#[test]
+fn a_stream_mark_that_fails_leaves_the_batch_stored() {
+    // The mark is saved in the batch's own transaction (one commit per batch), but it stays
+    // best effort: its failure rolls back only itself, never the records.
+    let (tmp, c, mut ch) = setup_with_chain();
+    let conn = rusqlite::Connection::open(tmp.path().join("audit.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER no_mark BEFORE INSERT ON audit_streams \
+         BEGIN SELECT RAISE(ABORT, 'no mark'); END;",
+    )
+    .unwrap();
+    let lines = vec![ch.next(json!({})), ch.next(json!({}))];
+    assert_eq!(post_announcing(&c, &lines, 5), 200);
+    assert_stored(&c, 2);
+    let marks: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit_streams", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(marks, 0);
+    // Once the mark can be saved again, the next batch's announcement is kept.
+    conn.execute_batch("DROP TRIGGER no_mark;").unwrap();
+    let more = vec![ch.next(json!({}))];
+    assert_eq!(post_announcing(&c, &more, 5), 200);
+    let chained: i64 = conn
+        .query_row("SELECT chained_seq FROM audit_streams", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(chained, 5);
+}

@@ -252,7 +252,12 @@ impl Host for WasmHost {
         match abi::get_map_pairs(MapType::HttpRequestHeaders) {
             Ok(pairs) => pairs
                 .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                // Valid UTF-8 (nearly every value) is taken as it is, without a copy.
+                .map(|(k, v)| {
+                    let v = String::from_utf8(v)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    (k, v)
+                })
                 .collect(),
             Err(status) => {
                 warn_failed("get_http_request_headers", status);

@@ -7,7 +7,7 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench soak
+.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench soak size-report
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  - side-by-side throughput/latency: bare Envoy, no-op wasm, Lua, native ratelimit, aura-guard"
 	@echo "make soak   - the dependency-fault tests with the issue's strict latency bounds (a quiet machine)"
 	@echo "make fuzz   - every fuzz target (fuzz/) FUZZ_SECONDS each (default 60), or FUZZ_RUNS executions"
+	@echo "make size-report - the module's size by crate (twiggy), written into docs/module-size.md"
 	@echo "make lint   - rustfmt check + clippy -D warnings (no unwrap/expect/panic/indexing)"
 	@echo "make clean  - remove build outputs, run state and logs"
 
@@ -39,6 +40,10 @@ bench: build build-bench
 	@bash scripts/setup.sh bench
 	cargo build --release -p aura-collector  # the aura-audit case's collector, as it would run
 	.venv/bin/python bench/run.py
+
+# The module's bytes by crate (twiggy, docs/module-size.md); rewrites the table there.
+size-report:
+	@bash scripts/module-size.sh --write
 
 run: build
 	@bash scripts/setup.sh run

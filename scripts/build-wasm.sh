@@ -2,6 +2,7 @@
 # Builds the filter module: target/wasm32-wasip1/release/aura_guard.wasm (and any other
 # package given with -p, e.g. the bench's no-op filter). Uses rustup's wasm32-wasip1 target when
 # installed, else Debian's rustc-web with -Zbuild-std (see shared TOOLCHAIN notes in docs/).
+# The filter module then goes through binaryen's wasm-opt (docs/module-size.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,3 +24,33 @@ else
   RUSTFLAGS="-C linker=wasm-ld-19 -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
   /usr/bin/cargo build --release --target wasm32-wasip1 -Zbuild-std=std,panic_abort "${PKGS[@]}"
 fi
+
+# wasm-opt shrinks the filter module by about a tenth (docs/module-size.md). The features are
+# the ones rustc enables for wasm32-wasip1, so the output uses nothing the target does not.
+# Cargo hard-links release/aura_guard.wasm to its own output on every build, fresh or not: the
+# optimised file replaces that link (never writing through it), and is kept with the hash of
+# its input and flags so an unchanged module is not optimised again. WASM_OPT_EXTRA adds flags
+# (scripts/module-size.sh keeps the names with -g).
+WASM_OPT_FLAGS=(-O3 --enable-bulk-memory --enable-multivalue --enable-mutable-globals
+  --enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext ${WASM_OPT_EXTRA:-})
+case " ${PKGS[*]} " in
+  *" -p aura-guard "*)
+    TARGET_DIR=target
+    prev=
+    for a in "${PKGS[@]}"; do [ "$prev" = --target-dir ] && TARGET_DIR="$a"; prev="$a"; done
+    OUT="$TARGET_DIR/wasm32-wasip1/release/aura_guard.wasm"
+    if ! command -v wasm-opt >/dev/null 2>&1; then
+      echo "build-wasm: wasm-opt not found (scripts/setup.sh build installs binaryen): $OUT is not optimised and is over its size budget" >&2
+    else
+      IN_HASH="$(sha256sum "$OUT" | cut -d' ' -f1) ${WASM_OPT_FLAGS[*]}"
+      CACHE="$OUT.opt"
+      if [ -f "$CACHE" ] && [ "$(cat "$CACHE.input" 2>/dev/null)" = "$IN_HASH" ]; then
+        cp "$CACHE" "$OUT.tmp"
+      else
+        wasm-opt "${WASM_OPT_FLAGS[@]}" "$OUT" -o "$OUT.tmp"
+        cp "$OUT.tmp" "$CACHE"
+        echo "$IN_HASH" > "$CACHE.input"
+      fi
+      mv "$OUT.tmp" "$OUT"
+    fi ;;
+esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz|size]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -29,6 +29,11 @@ step_wasm_toolchain() {
     apt_install rustc-web cargo-web rust-web-src wasi-libc lld-19
     step "wasm toolchain: Debian rustc-web $(/usr/bin/rustc --version | cut -d' ' -f2) + -Zbuild-std, wasm-ld-19, wasi-libc"
   fi
+}
+
+step_wasm_opt() { # binaryen's wasm-opt: scripts/build-wasm.sh shrinks the module with it (docs/module-size.md)
+  apt_install binaryen
+  step "wasm-opt: $(wasm-opt --version | cut -d' ' -f3) (Debian binaryen)"
 }
 
 step_envoy() {
@@ -91,20 +96,30 @@ step_cargo_fuzz() { # cargo-fuzz for `make fuzz` and the fuzz smoke test (docs/r
   step "cargo-fuzz: $want (.tools/bin)"
 }
 
+step_twiggy() { # the size profiler behind `make size-report` (docs/module-size.md)
+  local want=0.8.0
+  if ! .tools/bin/twiggy --version 2>/dev/null | grep -q " $want\$"; then
+    cargo install -q --locked --root .tools twiggy --version "$want"
+  fi
+  step "twiggy: $want (.tools/bin)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   bash scripts/setup-ratelimit.sh
 }
 
 case "$WHAT" in
-  build) step_wasm_toolchain ;;
+  build) step_wasm_toolchain; step_wasm_opt ;;
   envoy) step_envoy ;;
   run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
   fuzz) step_native_rust; step_cargo_fuzz ;;
-  bench) step_wasm_toolchain; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
+  size) step_wasm_toolchain; step_wasm_opt; step_twiggy ;;
+  bench) step_wasm_toolchain; step_wasm_opt; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
   test|all)
     step_native_rust
     step_wasm_toolchain
+    step_wasm_opt
     step_envoy
     step_python_test_deps
     step_wasm_bindgen_runner
@@ -113,5 +128,5 @@ case "$WHAT" in
     step_postgres
     step_cargo_fuzz
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz|size]" >&2; exit 2 ;;
 esac

@@ -19,6 +19,8 @@ from test_webhook_e2e import body_for, deliver, env_for, sha
 TRAP_TARGET = os.path.join(ROOT, "target", "test-trap")
 TRAP_WASM = os.path.join(TRAP_TARGET, "wasm32-wasip1", "release", "aura_guard.wasm")
 TRAP_HEADER = "x-aura-test-trap"
+# The start of the panic message src/test_trap.rs formats: in the test build's data only.
+TRAP_MESSAGE = b"aura-guard test trap in "
 PROD = env_for(["github"])
 
 
@@ -65,6 +67,14 @@ def assert_filtering(s):
 def test_the_shipped_module_has_no_test_trap():
     with open(WASM, "rb") as f:
         assert TRAP_HEADER.encode() not in f.read()
+
+
+def test_the_shipped_module_has_no_test_trap_panic_message(trap_wasm):
+    # The test build holds the message, so the search would find it in a module that had it.
+    with open(trap_wasm, "rb") as f:
+        assert TRAP_MESSAGE in f.read(), f"{trap_wasm} lost the panic message: fix TRAP_MESSAGE"
+    with open(WASM, "rb") as f:
+        assert TRAP_MESSAGE not in f.read(), f"{WASM} holds the test-trap panic message"
 
 
 @pytest.mark.traps_on_purpose

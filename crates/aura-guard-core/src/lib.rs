@@ -24,5 +24,6 @@ pub mod ratelimit;
 pub mod secret;
 #[cfg(test)]
 mod testing;
+mod utc;
 pub mod versions;
 pub mod webhook;

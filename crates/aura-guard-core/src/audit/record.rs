@@ -87,11 +87,10 @@ pub fn record_path(
 
 /// RFC 3339 UTC with milliseconds: `2026-03-01T10:00:00.123Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
-    let dt = i64::try_from(ms)
+    i64::try_from(ms)
         .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .unwrap_or_default();
-    dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        .and_then(crate::utc::rfc3339_ms)
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
 /// Cuts a string to at most `max` bytes on a character boundary.

@@ -22,7 +22,6 @@
 
 pub mod config;
 
-use chrono::DateTime;
 use config::{VersionSunset, VersionsConfig};
 
 /// Status for a disabled version.
@@ -291,14 +290,12 @@ pub fn disabled_body(version: &str, now_unix: i64) -> String {
 /// Python's `datetime.utcnow().isoformat()` for a whole second: no offset, no `Z`, and no
 /// fraction (Python omits it when microseconds are 0). Out of range gives the epoch.
 pub fn iso_naive_utc(unix: i64) -> String {
-    DateTime::from_timestamp(unix, 0)
-        .map(|d| d.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string())
-        .unwrap_or_else(|| "1970-01-01T00:00:00".to_owned())
+    crate::utc::iso_naive(unix).unwrap_or_else(|| "1970-01-01T00:00:00".to_owned())
 }
 
 /// IMF-fixdate (RFC 9110 section 5.6.7), the HTTP-date form `Sunset` uses.
 pub fn http_date(unix: i64) -> Option<String> {
-    DateTime::from_timestamp(unix, 0).map(|d| d.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+    crate::utc::imf_fixdate(unix)
 }
 
 /// Headers for a deprecated version:

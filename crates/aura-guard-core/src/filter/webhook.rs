@@ -134,12 +134,13 @@ impl Stage for WebhookStage {
         Flow::Next
     }
 
-    /// Releases the recorded replay key unless the delivery was processed (2xx), so the
-    /// provider's retry after a failure is not refused as a replay.
+    /// Only a delivery that recorded a replay key has anything to do with the status.
     fn wants_status(&self) -> bool {
         self.recorded.is_some()
     }
 
+    /// Releases the recorded replay key unless the delivery was processed (2xx), so the
+    /// provider's retry after a failure is not refused as a replay.
     fn on_response(&mut self, cx: &mut Cx<'_>, status: Option<u32>) {
         let (policy, host) = (cx.policy, &mut *cx.host);
         if status.is_some_and(|s| (200..300).contains(&s)) {

@@ -347,7 +347,7 @@ impl HttpFilter {
         end_of_stream: bool,
     ) -> Action {
         // An asynchronous decision is outstanding: Continue here would let the request go.
-        if self.ratelimit.pending() {
+        if self.waiting() {
             return Action::Pause;
         }
         if !self.hold_for_body || self.body_done || self.replied {
@@ -366,7 +366,7 @@ impl HttpFilter {
     /// HTTP/2 (and chunked) requests may end with trailers: the body is then complete without
     /// a body callback marked end of stream.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
-        if self.ratelimit.pending() {
+        if self.waiting() {
             return Action::Pause;
         }
         if self.hold_for_body && !self.body_done && !self.replied {
@@ -384,16 +384,52 @@ impl HttpFilter {
         result: Result<&[u8], u32>,
     ) {
         let policy = Rc::clone(&self.policy);
-        let Some(flow) =
+        let flow = if let Some(flow) =
+            self.webhook
+                .on_grpc_response(&policy, &mut self.ctx, host, token, result)
+        {
+            match flow {
+                // The webhook stage passed the delivery: the rate limit, the last body stage,
+                // still runs on it.
+                Flow::Next => self.ratelimit_after_webhook(host),
+                flow => flow,
+            }
+        } else if let Some(flow) =
             self.ratelimit
                 .on_grpc_response(&policy, &mut self.ctx, host, token, result)
-        else {
+        {
+            flow
+        } else {
             return;
         };
         if self.after(host, flow) == Action::Continue {
-            // The rate limit is the last body stage: nothing else runs before resuming.
             host.resume_request();
         }
+    }
+
+    /// An asynchronous decision (fleet-wide replay check, rate limit) is outstanding.
+    fn waiting(&self) -> bool {
+        self.webhook.pending() || self.ratelimit.pending()
+    }
+
+    /// The rate-limit stage's body phase, after the webhook stage waited for the service: the
+    /// body is read again from Envoy's buffer.
+    fn ratelimit_after_webhook(&mut self, host: &mut dyn Host) -> Flow {
+        let policy = Rc::clone(&self.policy);
+        if !self.ratelimit.needs_body(&policy) {
+            return self.ratelimit.check(&policy, &mut self.ctx, host, None);
+        }
+        let body = if self.body_size == 0 {
+            Some(Vec::new())
+        } else {
+            host.request_body(0, self.body_size)
+        };
+        let Some(body) = body else {
+            host.log(Level::Error, "aura-guard: request body unavailable");
+            return Flow::Reply(Reply::detail(500, "Request body unavailable"));
+        };
+        self.ratelimit
+            .check(&policy, &mut self.ctx, host, Some(&body))
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Action {

@@ -1,14 +1,19 @@
 //! The webhook stage: the glue between [`crate::webhook`]'s verdicts and the host. A request
 //! whose normalised path is a webhook route is held until its whole body is buffered; then the
 //! signature is verified, the replay key is recorded in the seen-set (`webhook::replay`,
-//! shared by all workers of one Envoy), and the key is released again when the upstream does
-//! not answer 2xx, so the provider's retry passes. What the headers alone decide (no
+//! shared by all workers of one Envoy) or, in the fleet-wide mode, counted by the rate-limit
+//! service (`webhook::fleet_replay`, the request waits for its answer), and the key is
+//! released again when the upstream does not answer 2xx, so the provider's retry passes. What the headers alone decide (no
 //! signature, a malformed one, a timestamp outside the window, an unconfigured source) is
 //! refused before any body is buffered. docs/webhooks.md.
 
 use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
+use crate::config::Environment;
 use crate::events::{SecurityEvent, Severity};
-use crate::host::{Host, Level};
+use crate::host::{GrpcCall, Host, Level};
+use crate::ratelimit::rls::{RateLimitRequest, RateLimitResponse, RLS_METHOD, RLS_SERVICE};
+use crate::webhook::config::ReplayMode;
+use crate::webhook::fleet_replay::{self, Anchor, FleetCheck, FleetVerdict};
 use crate::webhook::replay::{
     replay_insert, replay_remove, Insert, STORE_ERROR_MESSAGE, STORE_ERROR_STATUS,
 };
@@ -19,6 +24,17 @@ use crate::webhook::{self, sanitised_headers, Failure, Outcome, WebhookRequest, 
 struct RecordedReplay {
     source: String,
     key: String,
+    /// The fleet-wide mode's anchor (the release names it); None in the local mode.
+    anchor: Option<Anchor>,
+}
+
+/// A fleet-wide replay check waiting for the rate-limit service.
+#[derive(Debug)]
+struct PendingCheck {
+    token: u32,
+    source: String,
+    key: String,
+    check: FleetCheck,
 }
 
 /// Per-request webhook state.
@@ -28,6 +44,8 @@ pub(super) struct WebhookStage {
     source: Option<String>,
     /// The replay key this request recorded, released unless the upstream answers 2xx.
     recorded: Option<RecordedReplay>,
+    /// The fleet-wide replay check outstanding, if any.
+    pending: Option<PendingCheck>,
 }
 
 /// `aura_guard.webhook.<source>.<what>`, shown by Envoy as `wasmcustom.aura_guard.webhook...`.
@@ -83,6 +101,16 @@ impl Stage for WebhookStage {
             }
             Ok(Outcome::Verified(v)) => v,
         };
+        if let (true, Some(key), ReplayMode::Ratelimit) =
+            (cfg.replay.enabled, &verified.replay_key, cfg.replay.mode)
+        {
+            let tolerance = cfg
+                .sources
+                .get(&source)
+                .map_or(0, |s| u64::from(s.tolerance_s));
+            let now_s = u64::try_from(now).unwrap_or(0);
+            return self.start_fleet_check(policy, host, source, key.clone(), now_s, tolerance);
+        }
         if let (true, Some(key)) = (cfg.replay.enabled, verified.replay_key) {
             let max = usize::try_from(cfg.replay.max_entries).unwrap_or(usize::MAX);
             match replay_insert(host, max, &key, now, verified.replay_ttl_s) {
@@ -90,6 +118,7 @@ impl Stage for WebhookStage {
                     self.recorded = Some(RecordedReplay {
                         source: source.clone(),
                         key,
+                        anchor: None,
                     })
                 }
                 Ok(Insert::Seen) => {
@@ -150,6 +179,10 @@ impl Stage for WebhookStage {
         let Some(recorded) = self.recorded.take() else {
             return;
         };
+        if let Some(anchor) = recorded.anchor {
+            release_fleet(policy, host, &recorded.source, &recorded.key, anchor);
+            return;
+        }
         let max = usize::try_from(policy.config.webhook.replay.max_entries).unwrap_or(usize::MAX);
         match replay_remove(host, max, &recorded.key) {
             Ok(_) => host.count(&stat_name(&recorded.source, "replay_released")),
@@ -168,6 +201,71 @@ impl Stage for WebhookStage {
     }
 }
 
+fn rls_call<'a>(policy: &'a Policy, message: &'a [u8]) -> GrpcCall<'a> {
+    let rl = &policy.config.ratelimit;
+    GrpcCall {
+        cluster: &rl.cluster,
+        service: RLS_SERVICE,
+        method: RLS_METHOD,
+        message,
+        timeout_ms: rl.timeout_ms,
+    }
+}
+
+/// Undoes one attempt of `key` fleet-wide (fire and forget: the answer never delays the
+/// response).
+fn release_fleet(policy: &Policy, host: &mut dyn Host, source: &str, key: &str, anchor: Anchor) {
+    let req: RateLimitRequest =
+        fleet_replay::plan_release(&policy.config.ratelimit.domain, key, anchor);
+    let message = req.encode_to_bytes();
+    if host.dispatch_grpc_detached(&rls_call(policy, &message)) {
+        host.count(&stat_name(source, "replay_released"));
+    } else {
+        host.count(&stat_name(source, "replay_service_error"));
+        host.log(
+            Level::Error,
+            &format!(
+                "aura-guard: cannot release the webhook replay key of {source} (call not \
+                 dispatched): the provider's retry will be refused until the key expires"
+            ),
+        );
+    }
+}
+
+/// The rate-limit service gave no fleet-wide answer: `webhook.replay.failure_mode` decides
+/// (by default 503 in production, the provider retries; through with a warning elsewhere).
+fn fleet_unavailable(policy: &Policy, host: &mut dyn Host, source: &str, why: &str) -> Flow {
+    let production = policy.config.environment == Environment::Production;
+    if policy
+        .config
+        .webhook
+        .replay
+        .failure_mode
+        .fails_closed(production)
+    {
+        host.count(&stat_name(source, "replay_service_error"));
+        host.log(
+            Level::Error,
+            &format!(
+                "aura-guard: fleet-wide webhook replay check failed for source {source} \
+                 ({why}): delivery refused with {STORE_ERROR_STATUS} \
+                 (webhook.replay.failure_mode)"
+            ),
+        );
+        return Flow::Reply(Reply::detail(STORE_ERROR_STATUS, STORE_ERROR_MESSAGE));
+    }
+    host.count(&stat_name(source, "replay_unchecked"));
+    host.count(&stat_name(source, "verified"));
+    host.log(
+        Level::Warn,
+        &format!(
+            "aura-guard: fleet-wide webhook replay check failed for source {source} ({why}): \
+             delivery passed WITHOUT a replay check (webhook.replay.failure_mode)"
+        ),
+    );
+    Flow::Next
+}
+
 fn unix_now(host: &dyn Host) -> i64 {
     i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX)
 }
@@ -181,6 +279,85 @@ fn request_target(ctx: &RequestCtx) -> String {
 }
 
 impl WebhookStage {
+    /// A fleet-wide replay check is outstanding: the request stays held.
+    pub(super) fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Sends the fleet-wide check of a verified delivery's key and waits for the answer.
+    fn start_fleet_check(
+        &mut self,
+        policy: &Policy,
+        host: &mut dyn Host,
+        source: String,
+        key: String,
+        now_s: u64,
+        tolerance_s: u64,
+    ) -> Flow {
+        let rl = &policy.config.ratelimit;
+        let check = match fleet_replay::plan_check(&rl.domain, &key, now_s, tolerance_s) {
+            Ok(check) => check,
+            Err(e) => return fleet_unavailable(policy, host, &source, &format!("{e:?}")),
+        };
+        let message = check.request.encode_to_bytes();
+        match host.dispatch_grpc(&rls_call(policy, &message)) {
+            Some(token) => {
+                self.pending = Some(PendingCheck {
+                    token,
+                    source,
+                    key,
+                    check,
+                });
+                Flow::Wait
+            }
+            None => fleet_unavailable(policy, host, &source, "call not dispatched"),
+        }
+    }
+
+    /// Feeds the rate-limit service's answer (`Err`: a non-OK gRPC status) for the call with
+    /// `token`. None: not this stage's outstanding call.
+    pub(super) fn on_grpc_response(
+        &mut self,
+        policy: &Policy,
+        ctx: &mut RequestCtx,
+        host: &mut dyn Host,
+        token: u32,
+        result: Result<&[u8], u32>,
+    ) -> Option<Flow> {
+        if self.pending.as_ref().map(|p| p.token) != Some(token) {
+            return None;
+        }
+        let PendingCheck {
+            source, key, check, ..
+        } = self.pending.take()?;
+        let verdict = match result {
+            Err(status) => Err(format!("gRPC status {status}")),
+            Ok(bytes) => match RateLimitResponse::decode_bytes(bytes) {
+                Err(_) => Err("undecodable answer".to_string()),
+                Ok(r) => fleet_replay::decide(&check, &r.statuses).map_err(|e| format!("{e:?}")),
+            },
+        };
+        Some(match verdict {
+            Err(why) => fleet_unavailable(policy, host, &source, &why),
+            Ok(FleetVerdict::New) => {
+                host.count(&stat_name(&source, "verified"));
+                self.recorded = Some(RecordedReplay {
+                    source,
+                    key,
+                    anchor: Some(check.anchor),
+                });
+                Flow::Next
+            }
+            Ok(FleetVerdict::Seen) => {
+                // This copy's attempt is undone, so it never stands in the way of the
+                // provider's retry after a failure (docs/webhooks.md).
+                release_fleet(policy, host, &source, &key, check.anchor);
+                let headers = ctx.headers.pairs().to_vec();
+                refuse(policy, ctx, host, &source, Failure::Replay, &headers)
+            }
+        })
+    }
+
     /// Refuses, at the request headers, a delivery they alone already decide
     /// (`webhook::check_headers`): the same status, body, event and stat as after the body,
     /// without waiting for (or buffering) a body that cannot change the answer. Called by the
@@ -990,5 +1167,171 @@ mod tests {
             HttpFilter::new(prod()).on_request_headers(&mut host, false),
             Action::Continue
         );
+    }
+
+    // --- fleet-wide mode (webhook.replay.mode "ratelimit") -------------------------------
+
+    fn fleet(env: &str) -> Rc<Policy> {
+        policy(
+            r#"{"webhook": {"replay": {"mode": "ratelimit"}}}"#,
+            &[
+                ("ENVIRONMENT", env),
+                ("WEBHOOK_SECRET_STRIPE", SECRET),
+                ("JWT_SECRET_KEY", "jwt-test-secret-0123456789abcdefghij"),
+            ],
+        )
+    }
+
+    /// The service's answer to a check: `counts` per descriptor (released/attempt pairs).
+    fn answer(counts: &[u32]) -> Vec<u8> {
+        use crate::ratelimit::rls::{Code, DescriptorStatus, RateLimit};
+        use crate::webhook::fleet_replay::REPLAY_COUNTER_LIMIT;
+        use prost::Message;
+        RateLimitResponse {
+            overall_code: Code::Ok as i32,
+            statuses: counts
+                .iter()
+                .map(|c| DescriptorStatus {
+                    code: Code::Ok as i32,
+                    current_limit: Some(RateLimit {
+                        requests_per_unit: REPLAY_COUNTER_LIMIT,
+                        unit: 3,
+                        name: String::new(),
+                    }),
+                    limit_remaining: REPLAY_COUNTER_LIMIT - c,
+                    duration_until_reset: None,
+                })
+                .collect(),
+            response_headers_to_add: vec![],
+            request_headers_to_add: vec![],
+        }
+        .encode_to_vec()
+    }
+
+    fn sent(host: &MockHost, i: usize) -> RateLimitRequest {
+        use prost::Message;
+        RateLimitRequest::decode(host.grpc_calls[i].message.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn fleet_mode_holds_the_delivery_until_the_service_counts_it_new() {
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(fleet("production"));
+        assert_eq!(run(&mut f, &mut host), Action::Pause);
+        assert!(host.reply.is_none());
+        assert_eq!(host.grpc_calls.len(), 1);
+        let call = &host.grpc_calls[0];
+        assert_eq!(
+            (call.cluster.as_str(), call.timeout_ms, call.token),
+            ("ratelimit", 20, Some(100))
+        );
+        let req = sent(&host, 0);
+        assert_eq!(req.domain, "aura-guard");
+        assert_eq!(req.descriptors.len(), 4);
+        // Nothing goes upstream while the answer is outstanding.
+        assert_eq!(f.on_request_body(&mut host, 2, true), Action::Pause);
+        assert!(!host.shared.contains_key(REPLAY_SHARED_KEY), "no local set");
+        f.on_grpc_response(&mut host, 100, Ok(&answer(&[0, 0, 0, 1])));
+        assert_eq!(host.resumed, 1);
+        assert!(host.reply.is_none());
+        assert_eq!(
+            host.counters.get("aura_guard.webhook.stripe.verified"),
+            Some(&1)
+        );
+        // Processed: nothing is released.
+        respond(&mut f, &mut host, "200");
+        assert_eq!(host.grpc_calls.len(), 1);
+    }
+
+    #[test]
+    fn fleet_mode_refuses_a_copy_another_envoy_accepted_and_undoes_its_attempt() {
+        for counts in [[0, 0, 0, 2], [0, 1, 0, 1], [1, 2, 0, 1]] {
+            let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+            let mut f = HttpFilter::new(fleet("production"));
+            run(&mut f, &mut host);
+            f.on_grpc_response(&mut host, 100, Ok(&answer(&counts)));
+            assert_eq!(
+                reply(&host),
+                (
+                    401,
+                    serde_json::json!({"detail": "Webhook delivery already processed"})
+                ),
+                "{counts:?}"
+            );
+            assert_eq!(host.resumed, 0);
+            assert_eq!(f.events()[0].metadata["reason"], "replay");
+            let release = &host.grpc_calls[1];
+            assert_eq!(release.token, None, "fire and forget");
+            let rel = sent(&host, 1);
+            let check = sent(&host, 0);
+            assert_eq!(rel.descriptors.len(), 1);
+            assert_eq!(rel.descriptors[0].entries, check.descriptors[2].entries);
+            assert_eq!(rel.descriptors[0].hits_addend.unwrap().value, 1);
+        }
+    }
+
+    #[test]
+    fn fleet_mode_releases_the_key_when_the_upstream_fails() {
+        let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+        let mut f = HttpFilter::new(fleet("production"));
+        run(&mut f, &mut host);
+        f.on_grpc_response(&mut host, 100, Ok(&answer(&[0, 0, 0, 1])));
+        respond(&mut f, &mut host, "502");
+        assert_eq!(host.grpc_calls.len(), 2);
+        assert_eq!(
+            sent(&host, 1).descriptors[0].entries,
+            sent(&host, 0).descriptors[2].entries
+        );
+        assert_eq!(
+            host.counters
+                .get("aura_guard.webhook.stripe.replay_released"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn fleet_mode_without_an_answer_fails_closed_in_production_and_open_in_development() {
+        // gRPC error, garbage, an answer without the replay limits, no dispatch.
+        let failures: [Option<Result<Vec<u8>, u32>>; 4] = [
+            Some(Err(14)),
+            Some(Ok(vec![0x12, 0x10, 0x00])),
+            Some(Ok(answer(&[]))),
+            None,
+        ];
+        for env in ["production", "development"] {
+            for failure in &failures {
+                let mut host = delivery("/webhooks/stripe", b"{}", Scheme::Stripe, SECRET);
+                host.grpc_dispatch_fails = failure.is_none();
+                let mut f = HttpFilter::new(fleet(env));
+                let action = run(&mut f, &mut host);
+                if let Some(result) = failure {
+                    assert_eq!(action, Action::Pause);
+                    let result = result.as_ref().map(Vec::as_slice).map_err(|e| *e);
+                    f.on_grpc_response(&mut host, 100, result);
+                }
+                if env == "production" {
+                    assert_eq!(
+                        reply(&host),
+                        (
+                            503,
+                            serde_json::json!({"detail": "Webhook replay check unavailable"})
+                        ),
+                        "{failure:?}"
+                    );
+                    assert_eq!(
+                        host.counters
+                            .get("aura_guard.webhook.stripe.replay_service_error"),
+                        Some(&1)
+                    );
+                } else {
+                    assert!(host.reply.is_none(), "{failure:?}");
+                    assert_eq!(
+                        host.counters
+                            .get("aura_guard.webhook.stripe.replay_unchecked"),
+                        Some(&1)
+                    );
+                }
+            }
+        }
     }
 }

@@ -10,6 +10,9 @@ use super::planner::{
 };
 use super::window::{unit_for_span, Unit, BACKOFF_LEVELS};
 use crate::ratelimit::config::RateLimitConfig;
+use crate::webhook::fleet_replay::{
+    COUNTER_ATTEMPT, COUNTER_RELEASED, KEY_REPLAY, REPLAY_COUNTER_LIMIT, REPLAY_UNITS,
+};
 
 /// Limit of the failures/cleared counters: effectively unbounded, so a read (hits_addend 0)
 /// returns `count = requests_per_unit - limit_remaining`.
@@ -19,8 +22,10 @@ pub const COUNTER_LIMIT: u32 = u32::MAX;
 /// (the original kept failures 24 h after the last one). Both share it, so they reset together.
 pub const COUNTER_UNIT: Unit = Unit::Day;
 
-/// The service YAML for `cfg`. Routes must be valid (`cfg.validate()`); a window that fits no
-/// unit is skipped.
+/// The service YAML for `cfg`: the auth routes' descriptors, then the fleet-wide webhook
+/// replay counters (`webhook.replay.mode: "ratelimit"`, one per counter and unit; unused in
+/// the local mode). Routes must be valid (`cfg.validate()`); a window that fits no unit is
+/// skipped.
 pub fn render(cfg: &RateLimitConfig) -> String {
     let mut y = String::new();
     let _ = writeln!(
@@ -63,6 +68,25 @@ pub fn render(cfg: &RateLimitConfig) -> String {
             }
         }
     }
+    let _ = writeln!(
+        y,
+        "  # Fleet-wide webhook replay (docs/webhooks.md#fleet-wide-replay-mode-ratelimit):"
+    );
+    let _ = writeln!(
+        y,
+        "  # counted, not limited; the filter decides from the counts."
+    );
+    for counter in [COUNTER_ATTEMPT, COUNTER_RELEASED] {
+        let _ = writeln!(y, "  - key: {KEY_REPLAY}");
+        let _ = writeln!(y, "    value: {counter}");
+        let _ = writeln!(y, "    descriptors:");
+        for unit in REPLAY_UNITS {
+            let _ = writeln!(y, "      - key: {}", unit.yaml_name());
+            let _ = writeln!(y, "        rate_limit:");
+            let _ = writeln!(y, "          unit: {}", unit.yaml_name());
+            let _ = writeln!(y, "          requests_per_unit: {REPLAY_COUNTER_LIMIT}");
+        }
+    }
     y
 }
 
@@ -90,6 +114,8 @@ mod tests {
         let y = render(&RateLimitConfig::default());
         assert!(y.contains("domain: aura-guard\n"));
         let login = y.split("value: register").next().unwrap();
+        assert!(y.contains("  - key: webhook_replay\n    value: attempt\n"));
+        assert!(y.contains("  - key: webhook_replay\n    value: released\n"));
         let units: Vec<&str> = login
             .lines()
             .filter_map(|l| l.trim().strip_prefix("unit: "))

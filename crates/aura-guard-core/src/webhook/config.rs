@@ -9,7 +9,9 @@
 
 use super::scheme::{standard_webhooks_key, Scheme};
 use crate::config::{ConfigError, EnvLookup};
+use crate::ratelimit::config::FailureMode;
 use crate::secret::Secret;
+use crate::webhook::fleet_replay::MAX_FLEET_TOLERANCE_S;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -192,7 +194,9 @@ pub enum ReplayMode {
     /// Per-Envoy seen-set in proxy-wasm shared data (all workers of one Envoy).
     #[default]
     Local,
-    /// Fleet-wide, through the rate-limit service (limit 1 per key and window).
+    /// Fleet-wide, through the rate-limit service (`ratelimit.cluster`, `.domain`,
+    /// `.timeout_ms`): at most one accepted, unreleased delivery per key and window.
+    /// docs/webhooks.md#fleet-wide-replay-mode-ratelimit.
     Ratelimit,
 }
 
@@ -204,6 +208,9 @@ pub struct ReplayConfig {
     /// an unexpired key is never evicted.
     pub max_entries: u32,
     pub mode: ReplayMode,
+    /// `ratelimit` mode, when the service cannot answer: `default` refuses with 503 in
+    /// production (the provider retries) and lets the delivery through elsewhere.
+    pub failure_mode: FailureMode,
 }
 
 impl Default for ReplayConfig {
@@ -212,6 +219,7 @@ impl Default for ReplayConfig {
             enabled: true,
             max_entries: DEFAULT_REPLAY_MAX_ENTRIES,
             mode: ReplayMode::Local,
+            failure_mode: FailureMode::Default,
         }
     }
 }
@@ -315,11 +323,19 @@ impl WebhookConfig {
             ));
         }
         if self.replay.mode == ReplayMode::Ratelimit {
-            return Err(ConfigError::new(
-                format!("{field}.replay.mode"),
-                "\"ratelimit\" (fleet-wide replay check) is not implemented by the filter yet; \
-                 use \"local\"",
-            ));
+            if let Some((name, _)) = self
+                .sources
+                .iter()
+                .find(|(_, src)| src.tolerance_s > MAX_FLEET_TOLERANCE_S)
+            {
+                return Err(ConfigError::new(
+                    format!("{field}.sources.{name}.tolerance_s"),
+                    format!(
+                        "must be at most {MAX_FLEET_TOLERANCE_S} seconds with \
+                         webhook.replay.mode \"ratelimit\" (docs/webhooks.md)"
+                    ),
+                ));
+            }
         }
         if self.replay.max_entries == 0 || self.replay.max_entries > MAX_REPLAY_MAX_ENTRIES {
             return Err(ConfigError::new(
@@ -551,10 +567,6 @@ mod tests {
             err(r#"{"sources": {"x": {"route": "/hooks/x/"}}}"#),
             "webhook.sources.x.route"
         );
-        assert_eq!(
-            err(r#"{"replay": {"mode": "ratelimit"}}"#),
-            "webhook.replay.mode"
-        );
         let msg = parse(r#"{"sources": {"stripe": {"tolerance_s": 0}}}"#)
             .validate()
             .unwrap_err()
@@ -563,6 +575,23 @@ mod tests {
             msg.starts_with("webhook.sources.stripe.tolerance_s: "),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn fleet_wide_replay_mode_is_accepted_with_its_failure_mode() {
+        let c = parse(r#"{"replay": {"mode": "ratelimit", "failure_mode": "closed"}}"#);
+        c.validate().unwrap();
+        assert_eq!(c.replay.mode, ReplayMode::Ratelimit);
+        assert_eq!(c.replay.failure_mode, FailureMode::Closed);
+        assert_eq!(parse("{}").replay.failure_mode, FailureMode::Default);
+        let long =
+            r#"{"replay": {"mode": "ratelimit"}, "sources": {"stripe": {"tolerance_s": 10801}}}"#;
+        assert_eq!(
+            parse(long).validate().unwrap_err().field,
+            "webhook.sources.stripe.tolerance_s"
+        );
+        let local = r#"{"sources": {"stripe": {"tolerance_s": 10801}}}"#;
+        parse(local).validate().unwrap();
     }
 
     #[test]

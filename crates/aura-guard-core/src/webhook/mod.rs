@@ -7,6 +7,7 @@
 //! [`Verified::replay_key`] and [`Verified::replay_ttl_s`].
 
 pub mod config;
+pub mod fleet_replay;
 pub mod replay;
 pub mod scheme;
 pub(crate) mod schemes;

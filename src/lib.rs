@@ -4,6 +4,7 @@
 
 mod abi;
 mod audit_service;
+mod body_hold;
 mod host;
 mod root;
 #[cfg(feature = "test-trap")]
@@ -33,6 +34,8 @@ pub(crate) struct AuraHttp {
     /// refused with a 503, fail closed.
     pub(crate) filter: Option<HttpFilter>,
     pub(crate) host: WasmHost,
+    /// Paused at the headers for the body (`body_hold` watches it until a body callback).
+    pub(crate) held: bool,
 }
 
 /// Refuses a stream that has no policy (one type for both cases: a second `HttpContext`
@@ -91,25 +94,43 @@ impl Context for AuraHttp {
     }
 }
 
+impl AuraHttp {
+    /// A body (or trailers) callback of a request paused at its headers: Envoy holds headers
+    /// for this filter (`allow_on_headers_stop_iteration` is on).
+    fn body_arrived(&mut self) {
+        if self.held {
+            self.held = false;
+            body_hold::body_seen();
+        }
+    }
+}
+
 impl HttpContext for AuraHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         #[cfg(feature = "test-trap")]
         test_trap::maybe_trap("request_headers");
-        match self.filter.as_mut() {
-            Some(filter) => action(filter.on_request_headers(&mut self.host, end_of_stream)),
-            None => refuse_unconfigured(),
+        let Some(filter) = self.filter.as_mut() else {
+            return refuse_unconfigured();
+        };
+        let result = filter.on_request_headers(&mut self.host, end_of_stream);
+        if result == CoreAction::Pause && filter.awaiting_body() {
+            self.held = true;
+            body_hold::paused(self.host.context_id, filter.body_hold_reply());
         }
+        action(result)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         #[cfg(feature = "test-trap")]
         test_trap::maybe_trap("request_body");
+        self.body_arrived();
         self.filter.as_mut().map_or(Action::Pause, |filter| {
             action(filter.on_request_body(&mut self.host, body_size, end_of_stream))
         })
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.body_arrived();
         self.filter.as_mut().map_or(Action::Pause, |filter| {
             action(filter.on_request_trailers(&mut self.host))
         })
@@ -122,6 +143,9 @@ impl HttpContext for AuraHttp {
     }
 
     fn on_log(&mut self) {
+        if self.held {
+            body_hold::done(self.host.context_id);
+        }
         if let Some(filter) = self.filter.as_mut() {
             filter.on_log(&mut self.host);
         }

@@ -84,6 +84,7 @@ impl RootContext for AuraRoot {
                     });
                 }
                 self.policy = Some(Rc::new(Policy::new(config)));
+                crate::body_hold::start_ticking();
                 true
             }
             Err(err) => {
@@ -106,6 +107,7 @@ impl RootContext for AuraRoot {
                 context_id,
                 root_context_id: self.context_id,
             },
+            held: false,
         }))
     }
 
@@ -114,8 +116,9 @@ impl RootContext for AuraRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(service) = self.audit_service.as_mut() {
-            service.on_tick();
+        match self.audit_service.as_mut() {
+            Some(service) => service.on_tick(),
+            None => crate::body_hold::on_tick(self.context_id),
         }
     }
 

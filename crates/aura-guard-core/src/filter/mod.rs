@@ -8,6 +8,7 @@
 //! only place that holds, resumes or answers a request. docs/architecture.md draws the order.
 
 mod audit;
+pub mod body_hold;
 #[cfg(test)]
 mod cost_tests;
 mod debug;
@@ -540,6 +541,22 @@ impl HttpFilter {
             |stage| stage.on_request_body(&mut cx, &body),
         );
         self.after(host, flow)
+    }
+
+    /// Paused at the headers until the whole body arrives, and waiting for nothing else: what
+    /// [`body_hold`] watches.
+    pub fn awaiting_body(&self) -> bool {
+        self.hold_for_body && !self.body_done && !self.replied && !self.waiting()
+    }
+
+    /// The answer for a request whose body Envoy never hands over ([`body_hold`]): status,
+    /// headers (security headers, request id, content type) and JSON body, prepared while the
+    /// request is paused, for the root context to send.
+    pub fn body_hold_reply(&self) -> (u32, Vec<(String, String)>, Vec<u8>) {
+        let reply = Reply::detail(body_hold::BODY_HOLD_STATUS, body_hold::BODY_HOLD_MESSAGE);
+        let mut headers = headers::reply_headers(&self.policy, &self.ctx);
+        headers.extend(reply.headers);
+        (reply.status, headers, reply.body)
     }
 
     /// Ends the request with a reply from the filter. It carries the security headers and the

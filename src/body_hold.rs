@@ -1,10 +1,10 @@
 //! The glue of `aura_guard_core::filter::body_hold`: one watch per VM (a worker's HTTP
 //! contexts and their root share the thread), fed by the HTTP contexts and checked by the
-//! root's tick, which answers a request that never got its body through
-//! `set_effective_context` (the only way a root acts on a stream).
+//! root's tick. The tick reads each paused stream's `request.total_size` and answers a starved
+//! one through `set_effective_context` (the only way a root acts on a stream).
 
 use crate::abi;
-use crate::host::{add_counter, log_line, now_ms, warn_failed};
+use crate::host::{add_counter, log_line, warn_failed};
 use aura_guard_core::filter::body_hold::{
     BodyWatch, BODY_HOLD_LOG, BODY_HOLD_STAT, BODY_HOLD_TICK_MS,
 };
@@ -29,8 +29,24 @@ pub(crate) fn start_ticking() {
     }
 }
 
+/// Bytes Envoy has received on the current stream, headers included (Envoy's
+/// `request.total_size`: an 8-byte little-endian integer).
+pub(crate) fn received() -> Option<u64> {
+    match abi::get_property(&["request", "total_size"]) {
+        Ok(Some(bytes)) => Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)),
+        Ok(None) => None,
+        Err(status) => {
+            warn_failed("get_property(request.total_size)", status);
+            None
+        }
+    }
+}
+
+/// A request paused for its body. Without Envoy's byte count it cannot be watched.
 pub(crate) fn paused(context_id: u32, answer: Answer) {
-    with_watch(|w| w.paused(context_id, now_ms(), answer));
+    if let Some(size) = received() {
+        with_watch(|w| w.paused(context_id, size, answer));
+    }
 }
 
 pub(crate) fn body_seen() {
@@ -44,7 +60,7 @@ pub(crate) fn done(context_id: u32) {
 /// The root's tick: answers the requests that waited too long; stops ticking once the hold
 /// is proven.
 pub(crate) fn on_tick(root_context_id: u32) {
-    let Some((proven, late)) = with_watch(|w| (w.proven(), w.expired(now_ms()))) else {
+    let Some(proven) = with_watch(|w| w.proven()) else {
         return;
     };
     if proven {
@@ -53,9 +69,17 @@ pub(crate) fn on_tick(root_context_id: u32) {
         }
         return;
     }
-    for (context_id, (status, headers, body)) in late {
+    // Each paused stream's byte count is read with the stream as the effective context.
+    let Some(starved) = with_watch(|w| {
+        w.starved(|id| {
+            abi::set_effective_context(id).ok()?;
+            received()
+        })
+    }) else {
+        return;
+    };
+    for (context_id, (status, headers, body)) in starved {
         if let Err(e) = abi::set_effective_context(context_id) {
-            // The stream is gone.
             warn_failed("set_effective_context(held request)", e);
             continue;
         }

@@ -5,13 +5,14 @@
 //! request would hang until a timeout. Neither Istio's `WasmPlugin` nor Envoy Gateway's
 //! `EnvoyExtensionPolicy` sets the flag (docs/kubernetes.md).
 //!
-//! The filter cannot read Envoy's config, so it watches: a request paused for its body that
-//! sees no body callback within [`BODY_HOLD_WAIT_MS`] is refused with 503 and a log line that
-//! names the flag, never streamed upstream. The first body callback of a paused request proves
-//! the flag is on, and the watch ends for the VM's life. docs/robustness.md#the-body-hold.
+//! The filter cannot read Envoy's config, so it watches: Envoy counts the bytes it received
+//! on a stream (the `request.total_size` property) before any filter sees them, and hands them
+//! to a filter that holds the headers in the same event. So a paused request whose received
+//! size grew while the filter got no body callback proves the flag is off: it is refused with
+//! 503 and a log line that names the flag, never streamed upstream. The first body callback
+//! of a paused request proves the flag is on, and the watch ends for the VM's life.
+//! docs/robustness.md#the-body-hold.
 
-/// How long a paused request may wait for its first body callback while the flag is unproven.
-pub const BODY_HOLD_WAIT_MS: u64 = 1_000;
 /// How often the root context looks at the paused requests while the flag is unproven.
 pub const BODY_HOLD_TICK_MS: u32 = 250;
 pub const BODY_HOLD_STATUS: u32 = 503;
@@ -25,8 +26,9 @@ pub const BODY_HOLD_LOG: &str = "aura-guard: Envoy did not hand a held request's
 /// Counter of requests refused this way.
 pub const BODY_HOLD_STAT: &str = "aura_guard.body_hold_unavailable";
 
-/// The paused requests of one VM (one worker), by context id, each with when it paused and
-/// what to answer it. A Vec, not a map: few entries, and a smaller module.
+/// The paused requests of one VM (one worker), by context id, each with the size Envoy had
+/// received when it paused and what to answer it. A Vec, not a map: few entries, and a
+/// smaller module.
 #[derive(Debug)]
 pub struct BodyWatch<T> {
     proven: bool,
@@ -48,11 +50,11 @@ impl<T> BodyWatch<T> {
         self.proven
     }
 
-    /// A request paused at its headers for its body.
-    pub fn paused(&mut self, context_id: u32, now_ms: u64, answer: T) {
+    /// A request paused at its headers for its body; `received`: Envoy's count of its bytes.
+    pub fn paused(&mut self, context_id: u32, received: u64, answer: T) {
         if !self.proven {
             self.done(context_id);
-            self.waiting.push((context_id, now_ms, answer));
+            self.waiting.push((context_id, received, answer));
         }
     }
 
@@ -67,11 +69,13 @@ impl<T> BodyWatch<T> {
         self.waiting.retain(|(id, _, _)| *id != context_id);
     }
 
-    /// Takes the requests that waited longer than [`BODY_HOLD_WAIT_MS`] without a body.
-    pub fn expired(&mut self, now_ms: u64) -> Vec<(u32, T)> {
+    /// Takes the requests for which Envoy received more bytes than when they paused, yet the
+    /// filter got no body callback: Envoy withholds their body. `received` reads the current
+    /// count of a stream (None: unknown, the request keeps waiting).
+    pub fn starved(&mut self, mut received: impl FnMut(u32) -> Option<u64>) -> Vec<(u32, T)> {
         let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|(_, since, _)| now_ms.saturating_sub(*since) >= BODY_HOLD_WAIT_MS);
+            .partition(|(id, at_pause, _)| received(*id).is_some_and(|now| now > *at_pause));
         self.waiting = keep;
         late.into_iter()
             .map(|(id, _, answer)| (id, answer))
@@ -91,15 +95,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_without_a_body_callback_expires_after_the_wait() {
+    fn a_request_whose_bytes_arrived_without_a_body_callback_is_starved() {
         let mut w = BodyWatch::default();
-        w.paused(7, 1_000, "a");
-        w.paused(8, 1_500, "b");
-        assert!(w.expired(1_999).is_empty());
-        assert_eq!(w.expired(2_000), vec![(7, "a")]);
-        assert_eq!(w.expired(2_000), vec![], "answered once");
-        w.done(8);
-        assert!(w.expired(9_999).is_empty());
+        w.paused(7, 100, "a");
+        w.paused(8, 200, "b");
+        w.paused(9, 300, "c");
+        let sizes = |id: u32| match id {
+            7 => Some(100), // nothing more arrived: the client has not sent its body yet
+            8 => Some(250),
+            _ => None,
+        };
+        assert_eq!(w.starved(sizes), vec![(8, "b")]);
+        assert_eq!(w.starved(sizes), vec![], "answered once");
+        assert_eq!(w.waiting(), 2);
+        w.done(7);
+        w.done(9);
+        assert_eq!(w.waiting(), 0);
     }
 
     #[test]
@@ -111,7 +122,7 @@ mod tests {
         assert!(w.proven());
         assert_eq!(w.waiting(), 0);
         w.paused(3, 0, ());
-        assert!(w.expired(u64::MAX).is_empty());
+        assert!(w.starved(|_| Some(u64::MAX)).is_empty());
     }
 
     #[test]

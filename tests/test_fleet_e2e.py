@@ -46,7 +46,7 @@ def test_login_limits_per_ip_and_per_user_hold_across_three_envoys(fleet_factory
     # limit is tried from 127.0.0.1 with a fresh username each time (only the IP can trip),
     # the per-user limit with one username from a fresh address each time (only the user can).
     fleet = fleet_factory(ratelimit_config=rl_config(**BEHIND_PROXY), collector=False)
-    clear_of_boundaries(30, windows(LOGIN_WINDOW))
+    clear_of_boundaries(10, windows(LOGIN_WINDOW))
 
     def login(i, user, xff=None):
         return post(fleet[i % len(fleet)], "/auth/login", f"username={user}&password=wrong",

@@ -26,7 +26,7 @@ def test_on_a_redis_cluster_the_login_limit_and_backoff_hold_and_keys_spread_ove
         stack = stack_factory(plugin_config={"ratelimit": rl}, ratelimit_port=svc.grpc_port)
         # The windows in force grow to 16 x 300 s; none of them (nor the day of the failure
         # counters) may turn over while the test counts.
-        clear_of_boundaries(30, windows(300))
+        clear_of_boundaries(15, windows(300))
 
         # The limit, and the backoff it escalates through: five failures of one user (from one
         # address) pass, each doubling the window from the second on (x1, x1, x2, x4, x8), and

@@ -197,5 +197,4 @@ def test_an_envoy_killed_mid_run_leaves_the_others_serving_and_its_loss_reported
 
 # --- 4. Webhook replay across the fleet -------------------------------------------------------
 # A delivery accepted by one Envoy is refused by the others (webhook.replay.mode "ratelimit",
-# issue 13 item 1). Every Fleet renders its Envoys with that mode already
-# (render_envoy.FLEET_REPLAY_MODE); the test goes here.
+# which every Fleet renders, render_envoy.FLEET_REPLAY_MODE): tests/test_webhook_fleet_e2e.py.

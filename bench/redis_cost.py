@@ -12,7 +12,10 @@ For each Redis it reports:
 - the keys a first failing login of a new user from a new address creates, and their bytes
   (MEMORY USAGE of each key, which counts the key, its value and Redis's per-key overhead);
 - used_memory (INFO memory, summed over the nodes) grown per login over --logins failing logins
-  of new users from new addresses.
+  of new users from new addresses;
+- the same for a webhook delivery checked fleet-wide (`webhook.replay.mode: "ratelimit"`,
+  docs/webhooks.md): a new GitHub delivery accepted, and a copy of it refused as a replay
+  (its check plus the call that releases its attempt).
 
 Counts, not timings: they do not depend on the machine's load (the one timing printed, Envoy's
 p50/p99 of its rate-limit calls, does). docs/scaling.md quotes them. Usage: bench/redis_cost.py [--logins N] [--out FILE.json] (default /tmp/redis_cost.json).
@@ -30,8 +33,10 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from harness import Stack, request, start_ratelimit_service, wait_until  # noqa: E402
+from test_webhook_e2e import body_for, env_for, signed  # noqa: E402
 
 RL = {"timeout_ms": 2000, "trusted_hops": 1, "trusted_proxies": ["127.0.0.1/32"]}
+PLUGIN = {"ratelimit": RL, "webhook": {"replay": {"mode": "ratelimit"}}}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 # What the measurement itself sends to Redis, left out of the counts.
 ADMIN = {"info", "config", "flushall", "cluster", "ping", "memory", "dbsize", "scan", "command",
@@ -80,15 +85,26 @@ class Measure:
                     total += int(line.split(":")[1])
         return total
 
+    def settle(self, calls):
+        """Waits until Envoy completed `calls` more ShouldRateLimit calls."""
+        self.calls += calls
+        wait_until(lambda: self.stack.stats(RLS_DONE).get(RLS_DONE, 0) >= self.calls, 10,
+                   f"{self.calls} rate-limit calls")
+
     def login(self, user, password, calls):
         """A login of `user` from a new address; waits for its `calls` ShouldRateLimit calls."""
         self.n += 1
         ip = f"10.{self.n >> 16 & 255}.{self.n >> 8 & 255}.{self.n & 255}"
         r = self.stack.request("POST", "/auth/login", {**FORM, "x-forwarded-for": ip},
                                f"username={user}&password={password}")
-        self.calls += calls
-        wait_until(lambda: self.stack.stats(RLS_DONE).get(RLS_DONE, 0) >= self.calls, 10,
-                   f"{self.calls} rate-limit calls")
+        self.settle(calls)
+        return r.status
+
+    def delivery(self, body, calls):
+        """A GitHub delivery of `body`; waits for its `calls` ShouldRateLimit calls."""
+        path, headers = signed(self.stack, "github", body)
+        r = self.stack.request("POST", path, headers=headers, body=body)
+        self.settle(calls)
         return r.status
 
 
@@ -125,6 +141,22 @@ def measure(svc, stack, logins):
     out["used_memory_per_login"] = round((m.used_memory() - before) / logins)
     out["keys_per_login"] = round(sum(int(m.cli(p, "DBSIZE").strip())
                                       for p in svc.redis_ports) / (logins + 1), 2)
+    # A new webhook delivery (one call: the check), then a copy of it refused as a replay (its
+    # check, then the release of its attempt).
+    m.reset()
+    body = body_for("github")
+    assert m.delivery(body, 1) == 200
+    out["delivery_commands"] = m.commands()
+    keys = m.keys()
+    out["delivery_keys"] = len(keys)
+    out["delivery_key_bytes"] = sum(keys.values())
+    m.reset()
+    assert m.delivery(body, 2) == 401
+    out["replay_commands"] = m.commands()
+    before = m.used_memory()
+    for _ in range(logins):
+        assert m.delivery(body_for("github"), 1) == 200
+    out["used_memory_per_delivery"] = round((m.used_memory() - before) / logins)
     return out
 
 
@@ -133,7 +165,8 @@ def run(kind, work, logins):
                                   redis_cluster=3 if kind == "cluster" else None)
     stack = None
     try:
-        stack = Stack(os.path.join(work, kind, "stack"), plugin_config={"ratelimit": RL},
+        stack = Stack(os.path.join(work, kind, "stack"), plugin_config=PLUGIN,
+                      env=env_for(["github"], environment="development"),
                       ratelimit_port=svc.grpc_port)
         stack.start()
         assert request(stack.listen_port, "GET", "/api/v2/ping").status == 200
@@ -162,6 +195,12 @@ def main():
               f"{r['failed_login_keys']} keys, {r['failed_login_key_bytes']} bytes (MEMORY USAGE)")
         print(f"  over {r['logins']} such logins: {r['keys_per_login']} keys and "
               f"{r['used_memory_per_login']} bytes of used_memory per login")
+        print(f"  webhook delivery accepted: {sum(r['delivery_commands'].values())} commands "
+              f"{r['delivery_commands']}, {r['delivery_keys']} keys, "
+              f"{r['delivery_key_bytes']} bytes; over {r['logins']}: "
+              f"{r['used_memory_per_delivery']} bytes of used_memory per delivery")
+        print(f"  replay refused (check + release): {sum(r['replay_commands'].values())} "
+              f"commands {r['replay_commands']}")
         print(f"  Envoy's rate-limit calls, p50/p99 ms (a timing: indicative only): "
               f"{r['check_ms_p50_p99']}")
     print(f"written {a.out}")

@@ -6,9 +6,12 @@ source of truth for `make run`, the end-to-end tests and the benchmark.
 With --deploy it writes deploy/envoy.yaml, the docker compose config, from the same file: see
 render_deploy below.
 
+With --fleet-member NAME the config is one Envoy of a fleet (several Envoys sharing the
+rate-limit service and the audit collector, `ENVOYS=N make run`): see fleet_member below.
+
 Usage: render_envoy.py --out FILE [--listen-port N] [--admin-port N] [--upstream-port N]
        [--ratelimit-port N] [--collector-port N] [--wasm PATH] [--plugin-config JSON]
-       [--audit-config JSON] [--template FILE]
+       [--audit-config JSON] [--fleet-member NAME] [--template FILE]
        render_envoy.py --deploy [--out FILE (deploy/envoy.yaml)] [--template FILE]
 """
 import argparse
@@ -54,6 +57,50 @@ def render(template, listen_port=None, admin_port=None, upstream_port=None,
         if not isinstance(plugin_config, str):
             plugin_config = json.dumps(plugin_config)
         wasm_cfg["configuration"]["value"] = plugin_config
+    return cfg
+
+
+# --- a fleet: several Envoys sharing the rate-limit service and the collector ---------------
+# The webhook replay check a fleet needs: a delivery accepted by one Envoy must be refused by the
+# others, so the replay memory is the rate-limit service's Redis, not one Envoy's shared memory
+# (docs/webhooks.md).
+FLEET_REPLAY_MODE = "ratelimit"
+
+
+def _json_object(text, what):
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise LookupError(f"{what} is not JSON: {err}")
+    if not isinstance(value, dict):
+        raise LookupError(f"{what} is not a JSON object")
+    return value
+
+
+def fleet_member(cfg, name, replay_mode=FLEET_REPLAY_MODE):
+    """Makes a rendered config (`cfg`, edited in place) Envoy `name` of a fleet:
+    - the webhook replay check goes fleet-wide (`webhook.replay.mode`: `replay_mode`), unless
+      the plugin configuration already names a mode (the operator's choice stands); None leaves
+      the mode alone;
+    - the audit shipper's streams are named after the Envoy (`stream_prefix`
+      `aura-guard-<name>`, unless set), so `aura-collector verify` says whose stream it is.
+      Each shipper's stream id is unique anyway (a start time and random bits, docs/audit.md
+      §9.3): the name is for people.
+    Everything else in the plugin and shipper configurations is kept."""
+    wasm_cfg = find_wasm_config(cfg)
+    plugin = _json_object(wasm_cfg["configuration"]["value"], "the plugin configuration")
+    if replay_mode is not None:
+        webhook = plugin.setdefault("webhook", {})
+        replay = webhook.setdefault("replay", {}) if isinstance(webhook, dict) else None
+        if not isinstance(replay, dict):
+            raise LookupError("the plugin configuration's webhook.replay is not an object")
+        replay.setdefault("mode", replay_mode)
+    wasm_cfg["configuration"]["value"] = json.dumps(plugin)
+    audit_cfg = find_audit_service(cfg)
+    if audit_cfg is not None:
+        shipper = _json_object(audit_cfg["configuration"]["value"], "the audit configuration")
+        shipper.setdefault("stream_prefix", f"aura-guard-{name}")
+        audit_cfg["configuration"]["value"] = json.dumps(shipper)
     return cfg
 
 
@@ -190,10 +237,14 @@ def main():
     p.add_argument("--wasm")
     p.add_argument("--plugin-config")
     p.add_argument("--audit-config", help="the audit shipper's configuration (JSON)")
+    p.add_argument("--fleet-member", metavar="NAME",
+                   help="one Envoy of a fleet: fleet-wide webhook replay check, audit streams "
+                        "named aura-guard-NAME (fleet_member)")
     a = p.parse_args()
     if a.deploy:
         run_opts = [o for o in ("listen_port", "admin_port", "upstream_port", "ratelimit_port",
-                                "collector_port", "wasm", "plugin_config", "audit_config")
+                                "collector_port", "wasm", "plugin_config", "audit_config",
+                                "fleet_member")
                     if getattr(a, o) is not None]
         if run_opts:
             p.error(f"--deploy takes only --template and --out, not {run_opts}")
@@ -206,6 +257,8 @@ def main():
             cfg = render(a.template, a.listen_port, a.admin_port, a.upstream_port,
                          a.ratelimit_port, a.collector_port, a.wasm, a.plugin_config,
                          a.audit_config)
+            if a.fleet_member is not None:
+                fleet_member(cfg, a.fleet_member)
             text = yaml.safe_dump(cfg, sort_keys=False)
     except LookupError as err:
         raise SystemExit(f"render_envoy: {err}")

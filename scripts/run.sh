@@ -4,6 +4,12 @@
 # until it is ready, prints a banner, and stops every child on Ctrl-C or SIGTERM.
 # Ports: LISTEN_PORT (8000), ADMIN_PORT (9901), UPSTREAM_PORT (8080), COLLECTOR_PORT (9300),
 # RATELIMIT_GRPC_PORT (8081; Redis and the rate-limit service's HTTP port are picked free).
+# ENVOYS=N (default 1) starts a fleet of N Envoys: listeners LISTEN_PORT..LISTEN_PORT+N-1, admin
+# ADMIN_PORT..ADMIN_PORT+N-1, logs envoy1.log..envoyN.log, all sharing the one rate-limit
+# service + Redis, the one collector and the demo upstream. Each is rendered with
+# render_envoy.py --fleet-member: the webhook replay check goes fleet-wide
+# (webhook.replay.mode "ratelimit", unless AURA_GUARD_CONFIG names a mode) and its audit stream
+# is named after it (aura-guard-envoyI-...).
 # The original's variables and aura-guard's additions (ENVIRONMENT, DEBUG_ENDPOINTS_*,
 # WEBHOOK_SECRET_*, JWT_SECRET_KEY, ...; docs/original-behaviour.md#environment-variables)
 # configure the filter. The audit collector stores under AUDIT_LOG_DIR (./logs/audit) and
@@ -24,6 +30,11 @@ LISTEN_PORT="${LISTEN_PORT:-8000}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-8080}"
 RATELIMIT_GRPC_PORT="${RATELIMIT_GRPC_PORT:-8081}"
+ENVOYS="${ENVOYS:-1}"
+if ! [[ "$ENVOYS" =~ ^[1-9][0-9]*$ ]] || [ "$ENVOYS" -gt 64 ]; then
+  echo "run: ENVOYS=$ENVOYS: give the number of Envoys, 1 to 64" >&2
+  exit 1
+fi
 if [ -z "${ENVIRONMENT:-}" ]; then
   export ENVIRONMENT=development
   ENV_NOTE="development, set by make run because ENVIRONMENT was not set; the filter alone runs as production"
@@ -42,6 +53,15 @@ if [ -z "${JWT_SECRET_KEY:-}" ]; then
   export JWT_SECRET_KEY=demo-jwt-secret; JWT_NOTE=" (demo value, development only)"
 fi
 COLLECTOR_PORT="${COLLECTOR_PORT:-9300}"
+# Envoy i (0-based) listens on LISTEN_PORT+i, its admin on ADMIN_PORT+i. A fleet's port ranges
+# must not run into each other or into the other services' ports.
+PORTS=("$UPSTREAM_PORT" "$RATELIMIT_GRPC_PORT" "$COLLECTOR_PORT")
+for ((i = 0; i < ENVOYS; i++)); do PORTS+=("$((LISTEN_PORT + i))" "$((ADMIN_PORT + i))"); done
+CLASH="$(printf '%s\n' "${PORTS[@]}" | sort | uniq -d | head -1)"
+if [ -n "$CLASH" ]; then
+  echo "run: port $CLASH is used twice (ENVOYS=$ENVOYS Envoys take LISTEN_PORT=$LISTEN_PORT.. and ADMIN_PORT=$ADMIN_PORT..); pick ports further apart" >&2
+  exit 1
+fi
 COLLECTOR_BIN="${AURA_COLLECTOR_BIN:-$ROOT/target/debug/aura-collector}"
 if [ -z "${AUDIT_COLLECTOR_TOKEN:-}" ]; then
   AUDIT_COLLECTOR_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -55,6 +75,7 @@ RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 mkdir -p "$RUN_DIR"
 PY="$ROOT/.venv/bin/python"
 PIDS=()
+ENVOY_PIDS=()
 
 stop_all() {
   trap - INT TERM EXIT
@@ -63,6 +84,19 @@ stop_all() {
   wait 2>/dev/null || true
 }
 trap stop_all INT TERM EXIT
+
+# The webhook replay mode a rendered Envoy config gives the filter ("local" when unnamed).
+replay_mode() {
+  "$PY" - "$1" <<'PY'
+import json, sys
+sys.path.insert(0, "scripts")
+import yaml
+from aura_common import find_wasm_config
+with open(sys.argv[1]) as f:
+    plugin = json.loads(find_wasm_config(yaml.safe_load(f))["configuration"]["value"])
+print(((plugin.get("webhook") or {}).get("replay") or {}).get("mode", "local"))
+PY
+}
 
 wait_http() { # wait_http URL WHAT PID
   for _ in $(seq 1 300); do
@@ -93,26 +127,52 @@ grep -q "ratelimit ready" "$RUN_DIR/ratelimit.log" || { echo "run: ratelimit not
 PIDS+=($!)
 wait_http "http://127.0.0.1:$COLLECTOR_PORT/healthz" collector "${PIDS[-1]}"
 
-"$PY" scripts/render_envoy.py --out "$RUN_DIR/envoy.yaml" \
-  --listen-port "$LISTEN_PORT" --admin-port "$ADMIN_PORT" --upstream-port "$UPSTREAM_PORT" \
-  --collector-port "$COLLECTOR_PORT" \
-  --ratelimit-port "$RATELIMIT_GRPC_PORT" \
-  ${AURA_GUARD_CONFIG:+--plugin-config "$AURA_GUARD_CONFIG"}
-"$(envoy_bin)" -c "$RUN_DIR/envoy.yaml" --disable-hot-restart --log-level info \
-  >"$RUN_DIR/envoy.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$ADMIN_PORT/ready" envoy "${PIDS[-1]}"
+# One Envoy is "envoy" (envoy.yaml, envoy.log) as it always was; a fleet's are envoy1..envoyN.
+NAMES=()
+for ((i = 0; i < ENVOYS; i++)); do
+  if [ "$ENVOYS" -eq 1 ]; then NAMES+=(envoy); FLEET_ARGS=(); else NAMES+=("envoy$((i + 1))"); FLEET_ARGS=(--fleet-member "${NAMES[i]}"); fi
+  "$PY" scripts/render_envoy.py --out "$RUN_DIR/${NAMES[i]}.yaml" \
+    --listen-port "$((LISTEN_PORT + i))" --admin-port "$((ADMIN_PORT + i))" \
+    --upstream-port "$UPSTREAM_PORT" --collector-port "$COLLECTOR_PORT" \
+    --ratelimit-port "$RATELIMIT_GRPC_PORT" \
+    ${AURA_GUARD_CONFIG:+--plugin-config "$AURA_GUARD_CONFIG"} "${FLEET_ARGS[@]}"
+  # Several Envoys on one host: hot restart is off, so they share no shared-memory region.
+  "$(envoy_bin)" -c "$RUN_DIR/${NAMES[i]}.yaml" --disable-hot-restart --log-level info \
+    >"$RUN_DIR/${NAMES[i]}.log" 2>&1 &
+  PIDS+=($!)
+  ENVOY_PIDS+=($!)
+done
+for ((i = 0; i < ENVOYS; i++)); do
+  wait_http "http://127.0.0.1:$((ADMIN_PORT + i))/ready" "${NAMES[i]}" "${ENVOY_PIDS[i]}"
+done
 
 # Never print a database URL: it may hold a password.
 if [ -n "${AUDIT_DATABASE_URL:-}" ]; then DB_NOTE='$AUDIT_DATABASE_URL'
 elif [ -n "${DATABASE_URL:-}" ]; then DB_NOTE='$DATABASE_URL'
 else DB_NOTE=./data/audit.db; fi
 
+if [ "$ENVOYS" -eq 1 ]; then
+  ENVOY_LINES="    proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
+    admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)"
+  LOGIN_PORT="$LISTEN_PORT"
+else
+  MODE="$(replay_mode "$RUN_DIR/${NAMES[0]}.yaml")"
+  if [ "$MODE" = ratelimit ]; then MODE_NOTE="ratelimit (fleet-wide, in Redis)"
+  else MODE_NOTE="$MODE (per Envoy: AURA_GUARD_CONFIG names it)"; fi
+  ENVOY_LINES="    fleet     $ENVOYS Envoys + aura-guard sharing the rate limits (Redis) and the collector
+              webhook replay check: $MODE_NOTE; stats on each admin: /stats?filter=wasmcustom"
+  for ((i = 0; i < ENVOYS; i++)); do
+    ENVOY_LINES+="
+    ${NAMES[i]}$(printf '%*s' $((9 - ${#NAMES[i]})) '') proxy http://127.0.0.1:$((LISTEN_PORT + i))   admin http://127.0.0.1:$((ADMIN_PORT + i))   log ${NAMES[i]}.log, audit stream aura-guard-${NAMES[i]}-*"
+  done
+  # The try: login loop goes round the fleet: the limit holds across Envoys.
+  LOGIN_PORT="\$((${LISTEN_PORT} + i % ${ENVOYS}))"
+fi
+
 cat <<BANNER
 
   aura-guard is running (environment: $ENV_NOTE)
-    proxy     http://127.0.0.1:$LISTEN_PORT   (Envoy + aura-guard)
-    admin     http://127.0.0.1:$ADMIN_PORT    (stats: /stats?filter=wasmcustom)
+$ENVOY_LINES
     upstream  http://127.0.0.1:$UPSTREAM_PORT   (demo)
     collector http://127.0.0.1:$COLLECTOR_PORT   (audit; token $TOKEN_NOTE; audit enabled: $AUDIT_LOG_ENABLED)
               files ${AUDIT_LOG_DIR:-./logs/audit}, database $DB_NOTE
@@ -123,7 +183,7 @@ cat <<BANNER
   try:
     curl -si http://127.0.0.1:$LISTEN_PORT/api/v2/ping
     curl -si -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=demo&password=demo-password'
-    for i in \$(seq 6); do curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:$LISTEN_PORT/auth/login -d 'username=test&password=wrong'; done
+    for i in \$(seq 6); do curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:$LOGIN_PORT/auth/login -d 'username=test&password=wrong'; done
     curl -s  http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom
     curl -si -X POST http://127.0.0.1:$LISTEN_PORT/api/v1/payments/refund -H 'content-type: application/json' -d '{"amount":5,"card_token":"tok_x"}'
     $COLLECTOR_BIN query --type payment_refund      # audit records (after ~1 s)

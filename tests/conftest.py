@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import ROOT, WASM, Stack, start_ratelimit_service  # noqa: E402
+from harness import ROOT, WASM, Fleet, Stack, start_ratelimit_service  # noqa: E402
 
 
 # A test that makes a wasm VM trap on purpose (a test build of the module) says so with this
@@ -93,3 +93,19 @@ def ratelimit_factory(log_dir):
     yield make
     for svc in services:
         svc.stop()
+
+
+@pytest.fixture
+def fleet_factory(log_dir):
+    """Builds and starts fleets (harness.Fleet: N Envoys sharing one rate-limit service and one
+    collector); every process is stopped at teardown."""
+    fleets = []
+
+    def make(n=3, name=None, start_kw=None, **kw):
+        f = Fleet(os.path.join(log_dir, name or f"fleet{len(fleets)}"), n=n, **kw)
+        fleets.append(f)
+        return f.start(**(start_kw or {}))
+
+    yield make
+    for f in fleets:
+        f.stop()

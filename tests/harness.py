@@ -352,16 +352,17 @@ def render_ratelimit_yaml(ratelimit_config, out_path):
     return out_path
 
 
-def start_ratelimit_service(log_dir, ratelimit_config=None):
+def start_ratelimit_service(log_dir, ratelimit_config=None, redis_cluster=None):
     """Redis + the real envoyproxy/ratelimit on free ports with the YAML for `ratelimit_config`.
-    The caller stops it (`.stop()`); `.kill("service_cmd" | "redis-server")` kills one part."""
+    The caller stops it (`.stop()`); `.kill("service_cmd" | "redis-server")` kills one part.
+    `redis_cluster=N`: Redis is a local Redis Cluster of N masters (scripts/run_ratelimit.py)."""
     from run_ratelimit import SERVICE_BIN, RateLimitService
     if not SERVICE_BIN.is_file():
         raise RuntimeError(f"{SERVICE_BIN} is missing: run scripts/setup-ratelimit.sh (make setup)")
     work = os.path.join(log_dir, "ratelimit")
     os.makedirs(work, exist_ok=True)
     yaml_path = render_ratelimit_yaml(ratelimit_config, os.path.join(work, "config.yaml"))
-    return RateLimitService(work, config=yaml_path).start()
+    return RateLimitService(work, config=yaml_path, redis_cluster=redis_cluster).start()
 class Collector:
     """The real aura-collector (crates/aura-collector) on a fixed free port, storing into
     files and SQLite (or `database_url`) under its own directory. It can be stopped and started
@@ -431,3 +432,74 @@ class Collector:
         """Runs a collector subcommand (query, verify) against this collector's stores."""
         return subprocess.run([COLLECTOR_BIN, *args], capture_output=True, text=True,
                               env=self.env(), timeout=60)
+
+
+# --- a fleet: several Envoys sharing the rate-limit service and the collector ------------------
+class Fleet:
+    """`n` Envoys (each a Stack: its own ports, demo upstream and log directory) sharing one
+    rate-limit service (Redis + envoyproxy/ratelimit) and one Collector, as `ENVOYS=N make run`
+    starts them. Each Envoy's config is rendered as a fleet member (render_envoy.fleet_member):
+    the webhook replay check fleet-wide (`replay_mode`, None: the filter's default) and its
+    audit stream named `aura-guard-envoy<i>-...`. `fleet[i]` is the i-th Stack.
+    `collector`: True (start one), False (none: audit has nowhere to go) or a started Collector
+    of the test's own (not stopped with the fleet)."""
+
+    def __init__(self, log_dir, n=3, ratelimit_config=None, plugin_config=None, env=None,
+                 audit_config=None, replay_mode=render_envoy.FLEET_REPLAY_MODE,
+                 collector=True):
+        self.log_dir = log_dir
+        self.n = n
+        self.ratelimit_config = ratelimit_config
+        plugin_config = dict(plugin_config or {})
+        if ratelimit_config is not None:
+            plugin_config.setdefault("ratelimit", ratelimit_config)
+        self.plugin_config = plugin_config
+        self.env = env
+        self.audit_config = audit_config
+        self.replay_mode = replay_mode
+        self.own_collector = collector is True
+        self.ratelimit = None
+        self.collector = collector if isinstance(collector, Collector) else None
+        self.stacks = []
+
+    def names(self):
+        return [f"envoy{i + 1}" for i in range(self.n)]
+
+    def start(self, **stack_kw):
+        """Starts the shared services, then the Envoys. `stack_kw` go to every Stack;
+        `collector_ports` (a list, one per Envoy) points an Envoy's audit shipper elsewhere
+        (e.g. a fault stand-in in front of the shared collector)."""
+        collector_ports = stack_kw.pop("collector_ports", None)
+        self.ratelimit = start_ratelimit_service(os.path.join(self.log_dir, "ratelimit"),
+                                                 self.ratelimit_config)
+        if self.own_collector:
+            self.collector = Collector(os.path.join(self.log_dir, "collector")).start()
+        for i, name in enumerate(self.names()):
+            def edit(cfg, name=name):
+                render_envoy.fleet_member(cfg, name, self.replay_mode)
+            port = (collector_ports[i] if collector_ports and collector_ports[i] else
+                    self.collector.port if self.collector else None)
+            s = Stack(os.path.join(self.log_dir, name), plugin_config=self.plugin_config,
+                      env=self.env, ratelimit_port=self.ratelimit.grpc_port,
+                      collector_port=port, audit_config=self.audit_config, edit=edit,
+                      **stack_kw)
+            self.stacks.append(s)
+            s.start()
+        return self
+
+    def stop(self):
+        for s in self.stacks:
+            s.stop()
+        if self.own_collector and self.collector is not None:
+            self.collector.stop()
+        if self.ratelimit is not None:
+            self.ratelimit.stop()
+
+    def __getitem__(self, i):
+        return self.stacks[i]
+
+    def __iter__(self):
+        return iter(self.stacks)
+
+    def __len__(self):
+        return len(self.stacks)

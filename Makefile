@@ -31,9 +31,12 @@ build:
 	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
 
 # Release artifacts (docs/release.md): dist/aura_guard-<version>.wasm, its .sha256, and an OCI
-# image layout of it in the format Istio and Envoy Gateway pull.
-dist: build
-	.venv/bin/python scripts/dist.py
+# image layout of it in the format Istio and Envoy Gateway pull. Only the module is built
+# (python3 >= 3.11, stdlib only).
+dist:
+	@bash scripts/setup.sh build
+	@bash scripts/build-wasm.sh
+	python3 scripts/dist.py
 
 # The bench's no-op proxy-wasm filter (crates/noop-filter): the cost of a wasm filter itself;
 # and its raw HMAC-SHA256 filter (crates/hmac-bench): the ceiling of the 1 MiB webhook case.

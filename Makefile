@@ -7,12 +7,13 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench soak size-report
+.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench soak size-report
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
 	@echo "make test   - lint, unit tests (native and wasm), end-to-end tests with real Envoy"
 	@echo "make build  - build $(WASM)"
+	@echo "make dist   - release artifacts in dist/: versioned module, its sha256, OCI image (docs/release.md)"
 	@echo "make bench  - side-by-side throughput/latency: bare Envoy, no-op wasm, Lua, native ratelimit, aura-guard"
 	@echo "make soak   - the dependency-fault tests with the issue's strict latency bounds (a quiet machine)"
 	@echo "make fuzz   - every fuzz target (fuzz/) FUZZ_SECONDS each (default 60), or FUZZ_RUNS executions"
@@ -28,6 +29,14 @@ build:
 	@bash scripts/build-wasm.sh
 	cargo build -p aura-collector
 	@ls -l $(WASM) | awk '{print "build: " $$NF " (" $$5 " bytes)"}'
+
+# Release artifacts (docs/release.md): dist/aura_guard-<version>.wasm, its .sha256, and an OCI
+# image layout of it in the format Istio and Envoy Gateway pull. Only the module is built
+# (python3 >= 3.11, stdlib only).
+dist:
+	@bash scripts/setup.sh build
+	@bash scripts/build-wasm.sh
+	python3 scripts/dist.py
 
 # The bench's no-op proxy-wasm filter (crates/noop-filter): the cost of a wasm filter itself;
 # and its raw HMAC-SHA256 filter (crates/hmac-bench): the ceiling of the 1 MiB webhook case.
@@ -83,4 +92,4 @@ soak: build
 
 clean:
 	cargo clean
-	rm -rf .run logs/e2e fuzz/target fuzz/logs
+	rm -rf .run logs/e2e fuzz/target fuzz/logs dist

@@ -17,6 +17,15 @@ case " ${PKGS[*]} " in
       *) echo "build-wasm: the test-trap feature needs its own --target-dir" >&2; exit 2 ;;
     esac ;;
 esac
+# The commit the module logs at configure (src/root.rs, docs/release.md): 12 hex digits, with
+# "-dirty" when tracked files differ from it. Cargo rebuilds the glue when it changes.
+if [ -z "${AURA_GUARD_GIT_COMMIT:-}" ]; then
+  AURA_GUARD_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+  if [ "$AURA_GUARD_GIT_COMMIT" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    AURA_GUARD_GIT_COMMIT="$AURA_GUARD_GIT_COMMIT-dirty"
+  fi
+fi
+export AURA_GUARD_GIT_COMMIT
 if rustup_has_wasip1; then
   cargo build --release --target wasm32-wasip1 "${PKGS[@]}"
 else

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz|size]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|bench|fuzz|size]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -104,6 +104,17 @@ step_twiggy() { # the size profiler behind `make size-report` (docs/module-size.
   step "twiggy: $want (.tools/bin)"
 }
 
+step_crane() { # go-containerregistry's crane: tests/test_dist.py pushes the OCI image to `crane registry serve`
+  local want=v0.22.1
+  if ! .tools/bin/crane version 2>/dev/null | grep -qx "$want"; then
+    command -v go >/dev/null 2>&1 || { echo "setup: Go not found: crane installs with go install" >&2; return 1; }
+    mkdir -p .tools/bin
+    GOBIN="$ROOT/.tools/bin" GOFLAGS="${GOFLAGS:-} -buildvcs=false" \
+      go install "github.com/google/go-containerregistry/cmd/crane@$want"
+  fi
+  step "crane: $want (.tools/bin)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   bash scripts/setup-ratelimit.sh
 }
@@ -113,6 +124,7 @@ case "$WHAT" in
   envoy) step_envoy ;;
   run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
+  crane) step_crane ;;
   fuzz) step_native_rust; step_cargo_fuzz ;;
   size) step_wasm_toolchain; step_wasm_opt; step_twiggy ;;
   bench) step_wasm_toolchain; step_wasm_opt; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
@@ -127,6 +139,7 @@ case "$WHAT" in
     step_wrk
     step_postgres
     step_cargo_fuzz
+    step_crane
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|bench|fuzz|size]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|bench|fuzz|size]" >&2; exit 2 ;;
 esac

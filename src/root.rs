@@ -12,6 +12,13 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use std::rc::Rc;
 
+/// The commit the module was built from: scripts/build-wasm.sh sets `AURA_GUARD_GIT_COMMIT`
+/// (a plain `cargo build` has none). Logged at configure with the version (docs/release.md).
+const GIT_COMMIT: &str = match option_env!("AURA_GUARD_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 pub(crate) struct AuraRoot {
     /// Fire-and-forget gRPC calls are made on the root context so they outlive the request.
     pub(crate) context_id: u32,
@@ -57,8 +64,10 @@ impl RootContext for AuraRoot {
                 log_line(
                     LogLevel::Info,
                     &format!(
-                        "aura-guard: configured for environment {}",
-                        config.environment.as_str()
+                        "aura-guard: configured for environment {}; version {}, commit {}",
+                        config.environment.as_str(),
+                        env!("CARGO_PKG_VERSION"),
+                        GIT_COMMIT
                     ),
                 );
                 // Nothing named the environment: production, said loudly so a development

@@ -477,19 +477,21 @@ class AuditCollector:
     """aura-collector serve, storing into JSONL files and SQLite under the bench's work dir
     (the same disk as everything else), on a port chosen before the Envoys are configured."""
 
-    def __init__(self, binary: Path, workdir: Path):
+    def __init__(self, binary: Path, workdir: Path, database_url: str | None = None):
         self.binary = binary
         self.port = free_port()
         self.dir = workdir / "collector"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db = self.dir / "audit.db"
+        # --audit-database-url: a PostgreSQL store instead of SQLite (docs/scaling.md).
+        self.database_url = database_url or f"sqlite://{self.db}"
         self.log = self.dir / "collector.log"
         self.proc: subprocess.Popen | None = None
 
     def env(self) -> dict:
         return clean_env({"AUDIT_COLLECTOR_TOKEN": BENCH_ENV["AUDIT_COLLECTOR_TOKEN"],
                           "AUDIT_LOG_DIR": str(self.dir / "audit"),
-                          "AUDIT_DATABASE_URL": f"sqlite://{self.db}"})
+                          "AUDIT_DATABASE_URL": self.database_url})
 
     def start(self) -> "AuditCollector":
         if not self.binary.is_file():
@@ -517,11 +519,17 @@ class AuditCollector:
 
     def stored(self) -> dict[str, int]:
         """Stored records by kind (operation, security_event, gap), read from SQLite (WAL: a
-        reader does not block the collector)."""
+        reader does not block the collector), or from PostgreSQL with psql."""
+        query = "SELECT kind, COUNT(*) FROM audit_records GROUP BY kind"
+        if self.database_url.startswith("postgres"):
+            out = subprocess.run(["psql", self.database_url, "-Atc", query], check=True,
+                                 capture_output=True, text=True, timeout=60).stdout
+            return {kind: int(n) for kind, n in
+                    (line.split("|") for line in out.splitlines() if "|" in line)}
         import sqlite3
         con = sqlite3.connect(self.db, timeout=10)
         try:
-            return dict(con.execute("SELECT kind, COUNT(*) FROM audit_records GROUP BY kind"))
+            return dict(con.execute(query))
         finally:
             con.close()
 
@@ -1012,6 +1020,10 @@ def main() -> int:
     ap.add_argument("--collector", type=Path, default=COLLECTOR_BIN,
                     help="the aura-collector binary the aura-audit case ships to "
                          "(default: the release build)")
+    ap.add_argument("--audit-database-url",
+                    default=os.environ.get("BENCH_AUDIT_DATABASE_URL") or None,
+                    help="the aura-audit case's collector store (default: SQLite in the "
+                         "work dir); e.g. a PostgreSQL URL from scripts/pg-temp.sh")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args()
     AURA_WASM = a.aura_wasm.resolve()
@@ -1075,7 +1087,8 @@ def main() -> int:
             upstream.wait_ready()
         upstream_port = upstream.listen_port if upstream else free_port()
         if any(c.get("audit") for c in cases):
-            AUDIT_COLLECTOR = AuditCollector(a.collector.resolve(), work).start()
+            AUDIT_COLLECTOR = AuditCollector(a.collector.resolve(), work,
+                                             a.audit_database_url).start()
         for c in cases:
             e = EnvoyCase(c, work, rls_port, upstream_port)
             # A stage case is validated first, so a refusal names the filter's reason (others

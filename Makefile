@@ -7,7 +7,7 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-fuzz fuzz lint clean bench soak size-report
+.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-k8s test-fuzz fuzz lint clean bench soak size-report
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
@@ -71,6 +71,12 @@ test-wasm:
 
 test-e2e: build build-bench
 	$(PYTEST) tests -n $(E2E_WORKERS) -p no:cacheprovider -rfE
+
+# deploy/kubernetes/ and deploy/docker-compose.yaml checked with the projects' own Go types and
+# compose-go (tests/k8s; part of test-e2e too), with Envoy validating the manifests' fragments.
+test-k8s: build
+	@bash scripts/setup.sh k8s
+	$(PYTEST) tests/test_kubernetes.py -p no:cacheprovider -rfE
 
 # The fuzz targets (fuzz/, docs/robustness.md#fuzzing), one at a time under nice. FUZZ_SECONDS
 # per target (default 60) or FUZZ_RUNS executions per target; FUZZ_TARGETS picks some.

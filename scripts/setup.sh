@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|bench|fuzz|size]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|bench|fuzz|size]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -119,12 +119,20 @@ step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/b
   bash scripts/setup-ratelimit.sh
 }
 
+step_k8s_validator() { # tests/k8s's Go modules (k8s, Istio, Envoy Gateway, Gateway API, compose-go)
+  command -v go >/dev/null || { echo "setup: Go not found on PATH (tests/k8s needs it)" >&2; return 1; }
+  step "tests/k8s: go mod download and build (Kubernetes, Istio, Envoy Gateway and compose-go API modules; about 4 min the first time)"
+  # Built once here so that parallel test workers find Go's build cache warm.
+  (cd tests/k8s && GOFLAGS=-mod=readonly go mod download && GOFLAGS=-mod=readonly go build -o /dev/null .)
+}
+
 case "$WHAT" in
   build) step_wasm_toolchain; step_wasm_opt ;;
   envoy) step_envoy ;;
   run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
   crane) step_crane ;;
+  k8s) step_k8s_validator ;;
   fuzz) step_native_rust; step_cargo_fuzz ;;
   size) step_wasm_toolchain; step_wasm_opt; step_twiggy ;;
   bench) step_wasm_toolchain; step_wasm_opt; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
@@ -136,6 +144,7 @@ case "$WHAT" in
     step_python_test_deps
     step_wasm_bindgen_runner
     step_ratelimit
+    step_k8s_validator
     step_wrk
     step_postgres
     step_cargo_fuzz

@@ -150,5 +150,5 @@ case "$WHAT" in
     step_cargo_fuzz
     step_crane
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|bench|fuzz|size]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|bench|fuzz|size]" >&2; exit 2 ;;
 esac

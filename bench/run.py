@@ -1089,6 +1089,10 @@ def main() -> int:
         if any(c.get("audit") for c in cases):
             AUDIT_COLLECTOR = AuditCollector(a.collector.resolve(), work,
                                              a.audit_database_url).start()
+            if AUDIT_COLLECTOR.database_url.startswith("postgres"):
+                for c in cases:
+                    if c["id"] == "aura-audit":
+                        c["label"] = c["label"].replace("SQLite", "PostgreSQL")
         for c in cases:
             e = EnvoyCase(c, work, rls_port, upstream_port)
             # A stage case is validated first, so a refusal names the filter's reason (others

@@ -15,8 +15,9 @@ CHECK_ONLY=0
 if [ "${1:-}" = check ]; then CHECK_ONLY=1; shift; fi
 WHAT="${1:-all}"
 APT_UPDATED=0
-# The rustup targets the wasm builds use when rustup has them: the module (wasm32-wasip1) and
-# the core's wasm unit tests (wasm32-unknown-unknown, scripts/test-wasm.sh).
+# The rustup targets the wasm builds use when rustup has them (toolchain WASM_RUST_TOOLCHAIN,
+# scripts/lib.sh): the module (wasm32-wasip1) and the core's wasm unit tests
+# (wasm32-unknown-unknown, scripts/test-wasm.sh).
 RUST_WASM_TARGETS=(wasm32-wasip1 wasm32-unknown-unknown)
 DEBIAN_WASM_TOOLCHAIN=(rustc-web cargo-web rust-web-src wasi-libc lld-19)
 
@@ -134,21 +135,20 @@ check_prerequisites() { # check_prerequisites STEP... : exit 1 naming everything
   step "prerequisites for $WHAT: present"
 }
 
-rustup_add_wasm_targets() { # rustup's own wasm targets for the active toolchain, if it can
+rustup_add_wasm_targets() { # rustup's wasm toolchain and targets (scripts/lib.sh), if it can
   command -v rustup >/dev/null 2>&1 || return 1
-  rustup_has_wasip1 && return 0
-  local tc; tc="$(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1)"
-  [ -n "$tc" ] || return 1
-  step "rustup target add ${RUST_WASM_TARGETS[*]} for $tc (about 1 min)"
-  if ! rustup target add --toolchain "$tc" "${RUST_WASM_TARGETS[@]}"; then
-    step "rustup could not add the wasm targets: using Debian's rustc-web instead"
+  rustup_has_wasip1 && rustup_has_wasm_target wasm32-unknown-unknown && return 0
+  step "rustup toolchain install $WASM_RUST_TOOLCHAIN with targets ${RUST_WASM_TARGETS[*]} (about 1 min, 100 MB)"
+  if ! rustup toolchain install "$WASM_RUST_TOOLCHAIN" --profile minimal \
+      "${RUST_WASM_TARGETS[@]/#/--target=}"; then
+    step "rustup could not install them: using Debian's rustc-web instead"
     return 1
   fi
 }
 
 step_wasm_toolchain() {
   if rustup_has_wasip1; then
-    step "wasm toolchain: rustup target wasm32-wasip1 ($(rustc --version | cut -d' ' -f2))"
+    step "wasm toolchain: rustup $WASM_RUST_TOOLCHAIN with target wasm32-wasip1"
   else
     apt_install "${DEBIAN_WASM_TOOLCHAIN[@]}"
     step "wasm toolchain: Debian rustc-web $(/usr/bin/rustc --version | cut -d' ' -f2) + -Zbuild-std, wasm-ld-19, wasi-libc"

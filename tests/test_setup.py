@@ -105,13 +105,12 @@ def test_unknown_target_is_refused_with_usage(box):
     assert r.returncode == 2 and "usage: scripts/setup.sh" in r.stderr, r
 
 
-# A rustup stand-in: `target add` succeeds (and is remembered) when ADD_OK is set.
+# A rustup stand-in: `toolchain install` succeeds (and is remembered) when ADD_OK is set.
 RUSTUP = """
 state="$(dirname "$0")/targets"
 case "$1 $2" in
-  "show active-toolchain") echo "stable-x86_64-unknown-linux-gnu (default)" ;;
   "target list") cat "$state" 2>/dev/null ;;
-  "target add") echo "$@" >> "$(dirname "$0")/rustup.log"
+  "toolchain install") echo "$@" >> "$(dirname "$0")/rustup.log"
     [ -n "$ADD_OK" ] || { echo "error: could not download" >&2; exit 1; }
     printf 'wasm32-wasip1\\nwasm32-unknown-unknown\\n' > "$state" ;;
 esac
@@ -122,25 +121,26 @@ esac
 def test_rustup_targets_first_and_the_debian_toolchain_when_rustup_cannot(box, add_ok):
     root, bin_dir = box
     stub(bin_dir, "rustup", ("ADD_OK=1\n" if add_ok else "ADD_OK=\n") + RUSTUP)
-    stub(bin_dir, "rustc", "echo 'rustc 1.95.0 (stub)'")
     stub(bin_dir, "wasm-opt", "echo 'wasm-opt version 123'")
     stub(bin_dir, "id", "echo 0")
     stub(bin_dir, "dpkg", "exit 0")          # the Debian toolchain is installed
     r = setup_sh(root, bin_dir, "build")
     assert r.returncode == 0, r
     with open(os.path.join(bin_dir, "rustup.log")) as f:
-        assert f.read().split() == ["target", "add", "--toolchain",
-                                    "stable-x86_64-unknown-linux-gnu",
-                                    "wasm32-wasip1", "wasm32-unknown-unknown"]
+        # The toolchain Debian's rustc-web matches (scripts/lib.sh), never the default one.
+        assert f.read().split() == ["toolchain", "install", "1.96.0", "--profile", "minimal",
+                                    "--target=wasm32-wasip1", "--target=wasm32-unknown-unknown"]
     lines = r.stdout.splitlines()
     # The step says what it starts before it starts.
-    assert lines[0] == ("setup: rustup target add wasm32-wasip1 wasm32-unknown-unknown for "
-                        "stable-x86_64-unknown-linux-gnu (about 1 min)"), r.stdout
+    assert lines[0] == ("setup: rustup toolchain install 1.96.0 with targets wasm32-wasip1 "
+                        "wasm32-unknown-unknown (about 1 min, 100 MB)"), r.stdout
     if add_ok:
-        assert "setup: wasm toolchain: rustup target wasm32-wasip1 (1.95.0)" in lines, r.stdout
+        assert "setup: wasm toolchain: rustup 1.96.0 with target wasm32-wasip1" in lines, r.stdout
+        # A second run finds them and installs nothing.
+        r = setup_sh(root, bin_dir, "build")
+        assert r.returncode == 0 and "toolchain install" not in r.stdout, r
     else:
-        assert "setup: rustup could not add the wasm targets: using Debian's rustc-web instead" \
+        assert "setup: rustup could not install them: using Debian's rustc-web instead" \
             in lines, r.stdout
         assert any(ln.startswith("setup: wasm toolchain: Debian rustc-web") for ln in lines), \
             r.stdout
-

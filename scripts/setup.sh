@@ -56,7 +56,8 @@ apt_install() { # apt_install PKG... : installs the Debian packages that are mis
   fi
   step "installing Debian packages ${missing[*]} with apt-get (about 1-3 min)"
   if [ $APT_UPDATED -eq 0 ]; then "${AS_ROOT[@]}" apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive "${AS_ROOT[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Through env: sudo drops the caller's environment.
+  "${AS_ROOT[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 has_python_venv() { # python3 that can create a venv with pip (Debian: python3-venv)

@@ -29,7 +29,11 @@ def real_python():
 
 def stub(bin_dir, name, body="exit 0"):
     path = os.path.join(bin_dir, name)
-    with open(path, "w") as f:
+    # A base tool here is a symlink to the machine's own: replace the link, never write
+    # through it.
+    if os.path.lexists(path):
+        os.unlink(path)
+    with open(path, "x") as f:
         f.write("#!/bin/sh\n" + body + "\n")
     os.chmod(path, 0o755)
 
@@ -144,3 +148,24 @@ def test_rustup_targets_first_and_the_debian_toolchain_when_rustup_cannot(box, a
             in lines, r.stdout
         assert any(ln.startswith("setup: wasm toolchain: Debian rustc-web") for ln in lines), \
             r.stdout
+
+
+def test_not_root_installs_debian_packages_through_sudo_and_says_so_first(box):
+    root, bin_dir = box
+    log = os.path.join(bin_dir, "calls.log")
+    stub(bin_dir, "id", "echo 1000")
+    stub(bin_dir, "dpkg", "exit 1")          # nothing installed yet
+    stub(bin_dir, "sudo", f'echo "sudo $*" >> {log}; [ "$1" = -n ] && shift; "$@"')
+    stub(bin_dir, "apt-get", f'echo "apt-get $*" >> {log}')
+    stub(bin_dir, "wasm-opt", "echo 'wasm-opt version 123'")
+    r = setup_sh(root, bin_dir, "build")    # no rustup: the Debian toolchain
+    assert r.returncode == 0, r
+    debian = "rustc-web cargo-web rust-web-src wasi-libc lld-19"
+    assert r.stdout.splitlines()[1] == \
+        f"setup: installing Debian packages {debian} with apt-get (about 1-3 min)", r.stdout
+    with open(log) as f:
+        calls = f.read().splitlines()
+    install = "env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+    assert calls == ["sudo -n true", "sudo -n apt-get update -qq", "apt-get update -qq",
+                     f"sudo -n {install} {debian}", f"apt-get install -y -qq {debian}",
+                     f"sudo -n {install} binaryen", "apt-get install -y -qq binaryen"], calls

@@ -7,13 +7,14 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-k8s test-fuzz fuzz lint clean bench soak size-report
+.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-k8s test-compat test-fuzz fuzz lint clean bench soak size-report
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
 	@echo "make test   - lint, unit tests (native and wasm), end-to-end tests with real Envoy"
 	@echo "make build  - build $(WASM)"
 	@echo "make dist   - release artifacts in dist/: versioned module, its sha256, OCI image (docs/release.md)"
+	@echo "make test-compat - config checks and a short end-to-end subset under every supported Envoy (docs/compatibility.md)"
 	@echo "make bench  - side-by-side throughput/latency: bare Envoy, no-op wasm, Lua, native ratelimit, aura-guard"
 	@echo "make soak   - the dependency-fault tests with the issue's strict latency bounds (a quiet machine)"
 	@echo "make fuzz   - every fuzz target (fuzz/) FUZZ_SECONDS each (default 60), or FUZZ_RUNS executions"
@@ -77,6 +78,13 @@ test-e2e: build build-bench
 test-k8s: build
 	@bash scripts/setup.sh k8s
 	$(PYTEST) tests/test_kubernetes.py -p no:cacheprovider -rfE
+
+# A few of the tests (config validation, headers, one webhook, one login limit, one audit record)
+# under every Envoy in .envoy-compat-versions, each from its own venv in .tools/envoy-<version>/
+# (docs/compatibility.md). COMPAT_VERSIONS picks some; COMPAT_WRITE=1 records the table there.
+test-compat: build
+	@bash scripts/setup.sh compat
+	.venv/bin/python scripts/compat.py $(if $(COMPAT_WRITE),--write) $(COMPAT_VERSIONS)
 
 # The fuzz targets (fuzz/, docs/robustness.md#fuzzing), one at a time under nice. FUZZ_SECONDS
 # per target (default 60) or FUZZ_RUNS executions per target; FUZZ_TARGETS picks some.

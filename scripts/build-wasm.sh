@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the filter module: target/wasm32-wasip1/release/aura_guard.wasm (and any other
 # package given with -p, e.g. the bench's no-op filter). Uses rustup's wasm32-wasip1 target when
-# installed, else Debian's rustc-web with -Zbuild-std (see shared TOOLCHAIN notes in docs/).
+# installed (toolchain WASM_RUST_TOOLCHAIN, scripts/lib.sh), else Debian's rustc-web with
+# -Zbuild-std.
 # The filter module then goes through binaryen's wasm-opt (docs/module-size.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +28,7 @@ if [ -z "${AURA_GUARD_GIT_COMMIT:-}" ]; then
 fi
 export AURA_GUARD_GIT_COMMIT
 if rustup_has_wasip1; then
-  cargo build --release --target wasm32-wasip1 "${PKGS[@]}"
+  rustup run "$WASM_RUST_TOOLCHAIN" cargo build --release --target wasm32-wasip1 "${PKGS[@]}"
 else
   RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
   RUSTFLAGS="-C linker=wasm-ld-19 -C link-self-contained=no -L /usr/lib/wasm32-wasi" \

@@ -13,6 +13,13 @@ MODULE="github.com/envoyproxy/ratelimit/src/service_cmd"
 VERSION="${RATELIMIT_VERSION:-v1.4.1-0.20260122083618-3fb702589d36}"
 STAMP="$BIN_DIR/service_cmd.version"
 
+# --needs-go: exit 0 when installing would need Go (service_cmd missing or another version),
+# for scripts/setup.sh's prerequisite check.
+if [[ "${1:-}" == --needs-go ]]; then
+  [[ -x "$BIN_DIR/service_cmd" && -f "$STAMP" && "$(cat "$STAMP")" == "$VERSION" ]] && exit 1
+  exit 0
+fi
+
 log() { echo "setup-ratelimit: $*"; }
 die() { echo "setup-ratelimit: ERROR: $*" >&2; exit 1; }
 

@@ -7,8 +7,8 @@ cd "$ROOT"
 . scripts/lib.sh
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$ROOT/.tools/bin/wasm-bindgen-test-runner"
 # The wasm test binaries are large in debug; keep them small and quick to instantiate.
-if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  cargo test --target wasm32-unknown-unknown -p aura-guard-core
+if rustup_has_wasm_target wasm32-unknown-unknown; then
+  rustup run "$WASM_RUST_TOOLCHAIN" cargo test --target wasm32-unknown-unknown -p aura-guard-core
 else
   RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C linker=wasm-ld-19" \
   /usr/bin/cargo test --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort -p aura-guard-core

@@ -3,9 +3,9 @@
 //! signature is verified, the replay key is recorded in the seen-set (`webhook::replay`,
 //! shared by all workers of one Envoy) or, in the fleet-wide mode, counted by the rate-limit
 //! service (`webhook::fleet_replay`, the request waits for its answer), and the key is
-//! released again when the upstream does not answer 2xx, so the provider's retry passes. What the headers alone decide (no
-//! signature, a malformed one, a timestamp outside the window, an unconfigured source) is
-//! refused before any body is buffered. docs/webhooks.md.
+//! released again when the upstream does not answer 2xx, so the provider's retry passes.
+//! What the headers alone decide (no signature, a malformed one, a timestamp outside the
+//! window, an unconfigured source) is refused before any body is buffered. docs/webhooks.md.
 
 use super::{Cx, Flow, Policy, Reply, RequestCtx, Stage};
 use crate::config::Environment;

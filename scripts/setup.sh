@@ -82,6 +82,11 @@ step_wrk() { # the HTTP load generator `make bench` (and its smoke test) drives
   step "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2) (Debian)"
 }
 
+step_openssl() { # the collector's TLS to PostgreSQL links the system OpenSSL (native-tls); its tests make certificates
+  apt_install libssl-dev pkg-config openssl
+  step "openssl: $(openssl version | cut -d' ' -f2) (Debian libssl-dev)"
+}
+
 step_postgres() { # PostgreSQL server binaries: the audit tests start a throw-away cluster
   apt_install postgresql
   step "postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | head -1)"
@@ -127,7 +132,7 @@ step_k8s_validator() { # tests/k8s's Go modules (k8s, Istio, Envoy Gateway, Gate
 }
 
 case "$WHAT" in
-  build) step_wasm_toolchain; step_wasm_opt ;;
+  build) step_wasm_toolchain; step_wasm_opt; step_openssl ;;
   envoy) step_envoy ;;
   run) step_envoy; step_python_test_deps; step_ratelimit ;;
   ratelimit) step_ratelimit ;;
@@ -146,6 +151,7 @@ case "$WHAT" in
     step_ratelimit
     step_k8s_validator
     step_wrk
+    step_openssl
     step_postgres
     step_cargo_fuzz
     step_crane

@@ -141,6 +141,22 @@ fn redact_query(url: &str) -> String {
     format!("{base}?{}", parts.join("&"))
 }
 
+/// An error with its causes ("error performing TLS handshake: server does not support TLS"):
+/// the client library's own message names only the step that failed.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !out.contains(&c_text) {
+            out.push_str(": ");
+            out.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// libpq's `sslmode` values; the client library knows only disable/prefer/require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SslMode {
@@ -445,7 +461,7 @@ impl Db {
                 }
                 let tls = tls_connector(mode, root.as_deref())?;
                 let mut c = cfg.connect(tls).map_err(|e| {
-                    let e = e.to_string();
+                    let e = with_causes(&e);
                     let hint = if e.contains("does not support TLS") {
                         " (the URL's sslmode asks for TLS; the server has ssl=off)"
                     } else {

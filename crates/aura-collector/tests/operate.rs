@@ -110,7 +110,10 @@ fn log_is_json_lines_without_the_token_or_a_database_password() {
     );
     let mut ch = Chain::new("s");
     let line = ch.next(json!({}));
-    assert_eq!(c.post(Some(TOKEN), &batch(&[line.clone()])).0, 200);
+    assert_eq!(
+        c.post(Some(TOKEN), &batch(std::slice::from_ref(&line))).0,
+        200
+    );
     assert_eq!(
         c.post(Some("wrong-token-0123456789"), &batch(&[line])).0,
         401

@@ -885,6 +885,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redact_url_hides_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://audit:s3cret@db:5432/audit?sslmode=require"),
+            "postgres://audit:***@db:5432/audit?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgresql://audit@db/audit?password=s3cret&sslmode=disable"),
+            "postgresql://audit@db/audit?password=***&sslmode=disable"
+        );
+        // An '@' in the password: everything up to the last one is user info.
+        assert_eq!(
+            redact_url("postgres://a:p@ss@db/x"),
+            "postgres://a:***@db/x"
+        );
+        assert_eq!(redact_url("./data/audit.db"), "./data/audit.db");
+    }
+
+    #[test]
+    fn tls_params_leave_the_url_as_the_library_reads_it() {
+        let (url, mode, root) = take_tls_params(
+            "postgres://u@h/db?connect_timeout=3&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(url, "postgres://u@h/db?connect_timeout=3&sslmode=require");
+        assert_eq!(
+            (mode, root.as_deref()),
+            (SslMode::VerifyFull, Some("/etc/ca.pem"))
+        );
+        let (url, mode, _) = take_tls_params("postgres://u@h/db").unwrap();
+        assert_eq!((url.as_str(), mode), ("postgres://u@h/db", SslMode::Prefer));
+        assert_eq!(
+            take_tls_params("postgres://u@h/db?sslmode=disable")
+                .unwrap()
+                .1,
+            SslMode::Disable
+        );
+        assert!(take_tls_params("postgres://u@h/db?sslmode=bogus").is_err());
+    }
+
+    #[test]
+    fn migrations_after_a_version() {
+        assert_eq!(pending_migrations(0).unwrap().len(), MIGRATIONS.len());
+        assert_eq!(
+            pending_migrations(1)
+                .unwrap()
+                .iter()
+                .map(|(v, _)| *v)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(pending_migrations(2).unwrap().is_empty());
+        assert!(pending_migrations(3).is_err());
+    }
+
+    #[test]
     fn database_url_forms() {
         assert_eq!(
             parse_database_url("sqlite:///var/lib/a.db"),

@@ -8,6 +8,10 @@ RUN cargo build --release --locked -p aura-collector \
  && install -m 0755 target/release/aura-collector /usr/local/bin/aura-collector
 
 FROM debian:bookworm-slim
+# libssl3: the collector's TLS to PostgreSQL (native-tls, docs/audit.md §5); ca-certificates:
+# the roots sslmode=verify-full checks the server against when the URL names no sslrootcert.
+RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/aura-collector collector \
  && install -d -o collector -g collector -m 0750 /var/lib/aura-collector
 COPY --from=build /usr/local/bin/aura-collector /usr/local/bin/aura-collector

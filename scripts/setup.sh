@@ -24,7 +24,7 @@ DEBIAN_WASM_TOOLCHAIN=(rustc-web cargo-web rust-web-src wasi-libc lld-19)
 # The steps each target runs, in order.
 steps_for() {
   case "$1" in
-    build) echo wasm_toolchain wasm_opt ;;
+    build) echo wasm_toolchain wasm_opt openssl ;;
     envoy) echo envoy ;;
     run) echo envoy python_test_deps ratelimit curl ;;
     ratelimit) echo ratelimit ;;
@@ -36,7 +36,7 @@ steps_for() {
     # make test-compat: every supported Envoy, each in its own venv (docs/compatibility.md).
     compat) echo envoy python_test_deps ratelimit envoy_compat ;;
     test|all) echo native_rust wasm_toolchain wasm_opt envoy python_test_deps \
-      wasm_bindgen_runner ratelimit k8s_validator wrk postgres cargo_fuzz crane ;;
+      wasm_bindgen_runner ratelimit k8s_validator wrk openssl postgres cargo_fuzz crane ;;
     *) return 1 ;;
   esac
 }
@@ -106,6 +106,7 @@ needs_ratelimit() {
 needs_curl() { command -v curl >/dev/null 2>&1 || need_apt curl; }
 needs_wrk() { need_apt wrk; }
 needs_postgres() { need_apt postgresql; }
+needs_openssl() { need_apt libssl-dev pkg-config openssl; }
 needs_cargo_fuzz() {
   need_apt g++
   cargo_tool_current cargo-fuzz 0.13.1 || need_cmd cargo "Rust's cargo (rustup, https://rustup.rs): cargo install cargo-fuzz"
@@ -240,6 +241,11 @@ step_curl() { # make run waits for the stack with curl and prints curl examples
 step_wrk() { # the HTTP load generator `make bench` (and its smoke test) drives
   apt_install wrk
   step "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2) (Debian)"
+}
+
+step_openssl() { # the collector's TLS to PostgreSQL links the system OpenSSL (native-tls); its tests make certificates
+  apt_install libssl-dev pkg-config openssl
+  step "openssl: $(openssl version | cut -d' ' -f2) (Debian libssl-dev)"
 }
 
 step_postgres() { # PostgreSQL server binaries: the audit tests start a throw-away cluster

@@ -166,6 +166,9 @@ def test_not_root_installs_debian_packages_through_sudo_and_says_so_first(box):
     with open(log) as f:
         calls = f.read().splitlines()
     install = "env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+    openssl = "libssl-dev pkg-config openssl"
     assert calls == ["sudo -n true", "sudo -n apt-get update -qq", "apt-get update -qq",
                      f"sudo -n {install} {debian}", f"apt-get install -y -qq {debian}",
-                     f"sudo -n {install} binaryen", "apt-get install -y -qq binaryen"], calls
+                     f"sudo -n {install} binaryen", "apt-get install -y -qq binaryen",
+                     # the collector (make build builds it too) links OpenSSL
+                     f"sudo -n {install} {openssl}", f"apt-get install -y -qq {openssl}"], calls

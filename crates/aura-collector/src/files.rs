@@ -169,10 +169,7 @@ impl FileStore {
     /// Deletes files whose date is more than `days` days before `now`'s date.
     /// Returns the names deleted.
     pub fn apply_retention(&self, days: u32, now: OffsetDateTime) -> Result<Vec<String>, String> {
-        let cutoff = now
-            .date()
-            .checked_sub(Duration::days(i64::from(days)))
-            .unwrap_or(Date::MIN);
+        let cutoff = cutoff_date(days, now);
         let mut deleted = Vec::new();
         for (d, _, path) in audit_files(&self.dir)? {
             if d < cutoff {
@@ -182,6 +179,19 @@ impl FileStore {
         }
         Ok(deleted)
     }
+}
+
+/// The first UTC date retention keeps: today and the `days` before it.
+fn cutoff_date(days: u32, now: OffsetDateTime) -> Date {
+    now.date()
+        .checked_sub(Duration::days(i64::from(days)))
+        .unwrap_or(Date::MIN)
+}
+
+/// The same cut for database rows: rows received before this instant (the start of the first
+/// kept day, as a normalised timestamp) are deleted, as their file would be.
+pub fn retention_cutoff(days: u32, now: OffsetDateTime) -> Result<String, String> {
+    crate::record::format_ts(cutoff_date(days, now).midnight().assume_utc())
 }
 
 /// Writes a file's lines of the batch and fsyncs it.
@@ -225,9 +235,9 @@ fn cut_torn_tail(mut f: &File, size: u64) -> Result<u64, String> {
 }
 
 fn truncate_torn(f: &File, size: u64, keep: u64) -> Result<u64, String> {
-    log_line!(
-        "aura-collector: cutting {} bytes of a torn last line (never acknowledged)",
-        size.saturating_sub(keep)
+    tracing::warn!(
+        bytes = size.saturating_sub(keep),
+        "cutting a torn last line (never acknowledged)"
     );
     f.set_len(keep)
         .and_then(|()| f.sync_all())
@@ -248,10 +258,7 @@ pub fn rollback(touched: &[Touched]) {
                 .and_then(|f| f.set_len(t.len_before).and_then(|()| f.sync_all()))
         };
         if let Err(e) = r {
-            log_line!(
-                "aura-collector: rollback of {} failed: {e}",
-                t.path.display()
-            );
+            tracing::error!(file = %t.path.display(), error = %e, "rollback failed");
         }
     }
 }

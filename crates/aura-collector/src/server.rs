@@ -1,4 +1,4 @@
-//! HTTP side: `POST /v1/batches` and `GET /healthz` on a small synchronous server.
+//! HTTP side: `POST /v1/batches`, `GET /healthz` and `GET /metrics` on a small synchronous server.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -18,6 +18,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::db::Db;
 use crate::dbworker::{DbWorker, Done};
 use crate::files::{rollback, FileStore, Touched};
+use crate::metrics::{Metrics, Reason};
 use crate::record::{format_ts, parse_line, split_lines, Record};
 
 /// Largest accepted batch body (the format's limit).
@@ -60,7 +61,7 @@ impl Store {
         // A late answer: an insert that reports its commit decides; anything else is stale.
         if let Some(Done::Insert(Ok(_))) = self.db.poll() {
             if self.in_doubt.take().is_some() {
-                log_line!("aura-collector: database: the late insert committed; file lines kept");
+                tracing::info!("database: the late insert committed; file lines kept");
             }
         }
         let Some(doubt) = &self.in_doubt else {
@@ -75,10 +76,10 @@ impl Store {
             rollback(&doubt.touched);
         } else if found.len() != ids.len() {
             // One transaction commits all or nothing; keep the lines rather than lose some.
-            log_line!(
-                "aura-collector: database: {} of {} records of the batch in doubt stored; file lines kept",
-                found.len(),
-                ids.len()
+            tracing::warn!(
+                stored = found.len(),
+                records = ids.len(),
+                "database: part of the batch in doubt stored; file lines kept"
             );
         }
         self.in_doubt = None;
@@ -89,6 +90,7 @@ impl Store {
 struct Shared {
     store: Mutex<Store>,
     token_hash: [u8; 32],
+    metrics: Metrics,
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -98,10 +100,18 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 struct Reply {
     status: u16,
     body: serde_json::Value,
+    /// Records in the batch, once parsed (for the metrics).
+    records: usize,
+    content_type: &'static str,
 }
 
 fn reply(status: u16, body: serde_json::Value) -> Reply {
-    Reply { status, body }
+    Reply {
+        status,
+        body,
+        records: 0,
+        content_type: "application/json",
+    }
 }
 
 fn error(status: u16, msg: impl Into<String>) -> Reply {
@@ -165,6 +175,13 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
             Err(e) => return reply(400, json!({ "error": format!("line {n}: {e}"), "line": n })),
         }
     }
+    let n_records = records.len();
+    let mut r = store_batch(shared, req, records);
+    r.records = n_records;
+    r
+}
+
+fn store_batch(shared: &Shared, req: &Request, records: Vec<(usize, Record)>) -> Reply {
     // Same id twice in one batch: a copy is a duplicate, anything else is refused.
     let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
     let mut fresh: Vec<&(usize, Record)> = Vec::new();
@@ -188,14 +205,16 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
 
     let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = store.settle() {
-        log_line!("aura-collector: database: {e}");
+        shared.metrics.db_error();
+        tracing::error!(error = %e, "database");
         return error(503, "storage unavailable");
     }
     let ids: Vec<&str> = fresh.iter().map(|(_, r)| r.id.as_str()).collect();
     let existing = match store.db.existing_lines(&ids) {
         Ok(e) => e,
         Err(e) => {
-            log_line!("aura-collector: database: {e}");
+            shared.metrics.db_error();
+            tracing::error!(error = %e, "database");
             return error(503, "storage unavailable");
         }
     };
@@ -221,18 +240,23 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
         // File first: if the DB commit then fails, the lines are cut off again
         // and the retry appends them once more; the other order could leave a
         // committed row whose file line is missing forever.
+        let started = std::time::Instant::now();
         let touched = match store.files.append(&lines, now) {
             Ok(t) => t,
             Err(e) => {
-                log_line!("aura-collector: file append: {e}");
+                tracing::error!(error = %e, "file append");
                 return error(503, "storage unavailable");
             }
         };
         // The mark rides in the insert's transaction: one commit (one fsync) per batch.
         match store.db.insert_all(&new, &received_at, mark) {
-            Ok(r) => mark_result = Some(r),
+            Ok(r) => {
+                shared.metrics.write_took(started.elapsed());
+                mark_result = Some(r)
+            }
             Err(e) => {
-                log_line!("aura-collector: database: {e}");
+                shared.metrics.db_error();
+                tracing::error!(error = %e, "database");
                 store.in_doubt = Some(InDoubt {
                     touched,
                     ids: new.iter().map(|r| r.id.clone()).collect(),
@@ -240,7 +264,8 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
                 // An error the DB answered (the insert is over) is settled now, so the file is
                 // cut back at once; a timed-out insert stays in doubt until the DB answers.
                 if let Err(e) = store.settle() {
-                    log_line!("aura-collector: database: {e}");
+                    shared.metrics.db_error();
+                    tracing::error!(error = %e, "database");
                 }
                 return error(503, "storage unavailable");
             }
@@ -258,7 +283,8 @@ fn handle_batch(shared: &Shared, req: &mut Request) -> Reply {
         (None, None) => None,
     };
     if let Some(e) = mark_error {
-        log_line!("aura-collector: database: stream mark: {e}");
+        shared.metrics.db_error();
+        tracing::warn!(error = %e, "database: stream mark");
     }
     reply(
         200,
@@ -277,19 +303,65 @@ fn announced<'a>(req: &Request, records: &'a [(usize, Record)]) -> Option<(&'a s
     Some((stream, chained))
 }
 
+/// The batch's outcome in the metrics: its status says why it was refused.
+fn count_batch(m: &Metrics, r: &Reply) {
+    let reason = match r.status {
+        200 => {
+            let n = |k: &str| {
+                r.body
+                    .get(k)
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|v| usize::try_from(v).ok())
+                    .unwrap_or(0)
+            };
+            m.batch_ok(n("accepted"), n("duplicates"));
+            return;
+        }
+        401 => Reason::Unauthorized,
+        415 => Reason::UnsupportedMediaType,
+        413 => Reason::TooLarge,
+        409 => Reason::Conflict,
+        503 => Reason::StorageUnavailable,
+        _ => Reason::Invalid,
+    };
+    m.batch_refused(reason, r.records);
+}
+
 fn route(shared: &Shared, req: &mut Request) -> Reply {
     let path = req.url().split('?').next().unwrap_or_default().to_string();
     match (req.method(), path.as_str()) {
         (Method::Get, "/healthz") => reply(200, json!({ "status": "ok" })),
-        (Method::Post, "/v1/batches") => handle_batch(shared, req),
-        (_, "/healthz") | (_, "/v1/batches") => error(405, "method not allowed"),
+        // Without the token: a scrape carries none, and the counts say nothing about the
+        // records' content (docs/audit.md §5, "Metrics").
+        (Method::Get, "/metrics") => match shared.metrics.render() {
+            Ok(text) => Reply {
+                status: 200,
+                body: serde_json::Value::String(text),
+                records: 0,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "metrics");
+                error(500, "metrics unavailable")
+            }
+        },
+        (Method::Post, "/v1/batches") => {
+            let r = handle_batch(shared, req);
+            count_batch(&shared.metrics, &r);
+            r
+        }
+        (_, "/healthz") | (_, "/v1/batches") | (_, "/metrics") => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
 }
 
 fn respond(req: Request, r: Reply) {
-    let mut resp = Response::from_string(r.body.to_string()).with_status_code(r.status);
-    if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+    let body = match r.body {
+        serde_json::Value::String(text) if r.content_type != "application/json" => text,
+        other => other.to_string(),
+    };
+    let mut resp = Response::from_string(body).with_status_code(r.status);
+    if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], r.content_type.as_bytes()) {
         resp = resp.with_header(h);
     }
     if r.status == 401 {
@@ -298,19 +370,48 @@ fn respond(req: Request, r: Reply) {
         }
     }
     if let Err(e) = req.respond(resp) {
-        log_line!("aura-collector: cannot send response: {e}");
+        tracing::warn!(error = %e, "cannot send response");
     }
 }
 
-fn run_retention(shared: &Shared, days: u32) {
-    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-    match store.files.apply_retention(days, OffsetDateTime::now_utc()) {
-        Ok(deleted) => {
-            for d in deleted {
-                log_line!("aura-collector: retention deleted {d}");
+/// Deletes the files and database rows older than the retention (docs/audit.md §4,
+/// "Retention"). The rows go through a connection of their own with no statement timeout
+/// (a large delete may take longer than `AUDIT_DB_TIMEOUT_MS`), outside the store lock: rows
+/// being inserted meanwhile are new, so never in the pruned range.
+fn run_retention(shared: &Shared, cfg: &ServeConfig) {
+    let now = OffsetDateTime::now_utc();
+    {
+        let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        match store.files.apply_retention(cfg.retention_days, now) {
+            Ok(deleted) => {
+                shared
+                    .metrics
+                    .retention("files", u64::try_from(deleted.len()).unwrap_or(u64::MAX));
+                for d in deleted {
+                    tracing::info!(file = %d, "retention deleted a file");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "retention: files"),
+        }
+    }
+    let result = crate::files::retention_cutoff(cfg.retention_days, now)
+        .and_then(|cutoff| Db::open(&cfg.database_url)?.prune(&cutoff));
+    match result {
+        Ok(pruned) => {
+            for p in &pruned {
+                shared.metrics.retention("db", p.rows);
+                tracing::info!(
+                    stream = %p.stream,
+                    up_to_seq = p.seq,
+                    rows = p.rows,
+                    "retention deleted database rows"
+                );
             }
         }
-        Err(e) => log_line!("aura-collector: retention: {e}"),
+        Err(e) => {
+            shared.metrics.db_error();
+            tracing::error!(error = %e, "retention: database");
+        }
     }
 }
 
@@ -325,8 +426,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
             in_doubt: None,
         }),
         token_hash: sha256(cfg.token.as_bytes()),
+        metrics: Metrics::new(),
     });
-    run_retention(&shared, cfg.retention_days);
+    run_retention(&shared, &cfg);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -349,6 +451,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         .to_ip()
         .map(|a| a.to_string())
         .unwrap_or_else(|| cfg.listen.clone());
+    tracing::info!(
+        listen = %addr,
+        log_dir = %cfg.log_dir.display(),
+        database = %crate::db::redact_url(&cfg.database_url),
+        retention_days = cfg.retention_days,
+        "listening"
+    );
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
     {
         use std::io::Write;
@@ -369,7 +478,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
                         respond(req, r);
                     }
                     Ok(None) => {}
-                    Err(e) => log_line!("aura-collector: accept: {e}"),
+                    Err(e) => tracing::warn!(error = %e, "accept"),
                 }
             }
         }));
@@ -381,13 +490,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         let today = OffsetDateTime::now_utc().date();
         if today != last_day {
             last_day = today;
-            run_retention(&shared, cfg.retention_days);
+            run_retention(&shared, &cfg);
         }
     }
-    log_line!("aura-collector: stopping");
+    tracing::info!("stopping");
     for w in workers {
         if w.join().is_err() {
-            log_line!("aura-collector: worker thread failed");
+            tracing::error!("worker thread failed");
         }
     }
     Ok(())

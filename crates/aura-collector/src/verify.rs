@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use aura_guard_core::audit::format::line_hash;
 
+use crate::db::Pruned;
 use crate::record::{parse_line, Record};
 
 /// Outcome of a verification: report lines (in order) and the number of problems.
@@ -33,10 +34,14 @@ pub struct Announced {
 /// `announced`: per stream, how far its shipper said the chain reaches; records past the
 /// last one stored are UNDELIVERED (a problem) once the announcement is stale, PENDING
 /// (informational: still on their way) before.
+/// `pruned`: per stream, where retention cut it (the DB's `audit_pruned`): the chain then
+/// starts after that seq, from that hash (`PRUNED`, informational), and a stream all of whose
+/// rows were deleted is reported, not missing.
 pub fn verify(
     items: Vec<(String, String)>,
     allow_missing_start: bool,
     announced: &BTreeMap<String, Announced>,
+    pruned: &BTreeMap<String, Pruned>,
 ) -> Report {
     let mut out = Vec::new();
     let mut problems = 0usize;
@@ -64,6 +69,13 @@ pub fn verify(
         let mut sp = 0usize;
         let mut prev: Option<(u64, &Entry)> = None;
         let mut count = 0usize;
+        let cut = pruned.get(stream);
+        if let Some(p) = cut {
+            out.push(format!(
+                "PRUNED stream={stream} seq=1..{}: deleted by retention; the chain goes on from hash {}",
+                p.seq, p.hash
+            ));
+        }
         for (seq, entries) in seqs {
             count = count.saturating_add(entries.len());
             let Some(first) = entries.first() else {
@@ -88,6 +100,29 @@ pub fn verify(
                 }
             }
             match prev {
+                // After retention's cut: the first record must follow the last one deleted.
+                None if cut.is_some_and(|p| p.seq < *seq) => {
+                    let (pseq, phash) = cut.map(|p| (p.seq, p.hash.as_str())).unwrap_or((0, ""));
+                    if *seq != pseq.saturating_add(1) {
+                        sp = sp.saturating_add(1);
+                        out.push(format!(
+                            "MISSING stream={stream} seq={}..{} (after the retention cut at seq {pseq}, before seq {seq} at {})",
+                            pseq.saturating_add(1),
+                            seq.saturating_sub(1),
+                            first.loc
+                        ));
+                    } else {
+                        for e in entries {
+                            if e.rec.prev_hash != phash {
+                                sp = sp.saturating_add(1);
+                                out.push(format!(
+                                    "HASH_BREAK stream={stream} seq={seq} at {}: prev_hash={} but the retention cut recorded seq {pseq} with hash {phash} (seq {seq} was altered)",
+                                    e.loc, e.rec.prev_hash
+                                ));
+                            }
+                        }
+                    }
+                }
                 None if *seq != 1 => {
                     let msg = format!(
                         "stream={stream} seq=1..{} missing (first record is seq {seq} at {})",
@@ -139,7 +174,8 @@ pub fn verify(
         }
         let first_seq = seqs.keys().next().copied().unwrap_or(0);
         let last_seq = seqs.keys().next_back().copied().unwrap_or(0);
-        if let Some(line) = undelivered(stream, last_seq, announced.get(stream)) {
+        let last_known = last_seq.max(cut.map_or(0, |p| p.seq));
+        if let Some(line) = undelivered(stream, last_known, announced.get(stream)) {
             if line.starts_with("UNDELIVERED") {
                 sp = sp.saturating_add(1);
             }
@@ -156,10 +192,20 @@ pub fn verify(
         }
         problems = problems.saturating_add(sp);
     }
+    // Streams whose rows retention deleted, all of them.
+    for (stream, p) in pruned {
+        if !streams.contains_key(stream) {
+            out.push(format!(
+                "PRUNED stream={stream} seq=1..{}: deleted by retention; the chain goes on from hash {}",
+                p.seq, p.hash
+            ));
+        }
+    }
     // Streams whose shipper announced records but none of them was ever stored.
     for (stream, a) in announced {
         if !streams.contains_key(stream) {
-            if let Some(line) = undelivered(stream, 0, Some(a)) {
+            let last = pruned.get(stream).map_or(0, |p| p.seq);
+            if let Some(line) = undelivered(stream, last, Some(a)) {
                 if line.starts_with("UNDELIVERED") {
                     problems = problems.saturating_add(1);
                 }

@@ -247,3 +247,25 @@ pub fn file_lines(dir: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// The schema the collector created before it had versions (copied from that code), so the
+/// migration test starts from a database the old collector made.
+pub const SCHEMA_BEFORE_VERSIONS: &str = "
+CREATE TABLE IF NOT EXISTS audit_records (
+    id TEXT PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL,
+    severity TEXT NOT NULL, method TEXT, path TEXT, status INTEGER, client_ip TEXT,
+    user_id TEXT, request_id TEXT, stream TEXT NOT NULL, seq BIGINT NOT NULL,
+    prev_hash TEXT NOT NULL, line TEXT NOT NULL, received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts);
+CREATE INDEX IF NOT EXISTS audit_records_type_ts ON audit_records (type, ts);
+CREATE INDEX IF NOT EXISTS audit_records_kind_ts ON audit_records (kind, ts);
+CREATE INDEX IF NOT EXISTS audit_records_ip_ts ON audit_records (client_ip, ts);
+CREATE INDEX IF NOT EXISTS audit_records_user_ts ON audit_records (user_id, ts);
+CREATE INDEX IF NOT EXISTS audit_records_path ON audit_records (path);
+CREATE INDEX IF NOT EXISTS audit_records_request_id ON audit_records (request_id);
+CREATE INDEX IF NOT EXISTS audit_records_stream_seq ON audit_records (stream, seq);
+CREATE TABLE IF NOT EXISTS audit_streams (
+    stream TEXT PRIMARY KEY, chained_seq BIGINT NOT NULL, seen_at TEXT NOT NULL
+);
+";

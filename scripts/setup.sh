@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything aura-guard's build, run and tests need, into git-ignored project folders
 # (.venv, .tools). Idempotent: every step checks first, so a second run is a fast no-op.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|bench|fuzz|size]   (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|promtool|bench|fuzz|size]   (default: all)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -115,6 +115,13 @@ step_crane() { # go-containerregistry's crane: tests/test_dist.py pushes the OCI
   step "crane: $want (.tools/bin)"
 }
 
+step_promtool() { # promtool checks and unit-tests deploy/prometheus/ (tests/test_prometheus_rules.py)
+  # Debian's prometheus package: a download, where `go install .../cmd/promtool` compiles
+  # Prometheus for minutes. Only its promtool is used; no server is started by the tests.
+  apt_install prometheus
+  step "promtool: $(promtool --version 2>&1 | head -1 | cut -d' ' -f3) (Debian prometheus)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   bash scripts/setup-ratelimit.sh
 }
@@ -133,6 +140,7 @@ case "$WHAT" in
   ratelimit) step_ratelimit ;;
   crane) step_crane ;;
   k8s) step_k8s_validator ;;
+  promtool) step_promtool ;;
   fuzz) step_native_rust; step_cargo_fuzz ;;
   size) step_wasm_toolchain; step_wasm_opt; step_twiggy ;;
   bench) step_wasm_toolchain; step_wasm_opt; step_envoy; step_python_test_deps; step_wrk; step_ratelimit ;;
@@ -149,6 +157,7 @@ case "$WHAT" in
     step_postgres
     step_cargo_fuzz
     step_crane
+    step_promtool
     ;;
-  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|bench|fuzz|size]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|promtool|bench|fuzz|size]" >&2; exit 2 ;;
 esac

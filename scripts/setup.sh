@@ -3,7 +3,7 @@
 # (.venv, .tools) and, through apt-get, Debian packages (so it needs root or passwordless sudo
 # when one is missing). Idempotent: every step checks first, so a second run is a fast no-op.
 # It first checks what it cannot install itself and names every missing prerequisite at once.
-# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|bench|fuzz|size|compat]  (default: all)
+# Usage: scripts/setup.sh [all|build|envoy|run|test|ratelimit|crane|k8s|promtool|bench|fuzz|size|compat]  (default: all)
 #        scripts/setup.sh check [WHAT]   only the prerequisite check (exit 1 naming what is missing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,13 +30,14 @@ steps_for() {
     ratelimit) echo ratelimit ;;
     crane) echo crane ;;
     k8s) echo k8s_validator ;;
+    promtool) echo promtool ;;
     fuzz) echo native_rust cargo_fuzz ;;
     size) echo wasm_toolchain wasm_opt twiggy ;;
     bench) echo wasm_toolchain wasm_opt envoy python_test_deps wrk ratelimit ;;
     # make test-compat: every supported Envoy, each in its own venv (docs/compatibility.md).
     compat) echo envoy python_test_deps ratelimit envoy_compat ;;
     test|all) echo native_rust wasm_toolchain wasm_opt envoy python_test_deps \
-      wasm_bindgen_runner ratelimit k8s_validator wrk openssl postgres cargo_fuzz crane ;;
+      wasm_bindgen_runner ratelimit k8s_validator wrk openssl postgres cargo_fuzz crane promtool ;;
     *) return 1 ;;
   esac
 }
@@ -107,6 +108,7 @@ needs_curl() { command -v curl >/dev/null 2>&1 || need_apt curl; }
 needs_wrk() { need_apt wrk; }
 needs_postgres() { need_apt postgresql; }
 needs_openssl() { need_apt libssl-dev pkg-config openssl; }
+needs_promtool() { need_apt prometheus; }
 needs_cargo_fuzz() {
   need_apt g++
   cargo_tool_current cargo-fuzz 0.13.1 || need_cmd cargo "Rust's cargo (rustup, https://rustup.rs): cargo install cargo-fuzz"
@@ -283,6 +285,13 @@ step_crane() { # go-containerregistry's crane: tests/test_dist.py pushes the OCI
   step "crane: $want (.tools/bin)"
 }
 
+step_promtool() { # promtool checks and unit-tests deploy/prometheus/ (tests/test_prometheus_rules.py)
+  # Debian's prometheus package: a download, where `go install .../cmd/promtool` compiles
+  # Prometheus for minutes. Only its promtool is used; no server is started by the tests.
+  apt_install prometheus
+  step "promtool: $(promtool --version 2>&1 | head -1 | cut -d' ' -f3) (Debian prometheus)"
+}
+
 step_ratelimit() { # redis-server + envoyproxy/ratelimit's service_cmd (.tools/bin)
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
   bash scripts/setup-ratelimit.sh
@@ -295,7 +304,7 @@ step_k8s_validator() { # tests/k8s's Go modules (k8s, Istio, Envoy Gateway, Gate
 }
 
 if ! STEPS="$(steps_for "$WHAT")"; then
-  echo "usage: scripts/setup.sh [check] [all|build|envoy|run|test|ratelimit|crane|k8s|bench|fuzz|size|compat]" >&2
+  echo "usage: scripts/setup.sh [check] [all|build|envoy|run|test|ratelimit|crane|k8s|promtool|bench|fuzz|size|compat]" >&2
   exit 2
 fi
 # rustup's wasm targets first (a rustup user needs no Debian toolchain, nor root for it); when

@@ -350,3 +350,18 @@ def test_every_compose_image_is_pinned(project):
         if ref.startswith("$"):
             continue
         assert re.search(r":(?:v?\d+\.\d+\.\d+\S*|[0-9a-f]{7,40})$", ref), ref
+
+
+def test_every_variant_tags_the_stats_as_the_local_stack_does():
+    """The stats_tags that turn the filter's counters into labelled Prometheus metrics
+    (docs/metrics.md) are envoy/envoy.yaml's, in both bootstraps the manifests patch, and Istio
+    keeps the stats they apply to."""
+    cfg, _ = local_filter()
+    want = cfg["stats_config"]["stats_tags"]
+    istio = json.loads(find("ConfigMap", "aura-guard-bootstrap")["data"]["custom_bootstrap.json"])
+    assert istio["stats_config"]["stats_tags"] == want
+    eg = {p["path"]: p["value"] for p in find("EnvoyProxy", "aura-guard")["spec"]["bootstrap"]["jsonPatches"]}
+    assert eg["/stats_config"]["stats_tags"] == want
+    annotations = find("Gateway", "aura-guard", where="istio/")["spec"]["infrastructure"]["annotations"]
+    matcher = json.loads(annotations["proxy.istio.io/config"])["proxyStatsMatcher"]
+    assert set(matcher["inclusionPrefixes"]) >= {"wasmcustom.aura_guard.", "wasm."}

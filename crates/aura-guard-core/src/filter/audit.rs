@@ -65,6 +65,11 @@ impl AuditStage {
             end_ms: host.now_ms(),
             replied_locally: replied,
         };
+        // One per sensitive operation, labelled by Envoy's stats_tags (docs/metrics.md): the
+        // operation types are configured, [a-z0-9_], so the label stays bounded.
+        if let Some(op) = audit.operation() {
+            host.count(&format!("aura_guard.audit.operations.{op}"));
+        }
         let cfg = &policy.audit.config;
         for entry in audit.finish(&policy.audit, &ctx.events, &done) {
             let queued = serde_json::to_vec(&entry)

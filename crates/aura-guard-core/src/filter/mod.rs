@@ -955,9 +955,19 @@ mod tests {
             serde_json::json!({"amount":10,"card_token":"[REDACTED]","password":"[REDACTED]"})
         );
         assert_eq!(host.counters.get("aura_guard.audit.enqueued"), Some(&1));
+        assert_eq!(
+            host.counters
+                .get("aura_guard.audit.operations.payment_refund"),
+            Some(&1)
+        );
         // on_log runs once per stream; a second call adds nothing.
         f.on_log(&mut host);
         assert_eq!(queued(&host).len(), 1);
+        assert_eq!(
+            host.counters
+                .get("aura_guard.audit.operations.payment_refund"),
+            Some(&1)
+        );
     }
 
     #[test]
@@ -967,6 +977,10 @@ mod tests {
         assert_eq!(f.on_request_headers(&mut host, false), Action::Continue);
         f.on_log(&mut host);
         assert!(queued(&host).is_empty());
+        assert!(!host
+            .counters
+            .keys()
+            .any(|k| k.starts_with("aura_guard.audit.operations.")));
     }
 
     #[test]

@@ -7,7 +7,7 @@ PYTEST := .venv/bin/python -m pytest
 # Parallel e2e workers: each test runs its own Envoy on free ports.
 E2E_WORKERS ?= 2
 
-.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-k8s test-compat test-fuzz fuzz lint clean bench soak size-report
+.PHONY: help setup build build-bench dist run test test-unit test-wasm test-e2e test-k8s test-compat test-fuzz fuzz lint clean bench soak size-report preflight
 
 help:
 	@echo "make run    - build and start the local stack (Envoy + aura-guard + demo upstream ...)"
@@ -19,6 +19,7 @@ help:
 	@echo "make soak   - the dependency-fault tests with the issue's strict latency bounds (a quiet machine)"
 	@echo "make fuzz   - every fuzz target (fuzz/) FUZZ_SECONDS each (default 60), or FUZZ_RUNS executions"
 	@echo "make size-report - the module's size by crate (twiggy), written into docs/module-size.md"
+	@echo "make preflight - check a deployment against the security checklist (PREFLIGHT_ARGS, docs/operations.md)"
 	@echo "make lint   - rustfmt check + clippy -D warnings (no unwrap/expect/panic/indexing)"
 	@echo "make clean  - remove build outputs, run state and logs"
 
@@ -58,6 +59,11 @@ size-report:
 run: build
 	@bash scripts/setup.sh run
 	@bash scripts/run.sh
+
+# Checks a deployment against the security checklist (docs/operations.md#preflight), e.g.
+# make preflight PREFLIGHT_ARGS="--envoy-config /etc/envoy/envoy.yaml --env-file prod.env"
+preflight:
+	.venv/bin/python scripts/preflight.py $(PREFLIGHT_ARGS)
 
 lint:
 	cargo fmt --all -- --check

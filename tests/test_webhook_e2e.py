@@ -128,6 +128,40 @@ def test_missing_signature_and_wrong_secret(stack_factory):
     })
 
 
+def event_lines(stack):
+    """The filter's security-event log lines (docs/operations.md#security-event-log), parsed."""
+    prefix = "aura-guard-event "
+    return [json.loads(line.split(prefix, 1)[1]) for line in stack.envoy_log().splitlines()
+            if prefix in line]
+
+
+def test_refused_delivery_logs_one_json_event_with_the_request_id_and_no_secret(stack_factory):
+    s = stack_factory(env=PROD)
+    body = json.dumps({"user": "a", "password": "e2e-body-password-secret"}).encode()
+    path, headers = signed(s, "github", body, secret="not-the-secret",
+                           path="/webhooks/github?token=e2e-query-token-secret")
+    signature = headers["X-Hub-Signature-256"]
+    headers["authorization"] = "Bearer e2e-header-token-secret"
+    r = s.request("POST", path, headers=headers, body=body)
+    assert (r.status, r.json()) == (401, {"detail": "Invalid webhook signature"})
+    rid = r.header("x-request-id")
+    assert rid
+    events = event_lines(s)
+    assert len(events) == 1, events
+    ev = events[0]
+    assert ev["request_id"] == rid
+    assert (ev["event_type"], ev["severity"]) == ("webhook_validation_failure", "medium")
+    assert ev["client_ip"] == "127.0.0.1" and ev["route"] == "/webhooks/github"
+    assert ev["metadata"]["reason"] == "invalid_signature"
+    assert ev["metadata"]["headers"]["authorization"] == "[REDACTED]"
+    log = s.envoy_log()
+    for secret in ("e2e-body-password-secret", "e2e-query-token-secret",
+                   "e2e-header-token-secret", signature.split("=", 1)[1], SECRETS["github"]):
+        assert secret not in log
+    # The old free-text line is gone.
+    assert "aura-guard security event" not in log
+
+
 def test_every_spelling_of_the_route_is_verified(stack_factory):
     s = stack_factory(env=PROD)
     body = body_for("stripe")

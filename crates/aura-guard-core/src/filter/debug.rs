@@ -27,7 +27,7 @@ impl Stage for DebugStage {
                 serde_json::json!({"endpoint": endpoint, "path": path.as_str(),
                     "environment": cfg.environment.as_str()}),
             );
-            ctx.emit(host, event);
+            ctx.emit(policy, host, event);
         }
         Flow::Reply(Reply {
             status: u32::from(debug::BLOCKED_STATUS),

@@ -66,6 +66,9 @@ impl Policy {
     }
 }
 
+/// What starts every security-event log line; the rest of the line is one JSON object.
+pub const EVENT_LOG_PREFIX: &str = "aura-guard-event ";
+
 /// What every stage knows about the request, gathered once by the pipeline.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
@@ -110,20 +113,38 @@ impl RequestCtx {
         })
     }
 
-    /// Records a security event: logged, counted as `aura_guard.events.<type>`, and kept for
-    /// the audit stage.
-    pub fn emit(&mut self, host: &mut dyn Host, event: SecurityEvent) {
-        host.log(
-            Level::Warn,
-            &format!(
-                "aura-guard security event {} ({}): {}",
-                event.event_type,
-                event.severity.as_str(),
-                event.description
-            ),
-        );
+    /// Records a security event: logged as one JSON line (docs/operations.md#security-event-log),
+    /// counted as `aura_guard.events.<type>`, and kept for the audit stage.
+    pub fn emit(&mut self, policy: &Policy, host: &mut dyn Host, event: SecurityEvent) {
+        let line = self.event_line(policy, &*host, &event);
+        host.log(Level::Warn, &line);
         host.count(&format!("aura_guard.events.{}", event.event_type));
         self.events.push(event);
+    }
+
+    /// `aura-guard-event {json}`: the prefix lets operators find the lines in Envoy's log;
+    /// metadata and description go through the audit sanitiser, as audit records do, so a
+    /// capability that slipped a secret into them still logs none.
+    fn event_line(&self, policy: &Policy, host: &dyn Host, event: &SecurityEvent) -> String {
+        let sanitizer = &policy.audit.sanitizer;
+        let mut metadata = match &event.metadata {
+            serde_json::Value::Object(_) => event.metadata.clone(),
+            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+            other => serde_json::json!({ "value": other }),
+        };
+        sanitizer.json(&mut metadata);
+        let line = serde_json::json!({
+            "ts": crate::audit::record::rfc3339_ms(host.now_ms()),
+            "request_id": self.request_id,
+            "event_type": event.event_type,
+            "severity": event.severity.as_str(),
+            "description": sanitizer.text(&event.description),
+            "client_ip": self.client_ip(policy, host).map(|ip| ip.to_string()),
+            "method": self.method,
+            "route": self.path.as_ref().map(|p| p.as_str()),
+            "metadata": metadata,
+        });
+        format!("{EVENT_LOG_PREFIX}{line}")
     }
 
     /// Adds a header to the eventual response (upstream or local reply).
@@ -732,6 +753,7 @@ mod tests {
         let mut f = filter(Environment::Production, Conflict::Overwrite);
         let mut host = request("/x");
         f.ctx.emit(
+            &f.policy.clone(),
             &mut host,
             SecurityEvent::new(
                 "debug_endpoint_blocked",
@@ -751,6 +773,79 @@ mod tests {
             .borrow()
             .iter()
             .any(|(_, m)| m.contains("debug_endpoint_blocked")));
+    }
+
+    /// One line per event: the prefix, then one JSON object with the request's id, client IP
+    /// and route, and metadata sanitised as audit records are (docs/operations.md).
+    #[test]
+    fn event_log_line_is_prefixed_json_with_sanitised_metadata() {
+        use crate::events::{SecurityEvent, Severity};
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = request("/API/V1/./Login;p=1?password=q-secret");
+        host.downstream_address = Some("198.51.100.7:4000".into());
+        host.request_headers
+            .push(("x-request-id".into(), "req-42".into()));
+        f.on_request_headers(&mut host, true);
+        host.logs.borrow_mut().clear();
+        f.ctx.emit(
+            &f.policy.clone(),
+            &mut host,
+            SecurityEvent::new(
+                "auth_rate_limit_exceeded",
+                Severity::High,
+                "too many",
+                serde_json::json!({"limit_type": "ip", "password": "m-secret",
+                    "nested": {"api_key": "k-secret"}}),
+            ),
+        );
+        let logs = host.logs.borrow();
+        assert_eq!(logs.len(), 1);
+        let (level, message) = &logs[0];
+        assert_eq!(*level, Level::Warn);
+        let json = message.strip_prefix(EVENT_LOG_PREFIX).unwrap();
+        assert!(!json.contains('\n'));
+        let line: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "ts": "2023-11-14T22:13:20.000Z",
+                "request_id": "req-42",
+                "event_type": "auth_rate_limit_exceeded",
+                "severity": "high",
+                "description": "too many",
+                "client_ip": "198.51.100.7",
+                "method": "GET",
+                "route": "/api/v1/login",
+                "metadata": {"limit_type": "ip", "password": "[REDACTED]",
+                    "nested": {"api_key": "[REDACTED]"}},
+            })
+        );
+        for secret in ["q-secret", "m-secret", "k-secret"] {
+            assert!(!message.contains(secret), "{secret} leaked: {message}");
+        }
+    }
+
+    /// A refused path has no route; the line still parses and carries the request id.
+    #[test]
+    fn event_log_line_without_a_route_has_route_null() {
+        use crate::events::{SecurityEvent, Severity};
+        let mut f = filter(Environment::Production, Conflict::Overwrite);
+        let mut host = request("no-slash");
+        f.on_request_headers(&mut host, true);
+        host.logs.borrow_mut().clear();
+        let id = f.ctx.request_id.clone();
+        f.ctx.emit(
+            &f.policy.clone(),
+            &mut host,
+            SecurityEvent::new("x_event", Severity::Low, "d", serde_json::Value::Null),
+        );
+        let logs = host.logs.borrow();
+        let json = logs[0].1.strip_prefix(EVENT_LOG_PREFIX).unwrap();
+        let line: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(line["route"], serde_json::Value::Null);
+        assert_eq!(line["client_ip"], serde_json::Value::Null);
+        assert_eq!(line["request_id"], id.as_str());
+        assert_eq!(line["metadata"], serde_json::json!({}));
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl Stage for RateLimitStage {
             }
         }
         for event in outcome.events {
-            ctx.emit(host, event);
+            ctx.emit(policy, host, event);
         }
     }
 }
@@ -224,7 +224,7 @@ impl RateLimitStage {
                 host.count(&format!(
                     "aura_guard.ratelimit.service_failure.{route}.open"
                 ));
-                ctx.emit(host, event);
+                ctx.emit(policy, host, event);
                 self.attempt = Some(attempt);
                 Flow::Next
             }
@@ -236,19 +236,19 @@ impl RateLimitStage {
                     .unwrap_or("ip")
                     .to_string();
                 host.count(&format!("aura_guard.ratelimit.over_limit.{route}.{kind}"));
-                ctx.emit(host, event);
+                ctx.emit(policy, host, event);
                 Flow::Reply(local_reply(reply))
             }
             Decision::FailClosed { reply, event } => {
                 host.count(&format!(
                     "aura_guard.ratelimit.service_failure.{route}.closed"
                 ));
-                ctx.emit(host, event);
+                ctx.emit(policy, host, event);
                 Flow::Reply(local_reply(reply))
             }
             Decision::UnreadableBody { reply, event } => {
                 host.count(&format!("aura_guard.ratelimit.unreadable_body.{route}"));
-                ctx.emit(host, event);
+                ctx.emit(policy, host, event);
                 Flow::Reply(local_reply(reply))
             }
         }

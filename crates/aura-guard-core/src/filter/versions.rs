@@ -48,7 +48,7 @@ impl Stage for VersionsStage {
                     format!("Access to disabled API version {version}"),
                     serde_json::json!({"version": version, "path": path.as_str()}),
                 );
-                ctx.emit(host, event);
+                ctx.emit(policy, host, event);
                 Flow::Reply(Reply {
                     status: u32::from(status),
                     body: body.into_bytes(),

@@ -443,7 +443,7 @@ fn refuse(
             "headers": sanitised_headers(headers),
         }),
     );
-    ctx.emit(host, event);
+    ctx.emit(policy, host, event);
     Flow::Reply(Reply::detail(
         u32::from(failure.status()),
         failure.message(),
@@ -605,6 +605,58 @@ mod tests {
         let v1 = sig.split("v1=").nth(1).unwrap();
         assert!(!text.contains(v1), "signature leaked: {text}");
         assert!(!text.contains("abc.def"), "token leaked: {text}");
+    }
+
+    /// The event log line of a refused delivery carrying every kind of secret (credential
+    /// header, signature, password in the body, token in the query) names the request and
+    /// none of the secrets.
+    #[test]
+    fn event_log_line_is_json_without_the_requests_secrets() {
+        let body = br#"{"user":"a","password":"hunter2-body-secret"}"#;
+        let mut host = delivery(
+            "/webhooks/stripe?token=query-token-secret",
+            body,
+            Scheme::Stripe,
+            "wrong-secret",
+        );
+        host.request_headers
+            .push(("authorization".into(), "Bearer header.token.secret".into()));
+        host.request_headers
+            .push(("x-request-id".into(), "req-evt-1".into()));
+        let mut f = HttpFilter::new(prod());
+        assert_eq!(run(&mut f, &mut host), Action::Pause);
+        assert_eq!(reply(&host).0, 401);
+        let logs = host.logs.borrow();
+        let lines: Vec<&str> = logs
+            .iter()
+            .filter_map(|(_, m)| m.strip_prefix(crate::filter::EVENT_LOG_PREFIX))
+            .collect();
+        assert_eq!(lines.len(), 1, "{logs:?}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(line["request_id"], "req-evt-1");
+        assert_eq!(line["event_type"], EVENT_TYPE);
+        assert_eq!(line["severity"], "medium");
+        assert_eq!(line["client_ip"], "2001:db8::7");
+        assert_eq!(line["route"], "/webhooks/stripe");
+        assert_eq!(line["method"], "POST");
+        assert_eq!(line["metadata"]["reason"], "invalid_signature");
+        assert_eq!(line["metadata"]["headers"]["authorization"], "[REDACTED]");
+        assert_eq!(
+            line["metadata"]["headers"]["stripe-signature"],
+            "[REDACTED]"
+        );
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'));
+        let sig = host.request_header("stripe-signature").unwrap();
+        let v1 = sig.split("v1=").nth(1).unwrap();
+        for secret in [
+            v1,
+            "header.token.secret",
+            "hunter2-body-secret",
+            "query-token-secret",
+            SECRET,
+        ] {
+            assert!(!lines[0].contains(secret), "{secret} leaked: {}", lines[0]);
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 Every request gets 200 JSON {"upstream":"demo","method","path","headers","body_sha256"} (or the
 status named by an `X-Demo-Status` request header; an `X-Demo-Response-Header: name: value`
-request header adds that header to the response, so tests can play an upstream that sets one),
+request header adds that header to the response, several separated by `||`, so tests can play
+an upstream that sets its own),
 except GET /health (200 {"status":"ok"}) and POST /auth/login (username/password read from the
 body as FastAPI would: JSON, form-urlencoded or multipart/form-data, see `credentials`):
 200 with a bearer token for demo / demo-password, else 401 {"detail":"Incorrect username or
@@ -127,9 +128,10 @@ class Handler(BaseHTTPRequestHandler):
         # Tests make the upstream fail on purpose (e.g. a webhook provider's retry after a 5xx).
         status = int(headers.get("x-demo-status", "200") or 200)
         extra = []
-        name, sep, value = headers.get("x-demo-response-header", "").partition(":")
-        if sep:
-            extra.append((name.strip(), value.strip()))
+        for item in headers.get("x-demo-response-header", "").split("||"):
+            name, sep, value = item.partition(":")
+            if sep:
+                extra.append((name.strip(), value.strip()))
         return self._send(status, {"upstream": "demo", "method": self.command,
                                    "path": self.path, "headers": headers,
                                    "body_sha256": record["body_sha256"]}, extra)

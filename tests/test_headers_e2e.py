@@ -72,6 +72,28 @@ def test_upstream_value_is_overwritten_by_default_and_kept_when_configured(stack
     assert r.headers.get("content-security-policy") == [CSP]
 
 
+def test_the_upstreams_own_headers_status_and_body_pass_intact_beside_the_filters(stack_factory):
+    # The filter writes the response headers back as one map (docs/benchmarks.md
+    # #what-a-request-costs): nothing of the upstream's may be lost or doubled on the way.
+    s = stack_factory(env={"ENVIRONMENT": "production"})
+    upstream = "Set-Cookie: a=1; Path=/||Set-Cookie: b=2; Secure||Cache-Control: no-store" \
+        "||X-Upstream-Thing: kept"
+    r = s.request("GET", "/api/v2/ping", headers={"x-demo-response-header": upstream,
+                                                  "x-demo-status": "201",
+                                                  "x-request-id": "rid-keep-1"})
+    assert r.status == 201, r
+    assert r.headers.get("set-cookie") == ["a=1; Path=/", "b=2; Secure"], r.headers
+    assert r.headers.get("cache-control") == ["no-store"]
+    assert r.headers.get("x-upstream-thing") == ["kept"]
+    assert r.headers.get("content-type") == ["application/json"]
+    assert int(r.header("content-length")) == len(r.body) and r.json()["upstream"] == "demo"
+    for name, value in ALWAYS.items():
+        assert r.headers.get(name) == [value], (name, r.headers)
+    assert r.headers.get("content-security-policy") == [CSP]
+    assert r.headers.get("strict-transport-security") == [HSTS]
+    assert r.headers.get("x-request-id") == ["rid-keep-1"]
+
+
 def test_local_reply_from_envoy_also_carries_the_headers(stack_factory):
     # Envoy's own local reply (here a 404 for no route would need config; a 400 for a bad
     # request line is not filtered) — use a 503 from a dead upstream: the response passes

@@ -83,7 +83,10 @@ need_venv() {
   has_python_venv || NEED_CMDS+=("python3 with venv and ensurepip: makes $1 (Debian: python3-venv)")
 }
 
-needs_wasm_toolchain() { rustup_has_wasip1 || need_apt "${DEBIAN_WASM_TOOLCHAIN[@]}"; }
+# ASSUME_RUSTUP_WASM: the check made before rustup installs them counts on rustup's targets.
+needs_wasm_toolchain() {
+  [ -n "${ASSUME_RUSTUP_WASM:-}" ] || rustup_has_wasip1 || need_apt "${DEBIAN_WASM_TOOLCHAIN[@]}"
+}
 needs_wasm_opt() { need_apt binaryen; }
 needs_envoy() { command -v func-e >/dev/null 2>&1 || need_venv .venv; }
 needs_python_test_deps() { need_venv .venv; }
@@ -127,6 +130,8 @@ needs_k8s_validator() {
 
 check_prerequisites() { # check_prerequisites STEP... : exit 1 naming everything missing
   local s missing=()
+  NEED_CMDS=()
+  NEED_APT=()
   for s in "$@"; do "needs_$s"; done
   # One line per command, however many steps need it.
   mapfile -t missing < <(printf '%s\n' "${NEED_CMDS[@]}" | awk -F: 'NF && !seen[$1]++')
@@ -145,7 +150,7 @@ check_prerequisites() { # check_prerequisites STEP... : exit 1 naming everything
     } >&2
     exit 1
   fi
-  step "prerequisites for $WHAT: present"
+  [ -n "${ASSUME_RUSTUP_WASM:-}" ] || step "prerequisites for $WHAT: present"
 }
 
 rustup_add_wasm_targets() { # rustup's wasm toolchain and targets (scripts/lib.sh), if it can
@@ -307,9 +312,14 @@ if ! STEPS="$(steps_for "$WHAT")"; then
   echo "usage: scripts/setup.sh [check] [all|build|envoy|run|test|ratelimit|crane|k8s|promtool|bench|fuzz|size|compat]" >&2
   exit 2
 fi
-# rustup's wasm targets first (a rustup user needs no Debian toolchain, nor root for it); when
-# rustup cannot add them the check below counts the Debian packages instead.
-if [ $CHECK_ONLY -eq 0 ] && [[ " $STEPS " == *" wasm_toolchain "* ]]; then
+# rustup's wasm targets before the Debian ones (a rustup user needs no Debian toolchain, nor
+# root for it), but only once everything else is known to be present: the check runs first
+# counting on rustup's targets, so nothing is downloaded before a missing prerequisite is
+# named. When rustup cannot add them the check below counts the Debian packages instead.
+if [ $CHECK_ONLY -eq 0 ] && [[ " $STEPS " == *" wasm_toolchain "* ]] &&
+    command -v rustup >/dev/null 2>&1; then
+  # shellcheck disable=SC2086 # STEPS is a list of step names
+  ASSUME_RUSTUP_WASM=1 check_prerequisites $STEPS
   rustup_add_wasm_targets || true
 fi
 # shellcheck disable=SC2086 # STEPS is a list of step names

@@ -172,3 +172,19 @@ def test_not_root_installs_debian_packages_through_sudo_and_says_so_first(box):
                      f"sudo -n {install} binaryen", "apt-get install -y -qq binaryen",
                      # the collector (make build builds it too) links OpenSSL
                      f"sudo -n {install} {openssl}", f"apt-get install -y -qq {openssl}"], calls
+
+
+def test_with_rustup_a_missing_prerequisite_is_named_before_rustup_downloads_anything(box):
+    root, bin_dir = box
+    for name in PREREQS:
+        if name != "go":
+            stub(bin_dir, name)
+    stub(bin_dir, "rustup", "ADD_OK=1\n" + RUSTUP)
+    stub(bin_dir, "id", "echo 0")
+    stub(bin_dir, "dpkg", "exit 0")
+    os.symlink(real_python(), os.path.join(bin_dir, "python3"))
+    r = setup_sh(root, bin_dir, "all")
+    assert r.returncode == 1, r
+    assert [ln for ln in r.stderr.splitlines() if "  - " in ln][0].startswith("setup:   - go:"), r
+    assert r.stdout == "", "a step ran before the check"
+    assert not os.path.exists(os.path.join(bin_dir, "rustup.log")), "rustup installed first"

@@ -1003,3 +1003,50 @@ fn different_signed_content_or_source_gets_a_different_key() {
         super::schemes::replay_key("x", &super::schemes::KeyBasis::MessageId("msg_1"))
     );
 }
+
+#[test]
+fn the_docs_name_the_refusal_reasons_the_filter_counts_and_no_other() {
+    let all = [
+        Failure::SourceNotConfigured,
+        Failure::MissingSignature,
+        Failure::InvalidSignature,
+        Failure::MissingTimestamp,
+        Failure::InvalidTimestamp,
+        Failure::TimestampTooOld,
+        Failure::Replay,
+        Failure::BodyTooLarge,
+    ]
+    .map(Failure::reason);
+    let webhooks = include_str!("../../../../docs/webhooks.md");
+    let listed = webhooks
+        .lines()
+        .find(|l| l.contains("a delivery was refused:"))
+        .unwrap();
+    let listed: Vec<&str> = listed.split('`').skip(3).step_by(2).collect();
+    assert_eq!(listed, all, "docs/webhooks.md#stats");
+    // What an operator greps for (the runbook, the metrics table) must be a reason that exists.
+    for doc in [
+        include_str!("../../../../docs/operations.md"),
+        include_str!("../../../../docs/metrics.md"),
+    ] {
+        for token in doc.split('`').skip(1).step_by(2) {
+            // The last word of a stat name, a label value or a reason alone.
+            let word = token
+                .rsplit(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .next()
+                .unwrap_or_default();
+            if [
+                "_signature",
+                "_timestamp",
+                "_configured",
+                "_too_large",
+                "_too_old",
+            ]
+            .iter()
+            .any(|end| word.ends_with(end))
+            {
+                assert!(all.contains(&word), "{token}: {word} is no refusal reason");
+            }
+        }
+    }
+}

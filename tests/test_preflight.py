@@ -192,3 +192,15 @@ def test_sqlite_passes_with_a_note(deployment):
     p, rows = run_preflight(deployment)
     assert p.returncode == 0, p.stdout
     assert rows["database_tls"][0] == "PASS" and "local file" in rows["database_tls"][1]
+
+
+def test_a_source_left_with_only_its_previous_secret_is_reported(deployment):
+    # Mid-rotation with the new secret never set: the filter would refuse every new delivery.
+    env = deployment["env"]
+    env["WEBHOOK_SECRET_GITHUB_PREVIOUS"] = env.pop("WEBHOOK_SECRET_GITHUB")
+    p, rows = run_preflight(deployment)
+    assert p.returncode == 1, p.stdout
+    assert rows["webhook_secrets"][0] == "FAIL"
+    assert "github: no current secret" in rows["webhook_secrets"][1], rows["webhook_secrets"]
+    assert "set WEBHOOK_SECRET_GITHUB" in rows["webhook_secrets"][2]
+    assert [c for c, r in rows.items() if r[0] == "FAIL"] == ["webhook_secrets"], p.stdout

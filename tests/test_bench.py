@@ -121,3 +121,19 @@ def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
     with open(tmp_path / "latest.json") as f:
         flood = {r["id"]: r for r in json.load(f)["cases"]}["aura-webhook-unsigned-1m"]
     assert flood["unexpected_status"] == flood["requests"] > 0, flood
+
+
+def test_each_wrk_run_logs_in_as_new_clients_so_no_round_measures_refusals(tmp_path):
+    # Six runs of the login case (three rounds, before and after): the per-IP limit allows five
+    # tries in five minutes, so clients that came back in every run would be refused in the
+    # sixth, and the bench would measure refusals. Each run gets clients of its own.
+    r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "3", "--warmup", "0",
+                        "--connections", "2", "--out-dir", str(tmp_path), "--cases",
+                        "aura-ratelimit", "--compare-wasm", WASM],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(tmp_path / "latest.json") as f:
+        rows = {row["id"]: row for row in json.load(f)["cases"]}
+    for cid in ("aura-ratelimit", "aura-ratelimit-before"):
+        assert rows[cid]["requests"] > 0 and rows[cid]["non_2xx"] == 0, rows[cid]
+        assert "failed" not in rows[cid], rows[cid]

@@ -2,9 +2,11 @@
 three real Envoys sharing one real envoyproxy/ratelimit and Redis: what one Envoy accepted,
 every other refuses, even when the copies arrive at the same moment; a delivery the upstream
 failed passes again on another Envoy; without the service, production refuses with 503."""
+import signal
 import subprocess
 import threading
 
+from test_faults_e2e import hang
 from test_webhook_e2e import PROD, body_for, sha, signed, t_and_v1
 
 # A generous service timeout: the copies arrive in bursts on a shared 2-core machine, and a
@@ -135,3 +137,36 @@ def test_without_the_service_production_refuses_with_503_and_development_passes(
     r = dev.request("POST", path, headers=headers, body=body)
     assert r.status == 200
     assert dev.stats().get("wasmcustom.aura_guard.webhook.stripe.replay_unchecked") == 1
+
+
+def test_a_hung_service_gets_each_deliverys_failure_mode_while_it_hangs_and_is_used_after(
+        stack_factory, ratelimit_factory):
+    # The service accepts the call and never answers (SIGSTOP): the call timeout, not the hang,
+    # decides. Production's default refuses with 503; `failure_mode: open` lets it through
+    # unchecked. Every answer comes while the service is still stopped.
+    svc = ratelimit_factory()
+    hung = {"webhook": {"replay": {"mode": "ratelimit"}}, "ratelimit": {"timeout_ms": 300}}
+    closed = stack_factory(env=PROD, plugin_config=hung, ratelimit_port=svc.grpc_port,
+                           name="closed")
+    opened = stack_factory(env=PROD, ratelimit_port=svc.grpc_port, name="open", plugin_config={
+        **hung, "webhook": {"replay": {"mode": "ratelimit", "failure_mode": "open"}}})
+    hang(svc, "service_cmd")
+    try:
+        for stack, want in ((closed, 503), (opened, 200)):
+            body = body_for("stripe")
+            path, headers = signed(stack, "stripe", body)
+            r = stack.request("POST", path, headers=headers, body=body, timeout=10)
+            assert r.status == want, (want, r)
+        assert closed.upstream_requests() == []
+        assert closed.stats().get(
+            "wasmcustom.aura_guard.webhook.stripe.replay_service_error") == 1
+        assert opened.stats().get("wasmcustom.aura_guard.webhook.stripe.replay_unchecked") == 1
+        assert len(opened.upstream_requests()) == 1
+    finally:
+        svc.send_signal("service_cmd", signal.SIGCONT)
+    # The service answers again: a new delivery is checked and passes, its copy is refused.
+    body = body_for("stripe")
+    path, headers = signed(closed, "stripe", body)
+    assert closed.request("POST", path, headers=headers, body=body).status == 200
+    r = closed.request("POST", path, headers=headers, body=body)
+    assert (r.status, r.json()) == REPLAY

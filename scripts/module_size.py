@@ -3,9 +3,10 @@
 
 Reads a build of the module that kept its function names (scripts/module-size.sh makes one
 with the shipped settings), asks twiggy for every item's size, and adds them up by the crate
-whose code each item is: the first `crate[hash]::` in its name, so a generic function counts
-for the crate that defines it (`alloc` for a BTreeMap of the core's types), not for the crate
-that instantiated it; serde's deserializers for the core's types have a row of their own. The section of names and the debug sections are left out: the shipped
+whose code each item is: the first `crate::` (or `crate[hash]::`) in its name, so a generic
+function counts for the crate that defines it (`alloc` for a BTreeMap of the core's types), not
+for the crate that instantiated it; serde's deserializers for the core's types have a row of
+their own. The section of names and the debug sections are left out: the shipped
 module has neither. Prints a Markdown table; --write replaces the table in docs/module-size.md.
 """
 import argparse
@@ -20,7 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "module-size.md"
 BEGIN, END = "<!-- size-table:begin -->", "<!-- size-table:end -->"
-CRATE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[[0-9a-f]+\]::")
+# A path's first segment: `crate[hash]::` in v0-mangled names (the precompiled std's),
+# `crate::` in legacy-mangled ones (what the project's own crates get from the toolchain).
+CRATE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[[0-9a-f]+\])?::")
+SERDE = {"serde", "serde_core", "serde_path_to_error"}
+CORE_PATH = re.compile(r"aura_guard_core(?:\[[0-9a-f]+\])?::")
 # serde's deserializers instantiated for the core's types (the configuration, JWT claims): the
 # derived code is inlined into serde's and serde_path_to_error's generic functions, so the first
 # crate in their names would hide what they are.
@@ -60,9 +65,13 @@ def owner(name: str) -> str | None:
         return None
     if name.startswith("data segment"):
         return "data segments (strings, tables, constants of every crate)"
-    if "aura_guard_core[" in name and SERDE_DE.search(name):
-        return "aura_guard_core's types through serde (configuration, JWT claims)"
     m = CRATE.search(name)
+    # Legacy-mangled names leave out generic arguments (`TrackedSeed<X>`), so serde's and
+    # serde_path_to_error's deserializers count here too: the core's types are all they serve.
+    if SERDE_DE.search(name) and (CORE_PATH.search(name) or (m and m.group(1) in SERDE)):
+        return "aura_guard_core's types through serde (configuration, JWT claims)"
+    if name.startswith(("import ", "export ")):
+        return "wasm structure (types, imports, exports, tables)"
     if m:
         return m.group(1)
     if STRUCTURE.match(name):

@@ -181,6 +181,21 @@ def lua_filter() -> dict:
     }
 
 
+def native_headers_filter() -> dict:
+    """Envoy's header_mutation filter setting the Lua case's headers: the same headers with no
+    script and no VM, what a user who stitches Envoy's own filters together pays for them."""
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"response_mutations": [
+                {"append": {"header": {"key": k, "value": v},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
+                for k, v in lua_headers()]},
+        },
+    }
+
+
 def native_ratelimit_filter() -> dict:
     return {
         "name": "envoy.filters.http.ratelimit",
@@ -242,12 +257,15 @@ CASES = [
     {"id": "noop-wasm", "label": "no-op proxy-wasm filter", "filters": [noop_filter],
      "wrk": "ping.lua", "baseline": "bare"},
     {"id": "lua-headers", "label": "Lua filter: security headers", "filters": [lua_filter],
-     "wrk": "ping.lua", "baseline": "bare"},
+     "wrk": "ping.lua", "baseline": "bare", "sets_headers": True},
+    {"id": "native-headers", "label": "Envoy header_mutation filter: security headers",
+     "filters": [native_headers_filter], "wrk": "ping.lua", "baseline": "bare",
+     "sets_headers": True},
     {"id": "wasm-floor", "label": "wasm floor: one header read, the same headers set",
-     "filters": [floor_filter], "wrk": "ping.lua", "baseline": "bare"},
+     "filters": [floor_filter], "wrk": "ping.lua", "baseline": "bare", "sets_headers": True},
     {"id": "aura-headers", "label": "aura-guard: security headers (production)",
      "filters": [lambda: aura_filter(AURA_HEADERS_CONFIG)],
-     "wrk": "ping.lua", "baseline": "bare"},
+     "wrk": "ping.lua", "baseline": "bare", "sets_headers": True},
     {"id": "bare-login", "label": "bare Envoy, POST /auth/login", "filters": [],
      "wrk": "login.lua", "baseline": "bare-login", "upstream": True},
     {"id": "native-ratelimit", "label": "Envoy ratelimit filter + envoyproxy/ratelimit + Redis",
@@ -454,6 +472,17 @@ class EnvoyCase:
                 return r.status
         except urllib.error.HTTPError as err:
             return err.code
+
+    def missing_headers(self) -> list[str]:
+        """The security headers (bench/security_headers.lua's, with their values) that a
+        GET /api/v2/ping answer lacks or carries with another value."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.listen_port}/api/v2/ping")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                got = r.headers
+        except urllib.error.HTTPError as err:
+            got = err.headers
+        return [k for k, v in lua_headers() if got.get(k) != v]
 
     def counter(self, name: str) -> int:
         _, body = http_get(self.admin_port, "/stats?format=json&filter=^" + name + "$")
@@ -1123,6 +1152,10 @@ def main() -> int:
             if status == 200:
                 probe_failures[e.id] = ("an unsigned probe request got 200: the stage does not "
                                         "verify this route")
+            missing = e.missing_headers() if e.case.get("sets_headers") else []
+            if missing:
+                probe_failures[e.id] = (f"the response lacks {', '.join(missing)}: the case "
+                                        "does not set the headers it measures")
         print(f"bench: {len(envoys)} cases, {a.rounds} rounds x {a.duration:g}s, "
               f"warm-up {a.warmup:g}s, wrk -t1 -c{a.connections}", flush=True)
         if a.warmup > 0:

@@ -22,7 +22,7 @@ def test_bench_lists_the_comparison_cases():
     for want in ("bare", "noop-wasm", "lua-headers", "native-ratelimit", "aura-headers",
                  "aura-ratelimit", "bare-webhook", "aura-webhook", "bare-webhook-1m",
                  "aura-webhook-1m", "aura-webhook-unsigned-1m", "wasm-hmac-1m", "bare-audit",
-                 "aura-audit", "wasm-floor"):
+                 "aura-audit", "wasm-floor", "native-headers"):
         assert want in ids
 
 
@@ -97,14 +97,15 @@ def test_a_chart_that_cannot_be_drawn_leaves_the_results_and_exit_status_alone(t
 
 def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
     # The aura-guard cases given the no-op module (it accepts any configuration and does
-    # nothing): an unsigned webhook passes, no rate-limit call is made, no audit record is
-    # built. Each is a failure.
+    # nothing): no security header is set, an unsigned webhook passes, no rate-limit call is
+    # made, no audit record is built. Each is a failure.
     noop = os.path.join(os.path.dirname(WASM), "noop_filter.wasm")
     r = subprocess.run([sys.executable, BENCH, "--duration", "1", "--rounds", "1", "--warmup", "0",
                         "--connections", "2", "--out-dir", str(tmp_path), "--aura-wasm", noop,
                         "--collector", COLLECTOR_BIN,
                         "--cases",
-                        "aura-ratelimit,aura-webhook,aura-webhook-unsigned-1m,aura-audit"],
+                        "aura-headers,aura-ratelimit,aura-webhook,aura-webhook-unsigned-1m,"
+                        "aura-audit"],
                        capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert ("bench: FAILED aura-webhook: an unsigned probe request got 200: the stage does not "
@@ -114,9 +115,11 @@ def test_a_stage_that_did_not_run_fails_the_bench_naming_why(tmp_path):
     assert "bench: FAILED aura-webhook-unsigned-1m: an unsigned probe request got 200" \
         in r.stderr, r.stderr[-3000:]
     assert "bench: FAILED aura-audit: no audit records built in " in r.stderr, r.stderr[-3000:]
+    assert ("bench: FAILED aura-headers: the response lacks x-content-type-options, "
+            "x-frame-options") in r.stderr, r.stderr[-3000:]
     # The results are still written, each failure stated.
     md = (tmp_path / "latest.md").read_text()
-    assert md.count("- FAILED ") == 4, md
+    assert md.count("- FAILED ") == 5, md
     # The flood's answers were all 200, none the expected 401: each counted as unexpected.
     with open(tmp_path / "latest.json") as f:
         flood = {r["id"]: r for r in json.load(f)["cases"]}["aura-webhook-unsigned-1m"]

@@ -117,13 +117,18 @@ def test_redis_holds_only_digests_of_replay_keys_in_hash_tags(stack_factory,
     assert not any("delivery-id" in k or body.decode()[:20] in k for k in keys), keys
 
 
-def test_without_the_service_production_refuses_with_503_and_development_passes(
+def test_without_the_service_production_and_closed_refuse_with_503_and_development_passes(
         stack_factory, ratelimit_factory):
     svc = ratelimit_factory()
     prod = stack_factory(env=PROD, plugin_config=FLEET, ratelimit_port=svc.grpc_port,
                          name="prod")
-    dev = stack_factory(env={**PROD, "ENVIRONMENT": "development"}, plugin_config=FLEET,
-                        ratelimit_port=svc.grpc_port, name="dev")
+    development = {**PROD, "ENVIRONMENT": "development"}
+    dev = stack_factory(env=development, plugin_config=FLEET, ratelimit_port=svc.grpc_port,
+                        name="dev")
+    # `failure_mode: closed` refuses outside production too.
+    dev_closed = stack_factory(env=development, ratelimit_port=svc.grpc_port, name="devclosed",
+                               plugin_config={**FLEET, "webhook": {"replay": {
+                                   "mode": "ratelimit", "failure_mode": "closed"}}})
     svc.kill("service_cmd")
     body = body_for("stripe")
     path, headers = signed(prod, "stripe", body)
@@ -137,6 +142,11 @@ def test_without_the_service_production_refuses_with_503_and_development_passes(
     r = dev.request("POST", path, headers=headers, body=body)
     assert r.status == 200
     assert dev.stats().get("wasmcustom.aura_guard.webhook.stripe.replay_unchecked") == 1
+    r = dev_closed.request("POST", path, headers=headers, body=body)
+    assert (r.status, r.json()) == (503, {"detail": "Webhook replay check unavailable"})
+    assert dev_closed.upstream_requests() == []
+    assert dev_closed.stats().get(
+        "wasmcustom.aura_guard.webhook.stripe.replay_service_error") == 1
 
 
 def test_a_hung_service_gets_each_deliverys_failure_mode_while_it_hangs_and_is_used_after(

@@ -38,6 +38,13 @@ STARTED = []
 TRAP_LOG = re.compile(r"panic|RuntimeError", re.IGNORECASE)
 
 
+def event_lines(stack):
+    """The filter's security-event log lines (docs/operations.md#security-event-log), parsed."""
+    prefix = "aura-guard-event "
+    return [json.loads(line.split(prefix, 1)[1]) for line in stack.envoy_log().splitlines()
+            if prefix in line]
+
+
 def wait_until(check, timeout, what, proc=None, log=None):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import ROOT
+from harness import ROOT, event_lines
 from test_sign_webhook import sw
 
 CORPUS = json.load(open(os.path.join(
@@ -99,6 +99,15 @@ def test_blocked_debug_in_production_is_the_upstream_404_shape_with_stat(stack_f
     stats = s.stats()
     assert stats.get("wasmcustom.aura_guard.debug.blocked") == 1, stats
     assert stats.get("wasmcustom.aura_guard.events.debug_endpoint_blocked") == 1, stats
+    # The security event is one JSON line, joined to the answer by its request id.
+    events = event_lines(s)
+    assert len(events) == 1, events
+    ev = events[0]
+    assert ev["request_id"] == r.header("x-request-id")
+    assert (ev["event_type"], ev["severity"], ev["method"]) == (
+        "debug_endpoint_blocked", "medium", "GET")
+    assert ev["metadata"]["path"] == "/debug/token", ev
+    assert ev["metadata"]["environment"] == "production", ev
 
 
 @pytest.mark.parametrize("enabled,whitelist,reaches", [

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from harness import TEST_JWT_SECRET, wait_until
+from harness import TEST_JWT_SECRET, event_lines, wait_until
 # The demo upstream's signer and body reader (scripts/, on sys.path through harness).
 from demo_upstream import credentials, sign_jwt as jwt
 # The audit tests' collector (real aura-collector) and their helpers.
@@ -155,7 +155,13 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
     assert stats.get("wasmcustom.aura_guard.ratelimit.over_limit.login.ip") == 5, stats
     assert stats.get("wasmcustom.aura_guard.events.auth_rate_limit_exceeded") == 5, stats
     assert stats.get("wasmcustom.aura_guard.events.repeated_auth_failures", 0) >= 1, stats
-    assert "auth_rate_limit_exceeded" in stack.envoy_log()
+    # One JSON event line per 429, each joined to its answer by the request id.
+    refused = [e for e in event_lines(stack) if e["event_type"] == "auth_rate_limit_exceeded"]
+    assert [e["request_id"] for e in refused] == [r.header("x-request-id") for r in rs[5:]]
+    for e, r in zip(refused, rs[5:]):
+        assert e["method"] == "POST" and e["metadata"]["endpoint"] == "login", e
+        assert e["metadata"]["limit_type"] == "ip", e
+        assert e["metadata"]["retry_after"] == int(r.header("retry-after")), (e, r)
 
 
 def test_two_clients_behind_a_trusted_proxy_are_limited_independently(stack_factory,

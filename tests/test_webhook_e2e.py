@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from harness import event_lines
 from test_sign_webhook import sw
 
 SOURCES = ["square", "toast", "clover", "stripe", "twilio", "github", "shopify", "slack",
@@ -134,13 +135,6 @@ def test_missing_signature_and_wrong_secret(stack_factory):
         "webhook.github.missing_signature": 1,
         "events.webhook_validation_failure": 2,
     })
-
-
-def event_lines(stack):
-    """The filter's security-event log lines (docs/operations.md#security-event-log), parsed."""
-    prefix = "aura-guard-event "
-    return [json.loads(line.split(prefix, 1)[1]) for line in stack.envoy_log().splitlines()
-            if prefix in line]
 
 
 def test_refused_delivery_logs_one_json_event_with_the_request_id_and_no_secret(stack_factory):

@@ -162,6 +162,16 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
         assert e["method"] == "POST" and e["metadata"]["endpoint"] == "login", e
         assert e["metadata"]["limit_type"] == "ip", e
         assert e["metadata"]["retry_after"] == int(r.header("retry-after")), (e, r)
+    # Repeated failures: each line names its count, the larger of the IP's and the user's,
+    # is high from the fifth and belongs to one of the refused logins' answers. (How many
+    # lines depends on how soon each failure is recorded: the recording is fire and forget.)
+    failing = [e for e in event_lines(stack) if e["event_type"] == "repeated_auth_failures"]
+    assert failing, "no repeated_auth_failures line"
+    for e in failing:
+        n = max(e["metadata"]["ip_failures"] or 0, e["metadata"]["user_failures"] or 0)
+        assert n >= 3 and e["description"] == f"Multiple failed login attempts ({n} failures)", e
+        assert e["severity"] == ("high" if n >= 5 else "medium"), e
+        assert e["request_id"] in {r.header("x-request-id") for r in rs[:5]}, e
 
 
 def test_two_clients_behind_a_trusted_proxy_are_limited_independently(stack_factory,

@@ -276,7 +276,6 @@ CASES = [
      "filters": [lambda: aura_filter(AURA_RATELIMIT_CONFIG)], "upstream": True,
      "wrk": "login.lua", "baseline": "bare-login", "rls": True, "stage": True,
      "descriptors_per_check": AURA_LOGIN_DESCRIPTORS},
-    # buffer_filter: a direct_response at the headers stalls on the unread body.
     {"id": "bare-webhook", "label": "bare Envoy + buffer filter, POST /webhooks/github",
      "filters": [buffer_filter], "wrk": "webhook.lua", "baseline": "bare-webhook"},
     {"id": "aura-webhook", "label": "aura-guard production, webhook signature (GitHub)",
@@ -459,29 +458,27 @@ class EnvoyCase:
             time.sleep(0.1)
         raise RuntimeError(f"envoy for {self.id} not ready after {timeout}s; see {self.log}")
 
+    def answer(self, method: str, path: str, headers: dict | None = None,
+               body: str | None = None):
+        """One request to the case's listener: (status, response headers), refusals included."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.listen_port}{path}", method=method,
+                                     headers=headers or {},
+                                     data=body.encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.headers
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers
+
     def probe_status(self) -> int | None:
         """Status of the case's probe request (None when it has none)."""
         probe = self.case.get("probe")
-        if not probe:
-            return None
-        method, path, headers, body = probe
-        req = urllib.request.Request(f"http://127.0.0.1:{self.listen_port}{path}", method=method,
-                                     headers=headers, data=body.encode())
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status
-        except urllib.error.HTTPError as err:
-            return err.code
+        return self.answer(*probe)[0] if probe else None
 
     def missing_headers(self) -> list[str]:
         """The security headers (bench/security_headers.lua's, with their values) that a
         GET /api/v2/ping answer lacks or carries with another value."""
-        req = urllib.request.Request(f"http://127.0.0.1:{self.listen_port}/api/v2/ping")
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                got = r.headers
-        except urllib.error.HTTPError as err:
-            got = err.headers
+        _, got = self.answer("GET", "/api/v2/ping")
         return [k for k, v in lua_headers() if got.get(k) != v]
 
     def counter(self, name: str) -> int:

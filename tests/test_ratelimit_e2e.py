@@ -156,7 +156,8 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
     assert stats.get("wasmcustom.aura_guard.events.auth_rate_limit_exceeded") == 5, stats
     assert stats.get("wasmcustom.aura_guard.events.repeated_auth_failures", 0) >= 1, stats
     # One JSON event line per 429, each joined to its answer by the request id.
-    refused = [e for e in event_lines(stack) if e["event_type"] == "auth_rate_limit_exceeded"]
+    events = event_lines(stack)
+    refused = [e for e in events if e["event_type"] == "auth_rate_limit_exceeded"]
     assert [e["request_id"] for e in refused] == [r.header("x-request-id") for r in rs[5:]]
     for e, r in zip(refused, rs[5:]):
         assert e["method"] == "POST" and e["metadata"]["endpoint"] == "login", e
@@ -165,7 +166,7 @@ def test_seed_ten_logins_first_five_pass_then_429(stack_factory, ratelimit_facto
     # Repeated failures: each line names its count, the larger of the IP's and the user's,
     # is high from the fifth and belongs to one of the refused logins' answers. (How many
     # lines depends on how soon each failure is recorded: the recording is fire and forget.)
-    failing = [e for e in event_lines(stack) if e["event_type"] == "repeated_auth_failures"]
+    failing = [e for e in events if e["event_type"] == "repeated_auth_failures"]
     assert failing, "no repeated_auth_failures line"
     for e in failing:
         n = max(e["metadata"]["ip_failures"] or 0, e["metadata"]["user_failures"] or 0)

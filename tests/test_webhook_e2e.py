@@ -115,8 +115,7 @@ def test_valid_delivery_reaches_the_upstream_exactly_and_invalid_never(stack_fac
     credentials = {name: value for name, value in headers.items()
                    if any(m in name.lower() for m in ("signature", "hmac", "token", "auth"))}
     assert credentials, f"no signature header found for {source}: {sorted(headers)}"
-    event = next(json.loads(line.split("aura-guard-event ", 1)[1])
-                 for line in log.splitlines() if "aura-guard-event " in line)
+    event = event_lines(s)[0]
     for name, value in credentials.items():
         assert value not in log, f"{name} leaked into the log"
         assert event["metadata"]["headers"][name.lower()] == "[REDACTED]", event
